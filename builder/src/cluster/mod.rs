@@ -1,0 +1,148 @@
+//! The cluster file: schema, embedded default, and validation into a typed
+//! model. Pure: no I/O beyond reading the file.
+
+mod schema;
+mod validate;
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use ipnet::Ipv4Net;
+use node_agent::config::Backend;
+use node_agent::types::{MacAddr, Role};
+use sha2::{Digest, Sha256};
+
+use crate::error::InputError;
+use crate::sources::SourceSpec;
+pub use schema::ClusterFile;
+
+/// The reference cluster, as shipped.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+/// How errors name the embedded default.
+pub const DEFAULT_ORIGIN: &str = "<embedded default cluster>";
+
+/// A validated cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    pub name: String,
+    pub node_network: Ipv4Net,
+    pub pod_network: Ipv4Net,
+    pub subnet_len: u8,
+    pub subnet_min: Option<Ipv4Addr>,
+    pub subnet_max: Option<Ipv4Addr>,
+    pub backend: Backend,
+    pub etcd: EtcdSettings,
+    pub artifacts: Artifacts,
+    pub nodes: Vec<Node>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdSettings {
+    /// External etcd client URLs; empty when the cluster's etcd nodes serve.
+    pub external_endpoints: Vec<String>,
+    pub client_port: u16,
+    pub peer_port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Artifacts {
+    pub kernel: Option<SourceSpec>,
+    pub etcd: Option<SourceSpec>,
+    pub cni: Option<SourceSpec>,
+    pub kubelet: Option<SourceSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub name: String,
+    pub role: Role,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+}
+
+impl Cluster {
+    /// The embedded reference cluster.
+    pub fn embedded_default() -> Self {
+        parse(DEFAULT_TOML, DEFAULT_ORIGIN).expect("the embedded default cluster is valid")
+    }
+
+    /// Reads and validates a cluster file.
+    pub fn load(path: &Path) -> Result<Self, InputError> {
+        let origin = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| InputError::new(&origin, "", format!("cannot read: {e}")))?;
+        parse(&text, &origin)
+    }
+
+    pub fn etcd_nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.role == Role::Etcd)
+    }
+
+    /// The etcd client URLs every agent uses.
+    pub fn etcd_endpoints(&self) -> Vec<String> {
+        if !self.etcd.external_endpoints.is_empty() {
+            return self.etcd.external_endpoints.clone();
+        }
+        self.etcd_nodes().map(|n| format!("http://{}:{}", n.ip, self.etcd.client_port)).collect()
+    }
+
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The file again, with every MAC spelled out (what `imgbuild init` writes).
+    pub fn to_toml(&self, file: &ClusterFile) -> String {
+        let mut file = file.clone();
+        for (entry, node) in file.nodes.iter_mut().zip(&self.nodes) {
+            entry.mac = Some(node.mac.to_string());
+        }
+        let body = toml::to_string_pretty(&file).expect("the cluster schema always serializes");
+        format!("# imgbuild cluster file. Every node's MAC is spelled out; edit freely.\n\n{body}")
+    }
+}
+
+/// Parses and validates cluster file text; `origin` names it in errors.
+pub fn parse(text: &str, origin: &str) -> Result<Cluster, InputError> {
+    let file = parse_file(text, origin)?;
+    validate::validate(&file, origin)
+}
+
+/// Parses the text into the file schema (no validation beyond types and keys).
+pub fn parse_file(text: &str, origin: &str) -> Result<ClusterFile, InputError> {
+    let de = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let mut reason = inner.message().trim().replace('\n', "; ");
+        if let Some(span) = inner.span() {
+            let line = text[..span.start].matches('\n').count() + 1;
+            reason = format!("{reason} (line {line})");
+        }
+        InputError::new(origin, field_of(&path, &reason), reason)
+    })
+}
+
+/// serde reports a missing or unknown key at its parent table; name the key.
+fn field_of(path: &str, reason: &str) -> String {
+    let parent = if path == "." { "" } else { path };
+    let key = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|p| reason.strip_prefix(p))
+        .and_then(|rest| rest.split('`').next());
+    match (parent, key) {
+        (p, Some(k)) if p == k || p.ends_with(&format!(".{k}")) => p.to_owned(),
+        ("", Some(k)) => k.to_owned(),
+        (p, Some(k)) => format!("{p}.{k}"),
+        (p, None) => p.to_owned(),
+    }
+}
+
+/// A stable MAC for a node without one: QEMU's 52:54:00 prefix and three
+/// bytes of the name's sha256, so it never changes between builds.
+pub fn derived_mac(name: &str) -> MacAddr {
+    let h = Sha256::digest(name.as_bytes());
+    MacAddr([0x52, 0x54, 0x00, h[0], h[1], h[2]])
+}
+
+#[cfg(test)]
+mod tests;

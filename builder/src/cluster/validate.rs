@@ -1,0 +1,234 @@
+//! From the file as written to a `Cluster`, refusing every value we cannot
+//! build a working cluster from. Each check names the field it refuses.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use node_agent::config::{Backend, BackendType};
+use node_agent::types::{MacAddr, Role};
+
+use super::schema::{ArtifactsSection, ClusterFile, EtcdSection, NetworkSection, NodeEntry};
+use super::{derived_mac, Artifacts, Cluster, EtcdSettings, Node};
+use crate::error::InputError;
+use crate::sources::SourceSpec;
+
+type Result<T> = std::result::Result<T, InputError>;
+
+/// Builds errors that all name the same file.
+struct Errs<'a>(&'a str);
+
+impl Errs<'_> {
+    fn at(&self, field: impl Into<String>, reason: impl Into<String>) -> InputError {
+        InputError::new(self.0, field, reason)
+    }
+}
+
+pub fn validate(file: &ClusterFile, origin: &str) -> Result<Cluster> {
+    let errs = Errs(origin);
+    check_name(&errs, "cluster.name", &file.cluster.name)?;
+    let net = &file.network;
+    let node_network = cidr(&errs, "network.nodes", &net.nodes)?;
+    let pod_network = cidr(&errs, "network.pods", &net.pods)?;
+    if node_network.contains(&pod_network) || pod_network.contains(&node_network) {
+        return Err(errs.at("network.pods", format!("{pod_network} overlaps the node network {node_network}")));
+    }
+    check_subnet_len(&errs, net, pod_network)?;
+    let subnet_min = subnet_bound(&errs, "network.subnet_min", net.subnet_min.as_deref(), pod_network, net.subnet_len)?;
+    let subnet_max = subnet_bound(&errs, "network.subnet_max", net.subnet_max.as_deref(), pod_network, net.subnet_len)?;
+    if let (Some(lo), Some(hi)) = (subnet_min, subnet_max) {
+        if lo > hi {
+            return Err(errs.at("network.subnet_max", format!("{hi} is below network.subnet_min {lo}")));
+        }
+    }
+    let backend = backend(&errs, file)?;
+    let nodes = nodes(&errs, &file.nodes, node_network)?;
+    let etcd = etcd(&errs, &file.etcd, &nodes)?;
+    let artifacts = artifacts(&errs, &file.artifacts)?;
+    Ok(Cluster {
+        name: file.cluster.name.clone(),
+        node_network,
+        pod_network,
+        subnet_len: net.subnet_len,
+        subnet_min,
+        subnet_max,
+        backend,
+        etcd,
+        artifacts,
+        nodes,
+    })
+}
+
+/// Names become hostnames, file names and etcd member names: DNS labels only.
+fn check_name(errs: &Errs, field: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(errs.at(field, format!("{name:?} is not a valid name (lower-case letters, digits and '-', at most 63, not starting or ending with '-')")))
+    }
+}
+
+fn cidr(errs: &Errs, field: &str, s: &str) -> Result<Ipv4Net> {
+    let net: Ipv4Net = s.parse().map_err(|_| errs.at(field, format!("{s:?} is not an IPv4 CIDR like 10.1.0.0/16")))?;
+    if net.trunc() != net {
+        return Err(errs.at(field, format!("{s} has host bits set; did you mean {}?", net.trunc())));
+    }
+    if net.prefix_len() > 30 {
+        return Err(errs.at(field, format!("{s} is too small for a network (at most /30)")));
+    }
+    Ok(net)
+}
+
+fn check_subnet_len(errs: &Errs, net: &NetworkSection, pods: Ipv4Net) -> Result<()> {
+    let len = net.subnet_len;
+    if len <= pods.prefix_len() || len > 30 {
+        return Err(errs.at(
+            "network.subnet_len",
+            format!(
+                "{len} does not fit the pod network {pods} (must be longer than /{} and at most /30)",
+                pods.prefix_len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `subnet_min`/`subnet_max` as flannel takes them: subnet addresses inside
+/// the pod network, aligned to the subnet length.
+fn subnet_bound(errs: &Errs, field: &str, s: Option<&str>, pods: Ipv4Net, len: u8) -> Result<Option<Ipv4Addr>> {
+    let Some(s) = s else { return Ok(None) };
+    let ip: Ipv4Addr = s.parse().map_err(|_| errs.at(field, format!("{s:?} is not an IPv4 address")))?;
+    if !pods.contains(&ip) {
+        return Err(errs.at(field, format!("{ip} is outside the pod network {pods}")));
+    }
+    let subnet = Ipv4Net::new(ip, len).expect("len checked").trunc();
+    if subnet.addr() != ip {
+        return Err(
+            errs.at(field, format!("{ip} is not the start of a /{len} subnet; did you mean {}?", subnet.addr()))
+        );
+    }
+    Ok(Some(ip))
+}
+
+fn backend(errs: &Errs, file: &ClusterFile) -> Result<Backend> {
+    let b = &file.backend;
+    let kind = match b.kind.as_str() {
+        "vxlan" => BackendType::Vxlan,
+        "host-gw" => BackendType::HostGw,
+        other => {
+            return Err(
+                errs.at("backend.type", format!("unknown backend {other:?} (expected \"vxlan\" or \"host-gw\")"))
+            )
+        }
+    };
+    if kind == BackendType::Vxlan && !(1..=0x00ff_ffff).contains(&b.vni) {
+        return Err(errs.at("backend.vni", format!("{} is not a VXLAN network identifier (1 to 16777215)", b.vni)));
+    }
+    if b.port == 0 {
+        return Err(errs.at("backend.port", "0 is not a UDP port"));
+    }
+    Ok(Backend { kind, vni: b.vni, port: b.port })
+}
+
+fn nodes(errs: &Errs, entries: &[NodeEntry], node_network: Ipv4Net) -> Result<Vec<Node>> {
+    if entries.is_empty() {
+        return Err(errs.at("node", "the cluster has no nodes (add [[node]] tables)"));
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        let node = node(errs, i, e, node_network)?;
+        for (what, key) in [("name", node.name.clone()), ("ip", node.ip.to_string()), ("mac", node.mac.to_string())] {
+            if let Some(first) = seen.insert(format!("{what}={key}"), i) {
+                return Err(errs.at(format!("node[{i}].{what}"), format!("{key} is already used by node[{first}]")));
+            }
+        }
+        out.push(node);
+    }
+    Ok(out)
+}
+
+fn node(errs: &Errs, i: usize, e: &NodeEntry, node_network: Ipv4Net) -> Result<Node> {
+    let field = |f: &str| format!("node[{i}].{f}");
+    check_name(errs, &field("name"), &e.name)?;
+    let role: Role = e.role.parse().map_err(|m: String| errs.at(field("role"), m))?;
+    let ip: Ipv4Addr = e.ip.parse().map_err(|_| errs.at(field("ip"), format!("{:?} is not an IPv4 address", e.ip)))?;
+    if !node_network.contains(&ip) {
+        return Err(errs.at(field("ip"), format!("{ip} is outside the node network {node_network}")));
+    }
+    if ip == node_network.network() || ip == node_network.broadcast() {
+        return Err(errs.at(field("ip"), format!("{ip} is the network's own or broadcast address")));
+    }
+    let mac = match &e.mac {
+        Some(m) => m.parse::<MacAddr>().map_err(|r| errs.at(field("mac"), r))?,
+        None => derived_mac(&e.name),
+    };
+    if !mac.is_unicast() {
+        return Err(errs.at(field("mac"), format!("{mac} is a multicast address")));
+    }
+    Ok(Node { name: e.name.clone(), role, ip, mac })
+}
+
+fn etcd(errs: &Errs, s: &EtcdSection, nodes: &[Node]) -> Result<EtcdSettings> {
+    for (i, url) in s.endpoints.iter().enumerate() {
+        let ok = (url.starts_with("http://") || url.starts_with("https://"))
+            && url.split("://").nth(1).is_some_and(|h| !h.is_empty());
+        if !ok {
+            return Err(errs.at(format!("etcd.endpoints[{i}]"), format!("{url:?} is not an http(s) URL")));
+        }
+    }
+    let members = nodes.iter().filter(|n| n.role == Role::Etcd).count();
+    if members == 0 && s.endpoints.is_empty() {
+        return Err(errs.at("etcd.endpoints", "there is no etcd node and no external etcd endpoint; add a node with role = \"etcd\" or set etcd.endpoints"));
+    }
+    if members > 0 && !s.endpoints.is_empty() {
+        return Err(errs.at("etcd.endpoints", "set either external endpoints or etcd nodes, not both"));
+    }
+    if members == 2 {
+        return Err(errs.at("node", "2 etcd members cannot survive losing one; use 1 or 3 or more"));
+    }
+    for (field, port) in [("etcd.client_port", s.client_port), ("etcd.peer_port", s.peer_port)] {
+        if port == 0 {
+            return Err(errs.at(field, "0 is not a TCP port"));
+        }
+    }
+    if s.client_port == s.peer_port {
+        return Err(errs.at("etcd.peer_port", "must differ from etcd.client_port"));
+    }
+    Ok(EtcdSettings { external_endpoints: s.endpoints.clone(), client_port: s.client_port, peer_port: s.peer_port })
+}
+
+fn artifacts(errs: &Errs, a: &ArtifactsSection) -> Result<Artifacts> {
+    let one = |name: &str, v: &Option<toml::Value>| {
+        v.as_ref().map(|v| source(errs, &format!("artifacts.{name}"), v)).transpose()
+    };
+    Ok(Artifacts {
+        kernel: one("kernel", &a.kernel)?,
+        etcd: one("etcd", &a.etcd)?,
+        cni: one("cni", &a.cni)?,
+        kubelet: one("kubelet", &a.kubelet)?,
+    })
+}
+
+fn source(errs: &Errs, field: &str, v: &toml::Value) -> Result<SourceSpec> {
+    match v {
+        toml::Value::String(s) => SourceSpec::parse_str(s).map_err(|r| errs.at(field, r)),
+        toml::Value::Table(t) => {
+            if let Some(k) = t.keys().find(|k| !["url", "sha256"].contains(&k.as_str())) {
+                return Err(errs.at(format!("{field}.{k}"), "unknown key (expected url and sha256)"));
+            }
+            let get = |k: &str| {
+                t.get(k)
+                    .and_then(|v| v.as_str())
+                    .ok_or_else(|| errs.at(format!("{field}.{k}"), "missing (a string is required)"))
+            };
+            SourceSpec::parse_url(get("url")?, get("sha256")?).map_err(|r| errs.at(field, r))
+        }
+        _ => Err(errs.at(field, "expected a string (folder, .deb or apt:NAME) or a table { url, sha256 }")),
+    }
+}

@@ -1,0 +1,76 @@
+//! The command line: clap types only, turned into the config structs the
+//! library runs from.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use node_agent::types::Role;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "imgbuild",
+    version,
+    about = "Builds bootable Kubernetes nodes from one cluster file",
+    help_expected = true,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Write the embedded default cluster as an editable cluster file.
+    Init(InitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Build every node of this role (etcd, master, worker).
+    #[arg(long, value_parser = parse_role)]
+    pub role: Option<Role>,
+    /// Build only this node.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// The cluster file (default: the embedded reference cluster).
+    #[arg(long)]
+    pub cluster: Option<PathBuf>,
+    /// Where to write the nodes' artifacts.
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    /// The static node-agent binary to embed (default: beside imgbuild).
+    #[arg(long)]
+    pub agent: Option<PathBuf>,
+    /// Fetch the agent from this base URL (as `URL/NODE/node-agent`, checked
+    /// by sha512) instead of embedding it in the Ignition config.
+    #[arg(long, value_name = "URL")]
+    pub agent_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write the cluster file.
+    #[arg(long, default_value = "cluster.toml")]
+    pub out: PathBuf,
+    /// Replace an existing file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,137 @@
+//! A node's Ignition config: the agent, its config and its unit, plus what
+//! the role needs from Container Linux itself.
+
+use imgbuild_ignition::{ConfigBuilder, Payload};
+use node_agent::config::{EtcdMember, NodeConfig};
+use node_agent::types::Role;
+
+use crate::plan::NodePlan;
+
+pub const AGENT_PATH: &str = "/opt/bin/node-agent";
+pub const AGENT_CONFIG_PATH: &str = "/etc/node-agent/config.json";
+pub const AGENT_UNIT: &str = "node-agent.service";
+
+/// How the agent binary travels in the config.
+#[derive(Clone, Debug)]
+pub enum AgentDelivery<'a> {
+    /// Embedded, gzip-compressed: the config works offline.
+    Embedded(&'a [u8]),
+    /// Fetched from `base_url` + `/NODE/node-agent` and checked by sha512.
+    Remote { base_url: &'a str, bytes: &'a [u8] },
+}
+
+/// Renders the node's Ignition config as the bytes of `NODE.ign`.
+pub fn render(plan: &NodePlan, agent: &AgentDelivery) -> Vec<u8> {
+    let cfg = &plan.config;
+    let payload = match agent {
+        AgentDelivery::Embedded(bytes) => Payload::Inline(bytes.to_vec()),
+        AgentDelivery::Remote { base_url, bytes } => {
+            Payload::remote(format!("{}/{}/node-agent", base_url.trim_end_matches('/'), plan.node.name), bytes)
+        }
+    };
+    let mut b = ConfigBuilder::new()
+        .directory("/etc/node-agent", 0o700)
+        .file(AGENT_PATH, 0o755, &payload)
+        .text_file(AGENT_CONFIG_PATH, 0o600, &config_json(cfg))
+        .text_file("/etc/hostname", 0o644, &format!("{}\n", cfg.node.name))
+        .text_file("/etc/systemd/network/00-node.network", 0o644, &node_network_unit(cfg))
+        .unit(AGENT_UNIT, &agent_unit(cfg.node.role), true);
+    if let Some(member) = &cfg.etcd.member {
+        b = b.dropin("etcd-member.service", "20-imgbuild.conf", &etcd_member_dropin(member), true);
+    }
+    imgbuild_ignition::render(&b.build())
+}
+
+/// The agent's config file text (also embedded in images).
+pub fn config_json(cfg: &NodeConfig) -> String {
+    let mut s = serde_json::to_string_pretty(cfg).expect("node config always serializes");
+    s.push('\n');
+    s
+}
+
+fn agent_unit(role: Role) -> String {
+    // On etcd nodes the OS's etcd-member.service runs etcd; the agent waits for it.
+    let after = if role == Role::Etcd { " etcd-member.service" } else { "" };
+    format!(
+        "[Unit]\n\
+         Description=imgbuild node agent ({role}): etcd bootstrap, flannel-compatible overlay, pod networking\n\
+         Wants=network-online.target\n\
+         After=network-online.target{after}\n\
+         \n\
+         [Service]\n\
+         Type=simple\n\
+         ExecStart={AGENT_PATH} run --config {AGENT_CONFIG_PATH}\n\
+         Restart=always\n\
+         RestartSec=5\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n"
+    )
+}
+
+/// The node IP on the interface with the node's MAC, for systemd-networkd.
+fn node_network_unit(cfg: &NodeConfig) -> String {
+    format!("[Match]\nMACAddress={}\n\n[Network]\nAddress={}\nLinkLocalAddressing=no\n", cfg.node.mac, cfg.node.address)
+}
+
+/// Flatcar's etcd-member.service reads its flags from ETCD_* variables.
+fn etcd_member_dropin(m: &EtcdMember) -> String {
+    let env = [
+        ("ETCD_NAME", m.name.clone()),
+        ("ETCD_DATA_DIR", "/var/lib/etcd".into()),
+        ("ETCD_LISTEN_CLIENT_URLS", format!("{},http://127.0.0.1:2379", m.client_url)),
+        ("ETCD_ADVERTISE_CLIENT_URLS", m.client_url.clone()),
+        ("ETCD_LISTEN_PEER_URLS", m.peer_url.clone()),
+        ("ETCD_INITIAL_ADVERTISE_PEER_URLS", m.peer_url.clone()),
+        ("ETCD_INITIAL_CLUSTER", m.initial_cluster.join(",")),
+        ("ETCD_INITIAL_CLUSTER_TOKEN", m.initial_cluster_token.clone()),
+        ("ETCD_INITIAL_CLUSTER_STATE", "new".into()),
+        ("ETCD_ENABLE_V2", "false".into()),
+    ];
+    let mut s = String::from("[Service]\n");
+    for (k, v) in env {
+        s.push_str(&format!("Environment=\"{k}={v}\"\n"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::Cluster;
+    use crate::plan::{plan, Selection};
+    use crate::testutil::assert_golden;
+
+    /// A stand-in payload keeps the goldens about our format, not the agent's bytes.
+    const AGENT: &[u8] = b"\x7fELF stand-in agent\n";
+
+    fn plan_for(node: &str) -> NodePlan {
+        let sel = Selection { role: None, node: Some(node.into()) };
+        plan(&Cluster::embedded_default(), &sel).unwrap().remove(0)
+    }
+
+    #[test]
+    fn golden_per_role() {
+        for node in ["etcd-1", "master-1", "worker-1"] {
+            let p = plan_for(node);
+            let text = String::from_utf8(render(&p, &AgentDelivery::Embedded(AGENT))).unwrap();
+            assert_golden(&format!("golden/ignition/{node}.ign"), &text);
+            assert_golden(&format!("golden/node-config/{node}.json"), &config_json(&p.config));
+        }
+    }
+
+    #[test]
+    fn golden_remote_agent() {
+        let p = plan_for("worker-1");
+        let delivery = AgentDelivery::Remote { base_url: "http://10.0.2.2:8080/assets/", bytes: AGENT };
+        let text = String::from_utf8(render(&p, &delivery)).unwrap();
+        assert_golden("golden/ignition/worker-1-remote.ign", &text);
+        assert!(text.contains("\"source\": \"http://10.0.2.2:8080/assets/worker-1/node-agent\""));
+    }
+
+    #[test]
+    fn config_json_round_trips() {
+        let p = plan_for("worker-2");
+        assert_eq!(NodeConfig::parse(config_json(&p.config).as_bytes()).unwrap(), p.config);
+    }
+}

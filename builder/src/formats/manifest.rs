@@ -1,0 +1,38 @@
+//! `manifest.json`: every artifact of a node with its size and sha256.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Manifest {
+    pub node: String,
+    pub role: String,
+    pub artifacts: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Entry {
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+impl Entry {
+    pub fn of(file: &str, bytes: &[u8]) -> Self {
+        Entry { file: file.to_owned(), size: bytes.len() as u64, sha256: hex::encode(Sha256::digest(bytes)) }
+    }
+}
+
+impl Manifest {
+    /// Artifacts are listed by file name so the manifest is reproducible.
+    pub fn new(node: &str, role: &str, mut artifacts: Vec<Entry>) -> Self {
+        artifacts.sort_by(|a, b| a.file.cmp(&b.file));
+        Manifest { node: node.to_owned(), role: role.to_owned(), artifacts }
+    }
+
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec_pretty(self).expect("manifest always serializes");
+        out.push(b'\n');
+        out
+    }
+}

@@ -1,0 +1,5 @@
+//! One module per output format. Each builds its file as bytes; writing is
+//! the output module's job.
+
+pub mod ignition;
+pub mod manifest;

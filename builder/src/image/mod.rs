@@ -1,0 +1,3 @@
+//! What goes into a unikernel-style image.
+
+pub mod elf;

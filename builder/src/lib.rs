@@ -1,0 +1,14 @@
+//! imgbuild: from one cluster file, everything needed to boot each node.
+
+pub mod agent;
+pub mod build;
+pub mod cluster;
+pub mod cmdline;
+pub mod error;
+pub mod formats;
+pub mod image;
+pub mod output;
+pub mod plan;
+pub mod sources;
+#[cfg(test)]
+mod testutil;

@@ -1,0 +1,88 @@
+//! Writing a node's artifacts: all into a temp dir beside the target, then
+//! one rename, so a failed build never leaves a half-written node behind.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// One file of a node's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    pub name: String,
+    pub bytes: Vec<u8>,
+    pub mode: u32,
+}
+
+impl Artifact {
+    pub fn new(name: impl Into<String>, bytes: Vec<u8>) -> Self {
+        Artifact { name: name.into(), bytes, mode: 0o644 }
+    }
+}
+
+/// Writes `artifacts` as `out/node/`, replacing what was there.
+pub fn write_node_dir(out: &Path, node: &str, artifacts: &[Artifact]) -> Result<PathBuf> {
+    fs::create_dir_all(out).with_context(|| format!("creating output dir {}", out.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{node}."))
+        .tempdir_in(out)
+        .with_context(|| format!("creating a temp dir in {}", out.display()))?;
+    for a in artifacts {
+        write_file(&tmp.path().join(&a.name), &a.bytes, a.mode)?;
+    }
+    let dest = out.join(node);
+    replace_dir(tmp.keep(), &dest)?;
+    Ok(dest)
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting mode of {}", path.display()))
+}
+
+/// Moves `new` to `dest`; an old `dest` is moved aside first and removed last.
+fn replace_dir(new: PathBuf, dest: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&new, fs::Permissions::from_mode(0o755))?;
+    let old = dest.with_extension("old");
+    let had_old = dest.exists();
+    if had_old {
+        let _ = fs::remove_dir_all(&old);
+        fs::rename(dest, &old).with_context(|| format!("moving aside {}", dest.display()))?;
+    }
+    fs::rename(&new, dest).with_context(|| format!("renaming {} to {}", new.display(), dest.display()))?;
+    if had_old {
+        fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes one file atomically (temp file + rename).
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a temp file in {}", dir.display()))?;
+    tmp.write_all(bytes)?;
+    tmp.persist(path).with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_whole_node_dir() {
+        let out = tempfile::tempdir().unwrap();
+        write_node_dir(out.path(), "n", &[Artifact::new("a", b"1".to_vec()), Artifact::new("b", b"2".to_vec())])
+            .unwrap();
+        write_node_dir(out.path(), "n", &[Artifact::new("a", b"3".to_vec())]).unwrap();
+        assert_eq!(fs::read(out.path().join("n/a")).unwrap(), b"3");
+        assert!(!out.path().join("n/b").exists(), "stale file survived");
+        let names: Vec<_> = fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["n"], "temp dirs left behind");
+    }
+}

@@ -1,0 +1,122 @@
+//! From a validated cluster to per-node plans: which nodes to build and the
+//! node config each agent gets. Pure.
+
+use ipnet::Ipv4Net;
+use node_agent::config::{EtcdConfig, EtcdMember, NetworkConfig, NodeConfig, NodeIdentity, Paths};
+use node_agent::types::Role;
+
+use crate::cluster::{Cluster, Node};
+use crate::error::InputError;
+
+/// Which nodes a build covers.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub role: Option<Role>,
+    pub node: Option<String>,
+}
+
+/// Everything the renderers need for one node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodePlan {
+    pub node: Node,
+    pub config: NodeConfig,
+}
+
+/// Plans the selected nodes, in cluster-file order.
+pub fn plan(cluster: &Cluster, sel: &Selection) -> Result<Vec<NodePlan>, InputError> {
+    let nodes = select(cluster, sel)?;
+    Ok(nodes.into_iter().map(|n| NodePlan { node: n.clone(), config: node_config(cluster, n) }).collect())
+}
+
+fn select<'a>(cluster: &'a Cluster, sel: &Selection) -> Result<Vec<&'a Node>, InputError> {
+    if let Some(name) = &sel.node {
+        let node = cluster.node(name).ok_or_else(|| {
+            let known: Vec<&str> = cluster.nodes.iter().map(|n| n.name.as_str()).collect();
+            InputError::new(
+                "--node",
+                "",
+                format!("no node named {name:?} in the cluster (nodes: {})", known.join(", ")),
+            )
+        })?;
+        if let Some(role) = sel.role.filter(|r| *r != node.role) {
+            return Err(InputError::new("--node", "", format!("node {name} has role {}, not {role}", node.role)));
+        }
+        return Ok(vec![node]);
+    }
+    let role =
+        sel.role.ok_or_else(|| InputError::new("command line", "", "say what to build: --role ROLE or --node NAME"))?;
+    let nodes: Vec<&Node> = cluster.nodes.iter().filter(|n| n.role == role).collect();
+    if nodes.is_empty() {
+        return Err(InputError::new("--role", "", format!("the cluster has no {role} nodes")));
+    }
+    Ok(nodes)
+}
+
+/// The config one node's agent runs from.
+pub fn node_config(cluster: &Cluster, node: &Node) -> NodeConfig {
+    NodeConfig {
+        cluster: cluster.name.clone(),
+        node: NodeIdentity {
+            name: node.name.clone(),
+            role: node.role,
+            address: Ipv4Net::new(node.ip, cluster.node_network.prefix_len()).expect("validated prefix"),
+            mac: node.mac,
+        },
+        etcd: EtcdConfig {
+            endpoints: cluster.etcd_endpoints(),
+            member: (node.role == Role::Etcd).then(|| etcd_member(cluster, node)),
+        },
+        network: NetworkConfig {
+            network: cluster.pod_network,
+            subnet_len: cluster.subnet_len,
+            subnet_min: cluster.subnet_min,
+            subnet_max: cluster.subnet_max,
+            backend: cluster.backend,
+        },
+        paths: Paths::default(),
+    }
+}
+
+fn etcd_member(cluster: &Cluster, node: &Node) -> EtcdMember {
+    let peer = |n: &Node| format!("http://{}:{}", n.ip, cluster.etcd.peer_port);
+    EtcdMember {
+        name: node.name.clone(),
+        client_url: format!("http://{}:{}", node.ip, cluster.etcd.client_port),
+        peer_url: peer(node),
+        initial_cluster: cluster.etcd_nodes().map(|n| format!("{}={}", n.name, peer(n))).collect(),
+        initial_cluster_token: cluster.name.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(plans: &[NodePlan]) -> Vec<&str> {
+        plans.iter().map(|p| p.node.name.as_str()).collect()
+    }
+
+    #[test]
+    fn selects_by_role_and_node() {
+        let c = Cluster::embedded_default();
+        let sel = |role, node: Option<&str>| Selection { role, node: node.map(str::to_owned) };
+        assert_eq!(names(&plan(&c, &sel(Some(Role::Worker), None)).unwrap()), ["worker-1", "worker-2"]);
+        assert_eq!(names(&plan(&c, &sel(None, Some("master-1"))).unwrap()), ["master-1"]);
+        assert_eq!(names(&plan(&c, &sel(Some(Role::Worker), Some("worker-2"))).unwrap()), ["worker-2"]);
+        let e = plan(&c, &sel(Some(Role::Etcd), Some("worker-2"))).unwrap_err();
+        assert_eq!(e.to_string(), "--node: node worker-2 has role worker, not etcd");
+        let e = plan(&c, &sel(None, Some("nope"))).unwrap_err();
+        assert!(e.to_string().contains("no node named \"nope\""), "{e}");
+        assert!(plan(&c, &sel(None, None)).is_err());
+    }
+
+    #[test]
+    fn etcd_member_lists_every_member() {
+        let c = Cluster::embedded_default();
+        let etcd = &plan(&c, &Selection { role: Some(Role::Etcd), node: None }).unwrap()[0].config;
+        let m = etcd.etcd.member.as_ref().unwrap();
+        assert_eq!(m.initial_cluster, ["etcd-1=http://172.17.8.101:2380"]);
+        assert_eq!(etcd.etcd.endpoints, ["http://172.17.8.101:2379"]);
+        etcd.validate().unwrap();
+    }
+}

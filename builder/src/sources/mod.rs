@@ -1,0 +1,5 @@
+//! Where bytes come from: kernels and payload packages.
+
+mod spec;
+
+pub use spec::SourceSpec;

@@ -1,0 +1,103 @@
+//! The `imgbuild` command line as a user meets it: exit codes, messages,
+//! and no output left behind on bad input.
+
+mod common;
+
+use common::{agent_path, imgbuild, run_ok};
+
+fn stderr_of(cmd: &mut std::process::Command) -> (i32, String) {
+    let out = cmd.output().unwrap();
+    (out.status.code().unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+#[test]
+fn bad_cluster_exits_2_with_one_line_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("cluster.toml");
+    std::fs::write(&bad, imgbuild::cluster::DEFAULT_TOML.replace("ip = \"172.17.8.104\"", "ip = \"172.17.9.104\""))
+        .unwrap();
+    let out = dir.path().join("out");
+    let (code, err) = stderr_of(imgbuild().args(["--role", "worker", "--cluster"]).arg(&bad).arg("--out").arg(&out));
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "imgbuild: error: {}: node[3].ip: 172.17.9.104 is outside the node network 172.17.8.0/24\n",
+            bad.display()
+        )
+    );
+    assert!(!out.exists(), "bad input left output behind");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let (code, _) = stderr_of(imgbuild().args(["--role", "controller"]));
+    assert_eq!(code, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let (code, err) = stderr_of(imgbuild().args(["--node", "nope", "--out"]).arg(dir.path().join("o")));
+    assert_eq!(code, 2);
+    assert!(err.contains("no node named \"nope\""), "{err}");
+    let (code, err) = stderr_of(imgbuild().args(["--cluster", "/nonexistent/cluster.toml", "--role", "worker"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/cluster.toml: cannot read"), "{err}");
+}
+
+#[test]
+fn init_writes_the_default_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cluster.toml");
+    run_ok(imgbuild().arg("init").arg("--out").arg(&file));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.matches("mac = \"52:54:00:").count(), 4, "{text}");
+    let (code, err) = stderr_of(imgbuild().arg("init").arg("--out").arg(&file));
+    assert_eq!(code, 2, "{err}");
+    // The written file builds the same worker as the embedded default.
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    run_ok(imgbuild().args(["--node", "worker-1", "--agent"]).arg(agent_path()).arg("--out").arg(&a));
+    run_ok(
+        imgbuild()
+            .args(["--node", "worker-1", "--cluster"])
+            .arg(&file)
+            .arg("--agent")
+            .arg(agent_path())
+            .arg("--out")
+            .arg(&b),
+    );
+    assert_eq!(
+        std::fs::read(a.join("worker-1/worker-1.ign")).unwrap(),
+        std::fs::read(b.join("worker-1/worker-1.ign")).unwrap()
+    );
+}
+
+#[test]
+fn build_is_reproducible_and_manifest_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    for run in ["a", "b"] {
+        run_ok(
+            imgbuild().args(["--role", "master", "--agent"]).arg(agent_path()).arg("--out").arg(dir.path().join(run)),
+        );
+    }
+    for f in ["master-1.ign", "manifest.json"] {
+        let a = std::fs::read(dir.path().join("a/master-1").join(f)).unwrap();
+        let b = std::fs::read(dir.path().join("b/master-1").join(f)).unwrap();
+        assert!(a == b, "{f} differs between identical builds");
+    }
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("a/master-1/manifest.json")).unwrap()).unwrap();
+    let ign = std::fs::read(dir.path().join("a/master-1/master-1.ign")).unwrap();
+    let entry = &m["artifacts"][0];
+    assert_eq!(entry["file"], "master-1.ign");
+    assert_eq!(entry["size"], ign.len() as u64);
+    use sha2::Digest;
+    assert_eq!(entry["sha256"], hex::encode(sha2::Sha256::digest(&ign)));
+}
+
+#[test]
+fn refuses_a_dynamic_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, err) =
+        stderr_of(imgbuild().args(["--role", "worker", "--agent", "/bin/sh", "--out"]).arg(dir.path().join("o")));
+    assert_eq!(code, 1);
+    assert!(err.contains("is not static"), "{err}");
+}

@@ -1,0 +1,8 @@
+//! The node config: everything one node's agent needs, written by `imgbuild`
+//! as `/etc/node-agent/config.json` (or embedded in the image).
+
+mod node;
+mod paths;
+
+pub use node::{Backend, BackendType, EtcdConfig, EtcdMember, NetworkConfig, NodeConfig, NodeIdentity};
+pub use paths::Paths;

@@ -1,0 +1,140 @@
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use super::Paths;
+use crate::types::{MacAddr, Role};
+
+/// One node's whole configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The cluster's name, for logs and etcd's initial-cluster token.
+    pub cluster: String,
+    pub node: NodeIdentity,
+    pub etcd: EtcdConfig,
+    pub network: NetworkConfig,
+    #[serde(default)]
+    pub paths: Paths,
+}
+
+/// Who this node is on the node network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeIdentity {
+    pub name: String,
+    pub role: Role,
+    /// The node IP with the node network's prefix length.
+    pub address: Ipv4Net,
+    pub mac: MacAddr,
+}
+
+impl NodeIdentity {
+    pub fn ip(&self) -> Ipv4Addr {
+        self.address.addr()
+    }
+}
+
+/// How to reach etcd, and on etcd nodes how to run it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// Client URLs of every etcd member (`http://IP:2379`).
+    pub endpoints: Vec<String>,
+    /// Set on etcd nodes: this node runs a member of a static initial cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<EtcdMember>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdMember {
+    pub name: String,
+    pub client_url: String,
+    pub peer_url: String,
+    /// `name=peer_url` for every member, as etcd's `--initial-cluster` wants.
+    pub initial_cluster: Vec<String>,
+    pub initial_cluster_token: String,
+}
+
+/// The flannel network config this cluster puts into etcd.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// The pod network (flannel's `Network`).
+    pub network: Ipv4Net,
+    pub subnet_len: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_min: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_max: Option<Ipv4Addr>,
+    pub backend: Backend,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendType {
+    Vxlan,
+    HostGw,
+}
+
+impl BackendType {
+    /// The name flannel uses in `Backend.Type` and `BackendType`.
+    pub fn flannel_name(self) -> &'static str {
+        match self {
+            BackendType::Vxlan => "vxlan",
+            BackendType::HostGw => "host-gw",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    #[serde(rename = "type")]
+    pub kind: BackendType,
+    pub vni: u32,
+    pub port: u16,
+}
+
+impl NodeConfig {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read(path).with_context(|| format!("reading node config {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("node config {}", path.display()))
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let cfg: NodeConfig =
+            serde_path_to_error::deserialize(de).map_err(|e| anyhow::anyhow!("{}: {}", e.path(), e.inner()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The invariants the builder guarantees; a hand-written config may break them.
+    pub fn validate(&self) -> Result<()> {
+        let net = &self.network;
+        if net.subnet_len <= net.network.prefix_len() || net.subnet_len > 30 {
+            bail!(
+                "network.subnet_len: {} does not fit pod network {} (must be longer than /{} and at most /30)",
+                net.subnet_len,
+                net.network,
+                net.network.prefix_len()
+            );
+        }
+        if self.node.role.has_pods() && self.etcd.endpoints.is_empty() {
+            bail!("etcd.endpoints: a {} node needs at least one etcd endpoint", self.node.role);
+        }
+        if self.node.role == Role::Etcd && self.etcd.member.is_none() {
+            bail!("etcd.member: an etcd node needs its member settings");
+        }
+        if net.backend.kind == BackendType::Vxlan && net.backend.vni > 0x00ff_ffff {
+            bail!("network.backend.vni: {} is larger than 24 bits", net.backend.vni);
+        }
+        Ok(())
+    }
+}
