@@ -1,16 +1,27 @@
-//! `imgbuild --role/--node`: plan the selected nodes, render each node's
-//! artifacts in memory, then write each node dir in one step.
+//! `imgbuild --role/--node`: plan the selected nodes, resolve the kernel and
+//! payloads once, render each node's artifacts in memory, then write each
+//! node dir in one step.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use node_agent::types::Role;
 
 use crate::agent::AgentBinary;
 use crate::cluster::Cluster;
 use crate::formats::ignition::{self, AgentDelivery};
 use crate::formats::manifest::{Entry, Manifest};
+use crate::image::cpio::Archive;
+use crate::image::initramfs::{self, Compression, Payloads};
+use crate::image::modules::ModuleTree;
+use crate::image::recipe::Recipe;
 use crate::output::{self, Artifact};
 use crate::plan::{self, NodePlan, Selection};
+use crate::sources::{self, kernel, Cache, SourceSpec};
+
+pub const DEFAULT_ETCD: &str = "apt:etcd-server";
+pub const DEFAULT_CNI: &str = "apt:containernetworking-plugins";
 
 /// Everything a build needs, already parsed and validated.
 #[derive(Debug)]
@@ -20,6 +31,11 @@ pub struct BuildConfig {
     pub out: PathBuf,
     pub agent: AgentBinary,
     pub agent_url: Option<String>,
+    /// `--kernel`, overriding the cluster file's `artifacts.kernel`.
+    pub kernel: Option<SourceSpec>,
+    pub compression: Compression,
+    pub debug_boot: bool,
+    pub cache: Cache,
 }
 
 /// What a build wrote, for the summary table.
@@ -29,18 +45,23 @@ pub struct Built {
     pub manifest: Manifest,
 }
 
+/// Inputs shared by every node of a build.
+struct Shared {
+    vmlinuz: Vec<u8>,
+    bases: BTreeMap<Role, Archive>,
+    mtime: u32,
+}
+
 pub fn run(cfg: &BuildConfig) -> Result<Vec<Built>> {
     let plans = plan::plan(&cfg.cluster, &cfg.selection)?;
-    // Render everything before writing anything: bad input leaves no output.
-    let rendered: Vec<(&NodePlan, Vec<Artifact>)> = plans.iter().map(|p| (p, artifacts(cfg, p))).collect();
+    let shared = prepare(cfg, &plans)?;
+    // Render everything before writing anything: a failure leaves no output.
+    let rendered = render_all(cfg, &shared, &plans)?;
     rendered
         .into_iter()
         .map(|(p, arts)| {
-            let manifest = Manifest::new(
-                &p.node.name,
-                p.node.role.as_str(),
-                arts.iter().map(|a| Entry::of(&a.name, &a.bytes)).collect(),
-            );
+            let entries = arts.iter().map(|a| Entry::of(&a.name, &a.bytes)).collect();
+            let manifest = Manifest::new(&p.node.name, p.node.role.as_str(), entries);
             let mut all = arts;
             all.push(Artifact::new("manifest.json", manifest.render()));
             let dir = output::write_node_dir(&cfg.out, &p.node.name, &all)?;
@@ -49,19 +70,71 @@ pub fn run(cfg: &BuildConfig) -> Result<Vec<Built>> {
         .collect()
 }
 
+/// Nodes render in parallel: compression dominates and uses its own threads too.
+fn render_all<'a>(
+    cfg: &BuildConfig,
+    shared: &Shared,
+    plans: &'a [NodePlan],
+) -> Result<Vec<(&'a NodePlan, Vec<Artifact>)>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> =
+            plans.iter().map(|p| s.spawn(move || artifacts(cfg, shared, p).map(|a| (p, a)))).collect();
+        handles.into_iter().map(|h| h.join().expect("node render panicked")).collect()
+    })
+}
+
+fn prepare(cfg: &BuildConfig, plans: &[NodePlan]) -> Result<Shared> {
+    let spec = cfg.kernel.clone().or_else(|| cfg.cluster.artifacts.kernel.clone()).unwrap_or_else(kernel::default_spec);
+    let k = kernel::resolve(&cfg.cache, &spec)?;
+    let vmlinuz = std::fs::read(&k.vmlinuz).with_context(|| format!("reading {}", k.vmlinuz.display()))?;
+    let modules = ModuleTree::open(&k.modules)?;
+    let mut bases = BTreeMap::new();
+    for role in plans.iter().map(|p| p.node.role) {
+        if bases.contains_key(&role) {
+            continue;
+        }
+        let recipe = Recipe::for_role(role)?;
+        let payloads = payloads(cfg, &recipe)?;
+        let base = initramfs::role_base(&cfg.agent.bytes, &modules, &recipe, &payloads)
+            .with_context(|| format!("assembling the {role} image"))?;
+        bases.insert(role, base);
+    }
+    Ok(Shared { vmlinuz, bases, mtime: initramfs::mtime_from_env() })
+}
+
+fn payloads(cfg: &BuildConfig, recipe: &Recipe) -> Result<Payloads> {
+    let a = &cfg.cluster.artifacts;
+    let fetch = |spec: &Option<SourceSpec>, default: &str, what: &str| -> Result<PathBuf> {
+        let spec = spec.clone().unwrap_or_else(|| SourceSpec::parse_str(default).expect("valid default"));
+        sources::tree(&cfg.cache, &spec).with_context(|| format!("{what} from {spec}"))
+    };
+    Ok(Payloads {
+        etcd: recipe.etcd.then(|| fetch(&a.etcd, DEFAULT_ETCD, "etcd")).transpose()?,
+        cni: (!recipe.cni_plugins.is_empty()).then(|| fetch(&a.cni, DEFAULT_CNI, "CNI plugins")).transpose()?,
+    })
+}
+
 /// Every artifact of one node except the manifest.
-fn artifacts(cfg: &BuildConfig, p: &NodePlan) -> Vec<Artifact> {
+fn artifacts(cfg: &BuildConfig, shared: &Shared, p: &NodePlan) -> Result<Vec<Artifact>> {
     let name = &p.node.name;
     let delivery = match &cfg.agent_url {
         Some(url) => AgentDelivery::Remote { base_url: url, bytes: &cfg.agent.bytes },
         None => AgentDelivery::Embedded(&cfg.agent.bytes),
     };
-    let mut out = vec![Artifact::new(format!("{name}.ign"), ignition::render(p, &delivery))];
+    let base = &shared.bases[&p.node.role];
+    let config = ignition::config_json(&p.config);
+    let initrd = initramfs::node_initrd(base, &config, shared.mtime, cfg.compression)?;
+    let mut out = vec![
+        Artifact::new(format!("{name}.ign"), ignition::render(p, &delivery)),
+        Artifact::new("vmlinuz", shared.vmlinuz.clone()),
+        Artifact::new("initrd.img", initrd),
+        Artifact::new("cmdline", initramfs::cmdline(cfg.debug_boot).into_bytes()),
+    ];
     if cfg.agent_url.is_some() {
         // Served beside the config for Ignition to fetch.
         out.push(Artifact { name: "node-agent".into(), bytes: cfg.agent.bytes.clone(), mode: 0o755 });
     }
-    out
+    Ok(out)
 }
 
 /// The table printed at the end of a build.

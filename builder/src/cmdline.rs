@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use node_agent::types::Role;
 
+use crate::image::initramfs::Compression;
+use crate::sources::SourceSpec;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "imgbuild",
@@ -48,6 +51,17 @@ pub struct BuildArgs {
     /// by sha512) instead of embedding it in the Ignition config.
     #[arg(long, value_name = "URL")]
     pub agent_url: Option<String>,
+    /// The kernel and its modules: a folder (vmlinuz + lib/modules), a kernel
+    /// .deb, apt:PACKAGE, or URL#sha256=HEX (default: the running kernel when
+    /// its modules are present, else apt:linux-image-cloud-amd64).
+    #[arg(long, value_name = "SRC", value_parser = parse_source)]
+    pub kernel: Option<SourceSpec>,
+    /// How the initramfs is compressed.
+    #[arg(long, value_enum, default_value_t)]
+    pub compression: Compression,
+    /// Boot verbosely: no `quiet`, and the agent logs debug lines.
+    #[arg(long)]
+    pub debug_boot: bool,
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +72,10 @@ pub struct InitArgs {
     /// Replace an existing file.
     #[arg(long)]
     pub force: bool,
+}
+
+fn parse_source(s: &str) -> Result<SourceSpec, String> {
+    SourceSpec::parse_flag(s)
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {

@@ -11,6 +11,7 @@ use imgbuild::cmdline::{BuildArgs, Cli, Cmd, InitArgs};
 use imgbuild::error::InputError;
 use imgbuild::output;
 use imgbuild::plan::Selection;
+use imgbuild::sources::Cache;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -47,6 +48,10 @@ fn build(args: BuildArgs) -> Result<()> {
         out: args.out,
         agent: AgentBinary::locate(args.agent.as_deref())?,
         agent_url: args.agent_url,
+        kernel: args.kernel,
+        compression: args.compression,
+        debug_boot: args.debug_boot,
+        cache: Cache::from_env(),
     };
     let built = build::run(&cfg)?;
     print!("{}", build::summary(&built));

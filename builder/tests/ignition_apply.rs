@@ -4,13 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{agent_path, imgbuild, require_tool, run_ok};
+use common::{agent_path, imgbuild_with_agent, require_tool, run_ok, serve, TEST_KERNEL};
 
 const IGNITION: &str = "/usr/lib/dracut/modules.d/30ignition/ignition";
 
@@ -54,7 +52,7 @@ fn mode(p: &Path) -> u32 {
 }
 
 fn build(role: &str, out: &Path, extra: &[&str]) {
-    run_ok(imgbuild().args(["--role", role, "--agent"]).arg(agent_path()).arg("--out").arg(out).args(extra));
+    run_ok(imgbuild_with_agent().args(["--role", role, "--kernel", TEST_KERNEL, "--out"]).arg(out).args(extra));
 }
 
 fn check_installed_node(root: &Path, node: &str, role: &str) {
@@ -98,25 +96,6 @@ fn every_role_validates_and_applies() {
     )
     .unwrap();
     assert!(dropin.contains("Environment=\"ETCD_INITIAL_CLUSTER=etcd-1=http://172.17.8.101:2380\""), "{dropin}");
-}
-
-/// Serves `body` on loopback for every request; returns the base URL.
-fn serve(body: Vec<u8>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(&stream);
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            let mut s = &stream;
-            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-            let _ = s.write_all(&body);
-        }
-    });
-    format!("http://{addr}")
 }
 
 #[test]

@@ -2,4 +2,5 @@
 //! the agent reads, and everything the agent does at first boot.
 
 pub mod config;
+pub mod pid1;
 pub mod types;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use node_agent::config::NodeConfig;
+use node_agent::pid1;
 
 #[derive(Parser)]
 #[command(name = "node-agent", version, about = "imgbuild's first-boot node agent", help_expected = true)]
@@ -30,6 +31,9 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    if pid1::is_pid1() {
+        pid1::run(boot);
+    }
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Run { config } => match NodeConfig::load(&config) {
@@ -59,6 +63,18 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+/// The node's work as PID 1: find the config, then run the role.
+fn boot() {
+    let path = std::path::Path::new("/etc/node-agent/config.json");
+    match NodeConfig::load(path) {
+        Ok(cfg) => {
+            pid1::log(&format!("config from embedded {}", path.display()));
+            pid1::log(&format!("node {} role {} address {}", cfg.node.name, cfg.node.role, cfg.node.address));
+        }
+        Err(e) => pid1::log(&format!("error: {e:#}")),
     }
 }
 

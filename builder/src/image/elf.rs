@@ -78,3 +78,85 @@ mod tests {
         assert!(needs(b"not an elf").is_err());
     }
 }
+
+/// A shared object a binary needs, and where the builder reads it from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SharedObject {
+    /// Absolute path inside the image, as the loader will look for it.
+    pub image_path: String,
+    pub source: std::path::PathBuf,
+}
+
+/// Library directories the glibc loader searches on Debian x86_64.
+const LIB_DIRS: [&str; 6] =
+    ["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "usr/lib64", "lib", "usr/lib"];
+
+/// The interpreter and library closure of `binaries`, looked up in `roots`
+/// in order (a payload's own tree first, then the host's `/`).
+pub fn library_closure(binaries: &[Vec<u8>], roots: &[&std::path::Path]) -> Result<Vec<SharedObject>> {
+    use std::collections::BTreeMap;
+    let mut found: BTreeMap<String, SharedObject> = BTreeMap::new();
+    let mut queue: Vec<Needs> = binaries.iter().map(|b| needs(b)).collect::<Result<_>>()?;
+    while let Some(n) = queue.pop() {
+        let mut wanted: Vec<(String, Option<String>)> = n.libraries.into_iter().map(|l| (l, None)).collect();
+        if let Some(interp) = n.interpreter {
+            wanted.push((interp.clone(), Some(interp)));
+        }
+        for (name, absolute) in wanted {
+            let key = absolute.clone().unwrap_or_else(|| name.clone());
+            if found.values().any(|s| s.image_path == key || s.image_path.ends_with(&format!("/{name}"))) {
+                continue;
+            }
+            let so = locate(&name, absolute.as_deref(), roots)?;
+            queue.push(needs(&std::fs::read(&so.source)?).with_context(|| format!("reading {}", so.source.display()))?);
+            found.insert(so.image_path.clone(), so);
+        }
+    }
+    Ok(found.into_values().collect())
+}
+
+fn locate(name: &str, absolute: Option<&str>, roots: &[&std::path::Path]) -> Result<SharedObject> {
+    let candidates: Vec<String> = match absolute {
+        Some(abs) => vec![abs.trim_start_matches('/').to_owned()],
+        None => LIB_DIRS.iter().map(|d| format!("{d}/{name}")).collect(),
+    };
+    for root in roots {
+        for rel in &candidates {
+            let p = root.join(rel);
+            if p.is_file() {
+                let source = p.canonicalize().with_context(|| format!("resolving {}", p.display()))?;
+                return Ok(SharedObject { image_path: format!("/{rel}"), source });
+            }
+        }
+    }
+    bail!(
+        "shared library {name} not found in {}",
+        roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
+    )
+}
+
+#[cfg(test)]
+mod closure_tests {
+    use super::*;
+
+    /// Debian's etcd needs glibc's loader and libc; both resolve on the host.
+    #[test]
+    fn etcd_closure_from_the_host() {
+        let etcd = std::fs::read("/usr/bin/etcd").expect("etcd-server is installed (tests/install-deps.sh)");
+        let libs = library_closure(&[etcd], &[std::path::Path::new("/")]).unwrap();
+        let paths: Vec<&str> = libs.iter().map(|l| l.image_path.as_str()).collect();
+        assert!(paths.contains(&"/lib64/ld-linux-x86-64.so.2"), "{paths:?}");
+        assert!(paths.iter().any(|p| p.ends_with("/libc.so.6")), "{paths:?}");
+        for l in &libs {
+            assert!(l.source.is_file() && !l.source.is_symlink(), "{l:?}");
+        }
+    }
+
+    #[test]
+    fn missing_library_is_an_error() {
+        let sh = std::fs::read("/bin/sh").unwrap();
+        let empty = tempfile::tempdir().unwrap();
+        let err = library_closure(&[sh], &[empty.path()]).unwrap_err().to_string();
+        assert!(err.contains("not found"), "{err}");
+    }
+}

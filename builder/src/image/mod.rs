@@ -2,3 +2,6 @@
 
 pub mod cpio;
 pub mod elf;
+pub mod initramfs;
+pub mod modules;
+pub mod recipe;

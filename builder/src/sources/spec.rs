@@ -42,6 +42,14 @@ impl SourceSpec {
         }
     }
 
+    /// Parses a command-line spelling: as `parse_str`, plus `URL#sha256=HEX`.
+    pub fn parse_flag(s: &str) -> Result<Self, String> {
+        match s.split_once("#sha256=") {
+            Some((url, sha)) => Self::parse_url(url, sha),
+            None => Self::parse_str(s),
+        }
+    }
+
     /// Parses a pinned URL.
     pub fn parse_url(url: &str, sha256: &str) -> Result<Self, String> {
         if !(url.starts_with("https://") || url.starts_with("http://")) {
@@ -87,5 +95,7 @@ mod tests {
         assert!(SourceSpec::parse_url("https://x/y", "ab").is_err());
         assert!(SourceSpec::parse_url("ftp://x/y", &"a".repeat(64)).is_err());
         assert!(SourceSpec::parse_url("https://x/y", &"a".repeat(64)).is_ok());
+        let flag = format!("https://x/k.deb#sha256={}", "b".repeat(64));
+        assert_eq!(SourceSpec::parse_flag(&flag), SourceSpec::parse_url("https://x/k.deb", &"b".repeat(64)));
     }
 }

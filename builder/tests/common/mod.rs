@@ -37,3 +37,92 @@ pub fn require_tool(path: &str) {
 fn which(name: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
 }
+
+/// The download cache the image tests share, so the Debian kernel and
+/// packages are fetched once per machine (`$IMGBUILD_CACHE`, else
+/// `target/imgbuild-cache`).
+pub fn test_cache() -> PathBuf {
+    std::env::var_os("IMGBUILD_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/imgbuild-cache"))
+}
+
+/// `imgbuild` with the real agent and the shared cache.
+pub fn imgbuild_with_agent() -> Command {
+    let mut c = imgbuild();
+    c.arg("--agent").arg(agent_path()).env("IMGBUILD_CACHE", test_cache());
+    c
+}
+
+/// The Debian cloud kernel the image tests boot, as a `--kernel` source.
+pub const TEST_KERNEL: &str = "apt:linux-image-cloud-amd64";
+
+/// Boots `dir`'s image in QEMU (TCG) until `until` appears on the console or
+/// `secs` pass; returns the console text.
+pub fn boot_console(dir: &Path, until: &str, secs: u64) -> String {
+    use std::io::Read;
+    require_tool("qemu-system-x86_64");
+    let cmdline = std::fs::read_to_string(dir.join("cmdline")).unwrap();
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-m", "512", "-nographic", "-no-reboot", "-nic", "none", "-kernel"])
+        .arg(dir.join("vmlinuz"))
+        .arg("-initrd")
+        .arg(dir.join("initrd.img"))
+        .arg("-append")
+        .arg(cmdline.trim())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let mut console = Vec::new();
+    while std::time::Instant::now() < deadline {
+        if let Ok(chunk) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            console.extend(chunk);
+            if String::from_utf8_lossy(&console).contains(until) {
+                // Give the guest a moment to show what happens after.
+                std::thread::sleep(std::time::Duration::from_secs(2));
+                while let Ok(c) = rx.try_recv() {
+                    console.extend(c);
+                }
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    String::from_utf8_lossy(&console).into_owned()
+}
+
+/// Serves `body` on loopback for every request; returns the base URL.
+pub fn serve(body: Vec<u8>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = std::io::BufReader::new(&stream);
+            let mut line = String::new();
+            while std::io::BufRead::read_line(&mut reader, &mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let mut s = &stream;
+            let _ = std::io::Write::write_fmt(
+                &mut s,
+                format_args!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()),
+            );
+            let _ = std::io::Write::write_all(&mut s, &body);
+        }
+    });
+    format!("http://{addr}")
+}

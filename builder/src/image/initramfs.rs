@@ -1,0 +1,132 @@
+//! Assembles a role's initramfs tree (agent as `/init`, modules with their
+//! load list, payloads with their libraries), then per node adds the node
+//! config, writes the cpio and compresses it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::cpio::{Archive, Node};
+use super::elf;
+use super::modules::ModuleTree;
+use super::recipe::Recipe;
+use crate::sources::find_in_tree;
+
+/// Where the agent finds things in the image.
+pub const CONFIG_PATH: &str = "etc/node-agent/config.json";
+pub const MODULE_LIST_PATH: &str = "etc/node-agent/modules";
+pub const CNI_BIN_DIR: &str = "opt/cni/bin";
+pub const ETCD_PATH: &str = "usr/bin/etcd";
+
+/// The fixed mtime of every entry: `SOURCE_DATE_EPOCH`, else 0.
+pub fn mtime_from_env() -> u32 {
+    std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// How the archive is compressed. The kernel unpacks both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Compression {
+    #[default]
+    Zstd,
+    Gzip,
+}
+
+/// Unpacked payload trees a role may draw from.
+#[derive(Debug, Clone, Default)]
+pub struct Payloads {
+    pub etcd: Option<PathBuf>,
+    pub cni: Option<PathBuf>,
+}
+
+/// Everything in a role's image but the node's own config.
+pub fn role_base(agent: &[u8], modules: &ModuleTree, recipe: &Recipe, payloads: &Payloads) -> Result<Archive> {
+    let mut a = Archive::new();
+    a.file("init", 0o755, agent.to_vec())?;
+    for d in ["proc", "sys", "dev", "run", "tmp", "root", "var/lib", "etc/cni/net.d", "mnt"] {
+        a.dir(d)?;
+    }
+    // The kernel opens /dev/console for PID 1 before anything is mounted.
+    a.add("dev/console", 0o600, Node::CharDev(5, 1))?;
+    a.add("dev/null", 0o666, Node::CharDev(1, 3))?;
+    add_modules(&mut a, modules, &recipe.modules)?;
+    let mut binaries = Vec::new();
+    if recipe.etcd {
+        let tree = payloads.etcd.as_deref().context("the etcd role needs artifacts.etcd")?;
+        let etcd = find_in_tree(tree, &["usr/bin", "bin"], "etcd")
+            .with_context(|| format!("no etcd in {}", tree.display()))?;
+        binaries.push(add_binary(&mut a, &etcd, ETCD_PATH)?);
+    }
+    for plugin in &recipe.cni_plugins {
+        let tree = payloads.cni.as_deref().context("this role needs artifacts.cni")?;
+        let bin = find_in_tree(tree, &["usr/lib/cni", "opt/cni/bin", "usr/libexec/cni"], plugin)
+            .with_context(|| format!("no CNI plugin {plugin} in {}", tree.display()))?;
+        binaries.push(add_binary(&mut a, &bin, &format!("{CNI_BIN_DIR}/{plugin}"))?);
+    }
+    let roots: Vec<&Path> =
+        [payloads.etcd.as_deref(), payloads.cni.as_deref(), Some(Path::new("/"))].into_iter().flatten().collect();
+    for so in elf::library_closure(&binaries, &roots)? {
+        let bytes = std::fs::read(&so.source).with_context(|| format!("reading {}", so.source.display()))?;
+        a.file(&so.image_path, 0o755, bytes)?;
+    }
+    Ok(a)
+}
+
+fn add_binary(a: &mut Archive, src: &Path, dest: &str) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+    a.file(dest, 0o755, bytes.clone())?;
+    Ok(bytes)
+}
+
+fn add_modules(a: &mut Archive, tree: &ModuleTree, wanted: &[String]) -> Result<()> {
+    let closure = tree.closure(wanted)?;
+    let version = tree.dir.file_name().and_then(|v| v.to_str()).context("module dir has no version name")?;
+    let mut list = String::new();
+    for m in &closure.modules {
+        let rel = m.rel_path.to_str().context("module path is not UTF-8")?;
+        a.file(&format!("lib/modules/{version}/{rel}"), 0o644, tree.read(&m.name)?)?;
+        list.push_str(rel);
+        list.push('\n');
+    }
+    a.file(MODULE_LIST_PATH, 0o644, list.into_bytes())?;
+    Ok(())
+}
+
+/// The node's image: the role base plus its config, written and compressed.
+pub fn node_initrd(base: &Archive, config_json: &str, mtime: u32, compression: Compression) -> Result<Vec<u8>> {
+    let mut a = base.clone();
+    a.file(CONFIG_PATH, 0o600, config_json.as_bytes().to_vec())?;
+    compress(&a.write(mtime), compression)
+}
+
+/// Compresses with a fixed worker count, so output does not depend on the
+/// machine's cores (zstd's multi-threaded format is the same for any count ≥ 1).
+pub fn compress(data: &[u8], c: Compression) -> Result<Vec<u8>> {
+    match c {
+        Compression::Zstd => {
+            let mut enc = zstd::stream::Encoder::new(Vec::with_capacity(data.len() / 3), 3)?;
+            enc.multithread(2)?;
+            enc.include_checksum(true)?;
+            std::io::Write::write_all(&mut enc, data)?;
+            Ok(enc.finish()?)
+        }
+        Compression::Gzip => {
+            let mut enc =
+                flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 3), flate2::Compression::new(6));
+            std::io::Write::write_all(&mut enc, data)?;
+            Ok(enc.finish()?)
+        }
+    }
+}
+
+/// The kernel command line written to `cmdline`.
+pub fn cmdline(debug: bool) -> String {
+    let mut words = vec!["console=ttyS0,115200n8", "panic=10"];
+    if debug {
+        words.push("node-agent.debug");
+    } else {
+        words.push("quiet");
+    }
+    let mut s = words.join(" ");
+    s.push('\n');
+    s
+}

@@ -1,0 +1,60 @@
+//! Role recipes from `images/`: what each role's image carries.
+
+use anyhow::{Context, Result};
+use node_agent::types::Role;
+use serde::Deserialize;
+
+const COMMON: &str = include_str!("../../../images/common.toml");
+const ETCD: &str = include_str!("../../../images/etcd.toml");
+const MASTER: &str = include_str!("../../../images/master.toml");
+const WORKER: &str = include_str!("../../../images/worker.toml");
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecipeFile {
+    #[serde(default)]
+    modules: Vec<String>,
+    #[serde(default)]
+    cni_plugins: Vec<String>,
+    #[serde(default)]
+    etcd: bool,
+}
+
+/// A role's recipe merged with the common one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipe {
+    pub modules: Vec<String>,
+    pub cni_plugins: Vec<String>,
+    pub etcd: bool,
+}
+
+impl Recipe {
+    pub fn for_role(role: Role) -> Result<Self> {
+        let (name, text) = match role {
+            Role::Etcd => ("etcd", ETCD),
+            Role::Master => ("master", MASTER),
+            Role::Worker => ("worker", WORKER),
+        };
+        let common: RecipeFile = toml::from_str(COMMON).context("images/common.toml")?;
+        let own: RecipeFile = toml::from_str(text).with_context(|| format!("images/{name}.toml"))?;
+        let mut modules = common.modules;
+        modules.extend(own.modules);
+        Ok(Recipe { modules, cni_plugins: own.cni_plugins, etcd: own.etcd })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_role_has_a_recipe() {
+        let w = Recipe::for_role(Role::Worker).unwrap();
+        assert!(w.modules.iter().any(|m| m == "vxlan") && w.modules.iter().any(|m| m == "virtio_net"));
+        assert_eq!(w.cni_plugins, ["bridge", "host-local", "portmap", "loopback"]);
+        assert!(!w.etcd);
+        assert_eq!(Recipe::for_role(Role::Master).unwrap().cni_plugins, w.cni_plugins);
+        let e = Recipe::for_role(Role::Etcd).unwrap();
+        assert!(e.etcd && e.cni_plugins.is_empty());
+    }
+}

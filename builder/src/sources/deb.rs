@@ -1,0 +1,95 @@
+//! Debian packages: unpacking (with `dpkg-deb`, the system's own tool) into
+//! the cache, and downloading by name (with `apt-get download`, which checks
+//! the archive's signed hashes).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use super::cache::{sha256_file, Cache};
+
+/// Unpacks `deb` once into the cache; returns the tree's root.
+pub fn unpack(cache: &Cache, deb: &Path) -> Result<PathBuf> {
+    let sha = sha256_file(deb)?;
+    let dest = cache.tree(&sha);
+    if dest.is_dir() {
+        return Ok(dest);
+    }
+    let tmp = cache.scratch()?;
+    let root = tmp.path().join("root");
+    run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&root))
+        .with_context(|| format!("unpacking {}", deb.display()))?;
+    cache.commit(&root, &dest)?;
+    Ok(dest)
+}
+
+/// A control field of a package file, e.g. `Depends`.
+pub fn field(deb: &Path, name: &str) -> Result<String> {
+    let out = run(Command::new("dpkg-deb").arg("-f").arg(deb).arg(name))?;
+    Ok(out.trim().to_owned())
+}
+
+/// What apt would install for `package`: its version and the archive's sha256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub package: String,
+    pub version: String,
+    pub sha256: [u8; 32],
+}
+
+pub fn candidate(package: &str) -> Result<Candidate> {
+    let text = match run(Command::new("apt-cache").args(["show", "--no-all-versions", package])) {
+        Ok(t) if !t.trim().is_empty() => t,
+        _ => {
+            // A fresh machine has no package lists yet.
+            update_lists()?;
+            run(Command::new("apt-cache").args(["show", "--no-all-versions", package]))
+                .with_context(|| format!("apt knows no package {package}"))?
+        }
+    };
+    let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{k}: "))).map(str::to_owned);
+    let version = get("Version").with_context(|| format!("apt-cache show {package}: no Version"))?;
+    let sha = get("SHA256").with_context(|| format!("apt-cache show {package}: no SHA256"))?;
+    let sha256 = hex::decode(&sha).ok().and_then(|v| v.try_into().ok()).context("apt-cache gave a bad SHA256")?;
+    Ok(Candidate { package: package.to_owned(), version, sha256 })
+}
+
+/// The package file for `package`, from the cache or downloaded and checked.
+pub fn download(cache: &Cache, package: &str) -> Result<PathBuf> {
+    let c = candidate(package)?;
+    let dest = cache.blob(&c.sha256);
+    if dest.is_file() {
+        return Ok(dest);
+    }
+    eprintln!("imgbuild: downloading {}={} with apt-get", c.package, c.version);
+    let tmp = cache.scratch()?;
+    // apt drops privileges to _apt for downloads; let it write here.
+    let _ = Command::new("chmod").arg("0777").arg(tmp.path()).status();
+    run(Command::new("apt-get")
+        .args(["download", "-q", &format!("{}={}", c.package, c.version)])
+        .current_dir(tmp.path()))
+    .with_context(|| format!("downloading {package}"))?;
+    let file = std::fs::read_dir(tmp.path())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .with_context(|| format!("apt-get download {package} wrote no .deb"))?;
+    if sha256_file(&file)? != c.sha256 {
+        bail!("{} does not match the archive's sha256 for {package}", file.display());
+    }
+    cache.commit(&file, &dest)?;
+    Ok(dest)
+}
+
+fn update_lists() -> Result<()> {
+    eprintln!("imgbuild: no package lists yet; running apt-get update");
+    run(Command::new("apt-get").args(["update", "-qq"])).map(|_| ())
+}
+
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

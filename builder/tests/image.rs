@@ -1,0 +1,124 @@
+//! The unikernel-style image on a real Debian kernel: module closure, ELF
+//! closures of Debian's etcd and CNI plugins, reproducibility, a round trip
+//! through GNU cpio, and a QEMU boot to the agent as PID 1.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::{boot_console, imgbuild_with_agent, run_ok, test_cache, TEST_KERNEL};
+use imgbuild::image::modules::ModuleTree;
+use imgbuild::sources::{kernel, Cache, SourceSpec};
+
+fn debian_kernel() -> kernel::Kernel {
+    kernel::resolve(&Cache::new(test_cache()), &SourceSpec::Apt("linux-image-cloud-amd64".into())).unwrap()
+}
+
+#[test]
+fn module_closure_on_a_debian_kernel() {
+    let k = debian_kernel();
+    // An unpacked .deb has no modules.dep: dependencies come from .modinfo.
+    assert!(!k.modules.join("modules.dep").exists());
+    let tree = ModuleTree::open(&k.modules).unwrap();
+    let wanted: Vec<String> = ["vxlan", "bridge", "br_netfilter", "ext4", "virtio_net"].map(String::from).to_vec();
+    let c = tree.closure(&wanted).unwrap();
+    let names: Vec<&str> = c.modules.iter().map(|m| m.name.as_str()).collect();
+    let pos = |n: &str| names.iter().position(|x| *x == n).unwrap_or_else(|| panic!("{n} missing from {names:?}"));
+    // Dependencies load first.
+    assert!(pos("udp_tunnel") < pos("vxlan") && pos("ip6_udp_tunnel") < pos("vxlan"), "{names:?}");
+    assert!(pos("stp") < pos("bridge") && pos("llc") < pos("stp"), "{names:?}");
+    assert!(pos("bridge") < pos("br_netfilter"), "{names:?}");
+    assert!(pos("virtio") < pos("virtio_net") || !names.contains(&"virtio"), "{names:?}");
+    assert_eq!(c.builtin, ["ext4"]);
+    let err = tree.closure(&["no_such_driver".into()]).unwrap_err().to_string();
+    assert!(err.contains("no_such_driver is neither"), "{err}");
+}
+
+fn build(out: &Path, role: &str) {
+    run_ok(imgbuild_with_agent().args(["--role", role, "--kernel", TEST_KERNEL, "--out"]).arg(out));
+}
+
+fn unpack_initrd(path: &Path) -> Vec<u8> {
+    let out = Command::new("zstd").args(["-d", "-c"]).arg(path).output().unwrap();
+    assert!(out.status.success(), "initrd is not zstd: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+fn cpio_list(cpio: &[u8]) -> String {
+    let mut child = Command::new("cpio")
+        .args(["-t", "-v", "--quiet"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(cpio).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn images_are_complete_and_byte_reproducible() {
+    let tmp = tempfile::tempdir().unwrap();
+    for run in ["a", "b"] {
+        for role in ["etcd", "master", "worker"] {
+            build(&tmp.path().join(run), role);
+        }
+    }
+    for node in ["etcd-1", "master-1", "worker-1", "worker-2"] {
+        for file in ["vmlinuz", "initrd.img", "cmdline", "manifest.json", &format!("{node}.ign")] {
+            let a = std::fs::read(tmp.path().join("a").join(node).join(file)).unwrap();
+            let b = std::fs::read(tmp.path().join("b").join(node).join(file)).unwrap();
+            assert!(a == b, "{node}/{file} differs between two builds of the same inputs");
+        }
+    }
+    let worker = cpio_list(&unpack_initrd(&tmp.path().join("a/worker-1/initrd.img")));
+    for want in
+        [" init\n", "opt/cni/bin/bridge", "opt/cni/bin/host-local", "opt/cni/bin/portmap", "opt/cni/bin/loopback"]
+    {
+        assert!(worker.contains(want), "worker image lacks {want}:\n{worker}");
+    }
+    for want in
+        ["lib64/ld-linux-x86-64.so.2", "libc.so.6", "vxlan.ko", "etc/node-agent/modules", "etc/node-agent/config.json"]
+    {
+        assert!(worker.contains(want), "worker image lacks {want}");
+    }
+    assert!(worker.lines().any(|l| l.starts_with("crw") && l.ends_with("dev/console")), "no /dev/console");
+    assert!(!worker.contains("usr/bin/etcd"), "workers do not carry etcd");
+    // Every entry has uid/gid 0 and the fixed mtime.
+    assert!(worker.lines().all(|l| l.contains(" root     root ") || l.contains(" 0        0 ")), "{worker}");
+    let etcd = cpio_list(&unpack_initrd(&tmp.path().join("a/etcd-1/initrd.img")));
+    assert!(etcd.contains("usr/bin/etcd") && etcd.contains("libc.so.6") && !etcd.contains("opt/cni/bin/bridge"));
+    let manifest = std::fs::read_to_string(tmp.path().join("a/worker-1/manifest.json")).unwrap();
+    for f in ["vmlinuz", "initrd.img", "cmdline", "worker-1.ign"] {
+        assert!(manifest.contains(&format!("\"file\": \"{f}\"")), "{manifest}");
+    }
+}
+
+#[test]
+fn gzip_option_gives_a_gzip_initrd() {
+    let tmp = tempfile::tempdir().unwrap();
+    run_ok(
+        imgbuild_with_agent()
+            .args(["--node", "worker-1", "--kernel", TEST_KERNEL, "--compression", "gzip", "--out"])
+            .arg(tmp.path()),
+    );
+    let bytes = std::fs::read(tmp.path().join("worker-1/initrd.img")).unwrap();
+    assert_eq!(&bytes[..2], &[0x1f, 0x8b]);
+}
+
+#[test]
+fn worker_image_boots_to_the_agent_as_pid1() {
+    let tmp = tempfile::tempdir().unwrap();
+    run_ok(imgbuild_with_agent().args(["--node", "worker-1", "--kernel", TEST_KERNEL, "--out"]).arg(tmp.path()));
+    let console = boot_console(&tmp.path().join("worker-1"), "node-agent: node worker-1", 120);
+    assert!(console.contains("node-agent: PID 1 starting"), "{console}");
+    assert!(console.contains("node-agent: config from embedded /etc/node-agent/config.json"), "{console}");
+    assert!(console.contains("node-agent: node worker-1 role worker address 172.17.8.103/24"), "{console}");
+    let loaded = console.lines().find(|l| l.contains("kernel modules")).unwrap_or_default();
+    assert!(loaded.contains("loaded") && !loaded.contains(" 0 "), "{console}");
+    assert!(!console.contains("Kernel panic"), "{console}");
+    assert!(!console.contains("warning: loading modules"), "{console}");
+}

@@ -1,0 +1,74 @@
+//! Kernel sources of every kind give the same image: a folder, a `.deb`, a
+//! pinned URL (served on loopback); a wrong pin is refused and not cached.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{imgbuild_with_agent, run_ok, serve, test_cache};
+use imgbuild::sources::{kernel, sha256_file, Cache, SourceSpec};
+
+fn debian_kernel_deb() -> PathBuf {
+    let cache = Cache::new(test_cache());
+    let k = kernel::resolve(&cache, &SourceSpec::Apt("linux-image-cloud-amd64".into())).unwrap();
+    // The blob whose unpacked tree holds this kernel.
+    let tree = k.vmlinuz.parent().unwrap().parent().unwrap();
+    cache.root.join("blobs").join(tree.file_name().unwrap())
+}
+
+fn initrd_with(kernel: &str, out: &Path, cache: Option<&Path>) -> std::process::Output {
+    let mut cmd = imgbuild_with_agent();
+    cmd.args(["--node", "worker-1", "--kernel", kernel, "--out"]).arg(out);
+    if let Some(c) = cache {
+        cmd.env("IMGBUILD_CACHE", c);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn deb_folder_and_url_kernels_agree() {
+    let deb = debian_kernel_deb();
+    assert!(deb.is_file(), "{}", deb.display());
+    let tmp = tempfile::tempdir().unwrap();
+
+    let from_deb = tmp.path().join("deb");
+    let k_deb = tmp.path().join("kernel.deb");
+    std::fs::copy(&deb, &k_deb).unwrap();
+    run_ok(imgbuild_with_agent().args(["--node", "worker-1", "--kernel"]).arg(&k_deb).arg("--out").arg(&from_deb));
+
+    // A folder: vmlinuz + lib/modules/VERSION.
+    let k = kernel::resolve(&Cache::new(test_cache()), &SourceSpec::Deb(k_deb.clone())).unwrap();
+    let folder = tmp.path().join("kernel-folder");
+    std::fs::create_dir_all(folder.join("lib/modules")).unwrap();
+    std::fs::copy(&k.vmlinuz, folder.join("vmlinuz")).unwrap();
+    std::os::unix::fs::symlink(&k.modules, folder.join("lib/modules").join(&k.version)).unwrap();
+    let from_folder = tmp.path().join("folder");
+    let out = initrd_with(folder.to_str().unwrap(), &from_folder, None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A pinned URL, downloaded into a fresh cache.
+    let url = format!("{}/kernel.deb", serve(std::fs::read(&deb).unwrap()));
+    let sha = hex::encode(sha256_file(&deb).unwrap());
+    let fresh = tmp.path().join("cache");
+    let from_url = tmp.path().join("url");
+    let out = initrd_with(&format!("{url}#sha256={sha}"), &from_url, Some(&fresh));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(fresh.join("blobs").join(&sha).is_file(), "download not cached by digest");
+
+    for f in ["vmlinuz", "initrd.img"] {
+        let a = std::fs::read(from_deb.join("worker-1").join(f)).unwrap();
+        assert!(a == std::fs::read(from_folder.join("worker-1").join(f)).unwrap(), "{f}: folder differs from .deb");
+        assert!(a == std::fs::read(from_url.join("worker-1").join(f)).unwrap(), "{f}: URL differs from .deb");
+    }
+
+    // A wrong pin: refused, nothing cached, nothing written.
+    let wrong = "0".repeat(64);
+    let fresh = tmp.path().join("cache2");
+    let bad_out = tmp.path().join("bad");
+    let out = initrd_with(&format!("{url}#sha256={wrong}"), &bad_out, Some(&fresh));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("sha256 is {sha} but the cluster file pins {wrong}; refusing it")), "{err}");
+    assert!(!fresh.join("blobs").join(&wrong).exists() && !fresh.join("blobs").join(&sha).exists());
+    assert!(!bad_out.join("worker-1").exists());
+}

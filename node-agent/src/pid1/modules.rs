@@ -1,0 +1,29 @@
+//! Loading the kernel modules the builder listed, in its order.
+
+use std::fs::File;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::kmod::{finit_module, ModuleInitFlags};
+
+/// Loads every module named (relative to `dir`) in `list`, in order; returns
+/// how many were loaded. A module already loaded or built in is not an error.
+pub fn load_module_list(list: &Path, dir: &Path) -> Result<usize> {
+    let text = match std::fs::read_to_string(list) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", list.display())),
+    };
+    let mut loaded = 0;
+    for rel in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let path = dir.join(rel);
+        let f = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        match finit_module(&f, c"", ModuleInitFlags::empty()) {
+            Ok(()) => loaded += 1,
+            Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e).with_context(|| format!("loading {}", path.display())),
+        }
+    }
+    Ok(loaded)
+}
