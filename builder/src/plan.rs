@@ -72,6 +72,7 @@ pub fn node_config(cluster: &Cluster, node: &Node) -> NodeConfig {
             subnet_min: cluster.subnet_min,
             subnet_max: cluster.subnet_max,
             backend: cluster.backend,
+            lease_ttl: None,
         },
         paths: Paths::default(),
     }

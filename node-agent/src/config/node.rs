@@ -72,6 +72,9 @@ pub struct NetworkConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet_max: Option<Ipv4Addr>,
     pub backend: Backend,
+    /// Subnet lease lifetime in seconds (flannel: 24 h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ttl: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

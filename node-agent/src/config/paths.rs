@@ -13,6 +13,10 @@ pub struct Paths {
     pub cni_conf_dir: PathBuf,
     /// Where kubelet finds the CNI plugins.
     pub cni_bin_dir: PathBuf,
+    /// host-local IPAM's state (the conflist's `dataDir`).
+    pub cni_ipam_dir: PathBuf,
+    /// The iptables command (its `-restore` sibling is used too).
+    pub iptables: PathBuf,
     /// State kept across restarts (the VTEP MAC).
     pub state_dir: PathBuf,
     /// Where etcd keeps its data on etcd nodes.
@@ -29,6 +33,8 @@ impl Default for Paths {
             run_flannel: "/run/flannel".into(),
             cni_conf_dir: "/etc/cni/net.d".into(),
             cni_bin_dir: "/opt/cni/bin".into(),
+            cni_ipam_dir: "/var/lib/cni/networks".into(),
+            iptables: "iptables".into(),
             state_dir: "/var/lib/node-agent".into(),
             etcd_data_dir: "/var/lib/etcd".into(),
             proc_cmdline: "/proc/cmdline".into(),

@@ -59,7 +59,6 @@ fn kernel_release() -> String {
     nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-/// One console line, prefixed like every agent line.
-pub fn log(msg: &str) {
-    println!("node-agent: {msg}");
+fn log(msg: &str) {
+    crate::log::info(msg);
 }

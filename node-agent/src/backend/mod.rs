@@ -1,0 +1,177 @@
+//! Backends turn leases into the kernel state that routes pod traffic to
+//! other nodes: `vxlan` (flannel's overlay) and `host_gw` (plain routes).
+
+mod host_gw;
+mod vxlan;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+use futures::{stream, StreamExt, TryStreamExt};
+use ipnet::Ipv4Net;
+
+use crate::config::BackendType;
+use crate::flannel::{BackendData, Lease, LeaseAttrs, Network};
+use crate::netlink::{LinkInfo, Netlink, Route};
+use crate::types::MacAddr;
+
+/// How many netlink requests are in flight at once during a resync.
+const PARALLEL: usize = 64;
+
+pub enum Kind {
+    Vxlan(vxlan::Vxlan),
+    HostGw(host_gw::HostGw),
+}
+
+impl Kind {
+    /// Whether this backend can route to `lease` at all.
+    fn accepts(&self, lease: &Lease) -> bool {
+        match self {
+            Kind::Vxlan(v) => v.accepts(lease),
+            Kind::HostGw(_) => lease.attrs.backend == BackendData::HostGw,
+        }
+    }
+
+    async fn add(&self, lease: &Lease) -> Result<()> {
+        match self {
+            Kind::Vxlan(v) => v.add(lease).await,
+            Kind::HostGw(h) => h.add(lease).await,
+        }
+    }
+
+    async fn remove(&self, lease: &Lease) -> Result<()> {
+        match self {
+            Kind::Vxlan(v) => v.remove(lease).await,
+            Kind::HostGw(h) => h.remove(lease).await,
+        }
+    }
+
+    /// Routes in the main table this backend may have made, for stale cleanup.
+    fn owns_route(&self, r: &Route, net: &Network) -> bool {
+        let in_net = net.network.contains(&r.dst) && r.dst.prefix_len() == net.subnet_len;
+        in_net
+            && match self {
+                Kind::Vxlan(v) => r.oif == Some(v.index()),
+                Kind::HostGw(h) => r.oif == Some(h.node.index),
+            }
+    }
+}
+
+/// A backend with the leases it has programmed.
+pub struct Backend {
+    kind: Kind,
+    nl: Netlink,
+    net: Network,
+    ours: Option<Ipv4Net>,
+    programmed: HashMap<Ipv4Net, Lease>,
+}
+
+impl Backend {
+    pub fn new(nl: Netlink, net: Network, node: LinkInfo, node_ip: Ipv4Addr, vtep_mac: MacAddr) -> Self {
+        let kind = match net.backend.kind {
+            BackendType::Vxlan => Kind::Vxlan(vxlan::Vxlan::new(nl.clone(), &net, node, node_ip, vtep_mac)),
+            BackendType::HostGw => Kind::HostGw(host_gw::HostGw::new(nl.clone(), node, node_ip)),
+        };
+        Backend { kind, nl, net, ours: None, programmed: HashMap::new() }
+    }
+
+    /// The attributes our lease advertises.
+    pub fn attrs(&self) -> LeaseAttrs {
+        match &self.kind {
+            Kind::Vxlan(v) => v.attrs(),
+            Kind::HostGw(h) => LeaseAttrs { public_ip: h.node_ip, backend: BackendData::HostGw },
+        }
+    }
+
+    /// The MTU pods get (flannel's FLANNEL_MTU).
+    pub fn mtu(&self) -> u32 {
+        match &self.kind {
+            Kind::Vxlan(v) => v.mtu(),
+            Kind::HostGw(h) => h.node.mtu,
+        }
+    }
+
+    /// Sets up the node side for our subnet (the VXLAN device and its address).
+    pub async fn configure(&mut self, ours: Ipv4Net) -> Result<()> {
+        if let Kind::Vxlan(v) = &mut self.kind {
+            v.configure(ours).await?;
+        }
+        self.ours = Some(ours);
+        Ok(())
+    }
+
+    fn wants(&self, lease: &Lease) -> bool {
+        Some(lease.subnet) != self.ours
+            && crate::flannel::alloc::in_range(&self.net, lease.subnet)
+            && self.kind.accepts(lease)
+    }
+
+    /// A lease appeared or changed.
+    pub async fn add(&mut self, lease: &Lease) -> Result<()> {
+        if !self.wants(lease) {
+            return Ok(());
+        }
+        if let Some(old) = self.programmed.get(&lease.subnet).cloned() {
+            if old.attrs == lease.attrs {
+                return Ok(());
+            }
+            self.kind.remove(&old).await?;
+        }
+        self.kind.add(lease).await?;
+        self.programmed.insert(lease.subnet, lease.clone());
+        Ok(())
+    }
+
+    /// A lease went away.
+    pub async fn remove(&mut self, subnet: Ipv4Net) -> Result<()> {
+        if let Some(old) = self.programmed.remove(&subnet) {
+            self.kind.remove(&old).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes the kernel match `leases` exactly: removes what is no longer
+    /// leased (including routes a previous run left), adds the rest in parallel.
+    pub async fn sync(&mut self, leases: &[Lease]) -> Result<()> {
+        let wanted: HashMap<Ipv4Net, &Lease> = leases.iter().filter(|l| self.wants(l)).map(|l| (l.subnet, l)).collect();
+        let gone: Vec<Lease> = self
+            .programmed
+            .values()
+            .filter(|l| wanted.get(&l.subnet).map(|w| w.attrs != l.attrs).unwrap_or(true))
+            .cloned()
+            .collect();
+        for l in &gone {
+            self.kind.remove(l).await?;
+            self.programmed.remove(&l.subnet);
+        }
+        self.remove_stale_routes(&wanted).await?;
+        let todo: Vec<&Lease> = wanted.values().filter(|l| !self.programmed.contains_key(&l.subnet)).copied().collect();
+        let kind = &self.kind;
+        stream::iter(todo.iter().map(|l| kind.add(l))).buffer_unordered(PARALLEL).try_collect::<Vec<()>>().await?;
+        for l in todo {
+            self.programmed.insert(l.subnet, l.clone());
+        }
+        Ok(())
+    }
+
+    async fn remove_stale_routes(&self, wanted: &HashMap<Ipv4Net, &Lease>) -> Result<()> {
+        for r in self.nl.routes().await? {
+            let ours = Some(r.dst) == self.ours;
+            if !ours
+                && !wanted.contains_key(&r.dst)
+                && !self.programmed.contains_key(&r.dst)
+                && self.kind.owns_route(&r, &self.net)
+            {
+                if let Some(oif) = r.oif {
+                    self.nl.del_route(r.dst, oif).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn programmed(&self) -> usize {
+        self.programmed.len()
+    }
+}

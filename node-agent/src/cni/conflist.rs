@@ -1,0 +1,71 @@
+//! The CNI network config list kubelet (via the container runtime) runs:
+//! `bridge` with `host-local` IPAM over our subnet, then `portmap`.
+
+use std::path::Path;
+
+use anyhow::Result;
+use ipnet::Ipv4Net;
+use serde_json::json;
+
+pub const NETWORK_NAME: &str = "imgbuild";
+pub const CONFLIST_NAME: &str = "10-imgbuild.conflist";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflist {
+    pub network: Ipv4Net,
+    pub subnet: Ipv4Net,
+    pub mtu: u32,
+    /// host-local's state directory.
+    pub ipam_dir: String,
+}
+
+impl Conflist {
+    pub fn render(&self) -> String {
+        let gateway = std::net::Ipv4Addr::from(u32::from(self.subnet.network()) + 1);
+        let v = json!({
+            "cniVersion": "1.0.0",
+            "name": NETWORK_NAME,
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": "cni0",
+                    "isDefaultGateway": true,
+                    "ipMasq": false,
+                    "hairpinMode": true,
+                    "mtu": self.mtu,
+                    "ipam": {
+                        "type": "host-local",
+                        "dataDir": self.ipam_dir,
+                        "ranges": [[{ "subnet": self.subnet.to_string(), "gateway": gateway.to_string() }]],
+                        "routes": [{ "dst": self.network.to_string() }]
+                    }
+                },
+                { "type": "portmap", "capabilities": { "portMappings": true }, "snat": true }
+            ]
+        });
+        let mut s = serde_json::to_string_pretty(&v).expect("json");
+        s.push('\n');
+        s
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        super::write_atomic(&dir.join(CONFLIST_NAME), &self.render())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn golden() {
+        let c = Conflist {
+            network: "10.1.0.0/16".parse().unwrap(),
+            subnet: "10.1.5.0/24".parse().unwrap(),
+            mtu: 1450,
+            ipam_dir: "/var/lib/cni/networks".into(),
+        };
+        let want = include_str!("../../tests/golden/10-imgbuild.conflist");
+        assert_eq!(c.render(), want);
+    }
+}

@@ -1,0 +1,215 @@
+//! A small etcd v3 client over the JSON gateway (`/v3/...` on the client
+//! URL): no protobuf toolchain, one HTTP stack for etcd and configs.
+//! Requests go to the last endpoint that answered; on a connection error
+//! the next endpoint is tried, until every one has failed once.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::wire::*;
+
+const UNARY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    endpoints: Arc<Vec<String>>,
+    current: Arc<AtomicUsize>,
+}
+
+/// The end of the key range that holds every key starting with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+impl Client {
+    pub fn new(endpoints: &[String]) -> Result<Self> {
+        if endpoints.is_empty() {
+            bail!("no etcd endpoints");
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_keepalive(Duration::from_secs(30))
+            .build()
+            .context("building the etcd HTTP client")?;
+        let endpoints = endpoints.iter().map(|e| e.trim_end_matches('/').to_owned()).collect();
+        Ok(Client { http, endpoints: Arc::new(endpoints), current: Arc::new(AtomicUsize::new(0)) })
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// Sends `req` to each endpoint in turn until one answers.
+    async fn send(&self, path: &str, body: &impl Serialize, timeout: Option<Duration>) -> Result<reqwest::Response> {
+        let n = self.endpoints.len();
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last_err = anyhow!("no etcd endpoint tried");
+        for i in 0..n {
+            let idx = (start + i) % n;
+            let url = format!("{}{path}", self.endpoints[idx]);
+            let mut rb = self.http.post(&url).json(body);
+            if let Some(t) = timeout {
+                rb = rb.timeout(t);
+            }
+            match rb.send().await {
+                Ok(resp) if resp.status().is_success() => {
+                    self.current.store(idx, Ordering::Relaxed);
+                    return Ok(resp);
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    let text = resp.text().await.unwrap_or_default();
+                    // etcd answered: that is its answer, not a dead endpoint.
+                    bail!("etcd {url}: {status}: {}", text.trim());
+                }
+                Err(e) => last_err = anyhow!(e).context(format!("etcd {url}")),
+            }
+        }
+        Err(last_err)
+    }
+
+    async fn call<Resp: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<Resp> {
+        let resp = self.send(path, body, Some(UNARY_TIMEOUT)).await?;
+        let bytes = resp.bytes().await.with_context(|| format!("reading etcd {path}"))?;
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("parsing etcd {path}: {}", String::from_utf8_lossy(&bytes)))
+    }
+
+    /// One key, with the store's revision.
+    pub async fn get(&self, key: &str) -> Result<(Option<KeyValue>, i64)> {
+        let r: RangeResponse =
+            self.call("/v3/kv/range", &RangeRequest { key: b64(key.as_bytes()), range_end: None }).await?;
+        Ok((r.kvs.into_iter().next(), r.header.revision))
+    }
+
+    /// Every key under `prefix`, with the store's revision.
+    pub async fn get_prefix(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64)> {
+        let req = RangeRequest { key: b64(prefix.as_bytes()), range_end: Some(b64(&prefix_end(prefix.as_bytes()))) };
+        let r: RangeResponse = self.call("/v3/kv/range", &req).await?;
+        Ok((r.kvs, r.header.revision))
+    }
+
+    pub async fn put(&self, key: &str, value: &[u8], lease: Option<i64>) -> Result<()> {
+        let _: serde_json::Value = self.call("/v3/kv/put", &put(key, value, lease)).await?;
+        Ok(())
+    }
+
+    /// Puts `key` only if it does not exist; true when this call created it.
+    pub async fn create(&self, key: &str, value: &[u8], lease: Option<i64>) -> Result<bool> {
+        let txn = TxnRequest {
+            compare: vec![Compare {
+                key: b64(key.as_bytes()),
+                target: "CREATE",
+                result: "EQUAL",
+                create_revision: "0".into(),
+            }],
+            success: vec![RequestOp::Put(put(key, value, lease))],
+            failure: vec![],
+        };
+        let r: TxnResponse = self.call("/v3/kv/txn", &txn).await?;
+        Ok(r.succeeded)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        let _: serde_json::Value =
+            self.call("/v3/kv/deleterange", &RangeRequest { key: b64(key.as_bytes()), range_end: None }).await?;
+        Ok(())
+    }
+
+    /// A new lease of `ttl` seconds.
+    pub async fn grant(&self, ttl: i64) -> Result<i64> {
+        let r: LeaseGrantResponse =
+            self.call("/v3/lease/grant", &serde_json::json!({ "TTL": ttl.to_string() })).await?;
+        Ok(r.id)
+    }
+
+    /// Refreshes a lease; returns its new TTL, or 0 when etcd no longer has it.
+    pub async fn keepalive(&self, id: i64) -> Result<i64> {
+        let r: LeaseKeepAliveResponse =
+            self.call("/v3/lease/keepalive", &serde_json::json!({ "ID": id.to_string() })).await?;
+        Ok(r.result.map(|r| r.ttl).unwrap_or(0))
+    }
+
+    /// The remaining TTL of a lease (0 or less when it is gone).
+    pub async fn time_to_live(&self, id: i64) -> Result<i64> {
+        let r: serde_json::Value =
+            self.call("/v3/lease/timetolive", &serde_json::json!({ "ID": id.to_string() })).await?;
+        Ok(r["TTL"].as_str().and_then(|s| s.parse().ok()).or_else(|| r["TTL"].as_i64()).unwrap_or(0))
+    }
+
+    /// Watches every key under `prefix` from `start_revision` on.
+    pub async fn watch_prefix(&self, prefix: &str, start_revision: i64) -> Result<Watch> {
+        let body = serde_json::json!({ "create_request": {
+            "key": b64(prefix.as_bytes()),
+            "range_end": b64(&prefix_end(prefix.as_bytes())),
+            "start_revision": start_revision.to_string(),
+        }});
+        let resp = self.send("/v3/watch", &body, None).await?;
+        Ok(Watch { stream: Box::pin(resp.bytes_stream()), buf: Vec::new() })
+    }
+}
+
+fn put(key: &str, value: &[u8], lease: Option<i64>) -> PutRequest {
+    PutRequest { key: b64(key.as_bytes()), value: b64(value), lease: lease.map(|l| l.to_string()) }
+}
+
+type ByteStream = std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+
+/// A watch: newline-delimited JSON messages from the gateway.
+pub struct Watch {
+    stream: ByteStream,
+    buf: Vec<u8>,
+}
+
+impl Watch {
+    /// The next message; `None` when etcd closed the stream.
+    pub async fn next(&mut self) -> Result<Option<WatchResponse>> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let msg: WatchMessage = serde_json::from_slice(&line)
+                    .with_context(|| format!("parsing a watch message: {}", String::from_utf8_lossy(&line)))?;
+                if let Some(err) = msg.error {
+                    bail!("etcd watch error: {err}");
+                }
+                if let Some(r) = msg.result {
+                    return Ok(Some(r));
+                }
+                continue;
+            }
+            match self.stream.next().await {
+                Some(chunk) => self.buf.extend_from_slice(&chunk.context("reading the etcd watch")?),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end(b"/a/"), b"/a0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff"), vec![0]);
+    }
+}

@@ -1,0 +1,139 @@
+//! Choosing a subnet as flanneld does: our own lease (same PublicIP) first,
+//! then the subnet we had before (from `subnet.env`) if still free, then a
+//! random free subnet between SubnetMin and SubnetMax. Pure.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use anyhow::{bail, Result};
+use ipnet::Ipv4Net;
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use super::config::Network;
+use super::lease::Lease;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice {
+    /// A lease in etcd already belongs to this node.
+    Reuse(Lease),
+    /// Create a lease for this subnet.
+    New(Ipv4Net),
+}
+
+/// flanneld samples among at most this many free subnets.
+const CANDIDATES: usize = 100;
+
+pub fn choose(
+    net: &Network,
+    leases: &[Lease],
+    our_ip: Ipv4Addr,
+    previous: Option<Ipv4Net>,
+    rng: &mut impl Rng,
+) -> Result<Choice> {
+    if let Some(l) = leases.iter().find(|l| l.attrs.public_ip == our_ip && in_range(net, l.subnet)) {
+        return Ok(Choice::Reuse(l.clone()));
+    }
+    let taken: HashSet<Ipv4Net> = leases.iter().map(|l| l.subnet).collect();
+    if let Some(prev) = previous.filter(|p| in_range(net, *p) && !taken.contains(p)) {
+        return Ok(Choice::New(prev));
+    }
+    let free = free_subnets(net, &taken);
+    match free.choose(rng) {
+        Some(s) => Ok(Choice::New(*s)),
+        None => bail!(
+            "no free /{} subnet left in {} between {} and {}",
+            net.subnet_len,
+            net.network,
+            net.subnet_min,
+            net.subnet_max
+        ),
+    }
+}
+
+/// Whether a subnet is one this network hands out.
+pub fn in_range(net: &Network, s: Ipv4Net) -> bool {
+    s.prefix_len() == net.subnet_len
+        && net.network.contains(&s)
+        && s.addr() >= net.subnet_min
+        && s.addr() <= net.subnet_max
+}
+
+fn free_subnets(net: &Network, taken: &HashSet<Ipv4Net>) -> Vec<Ipv4Net> {
+    let step = 1u64 << (32 - net.subnet_len);
+    let (min, max) = (u64::from(u32::from(net.subnet_min)), u64::from(u32::from(net.subnet_max)));
+    let mut out = Vec::new();
+    let mut a = min;
+    while a <= max && out.len() < CANDIDATES {
+        let s = Ipv4Net::new(Ipv4Addr::from(a as u32), net.subnet_len).expect("valid length");
+        if !taken.contains(&s) {
+            out.push(s);
+        }
+        a += step;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Backend, BackendType};
+    use crate::flannel::lease::{BackendData, LeaseAttrs};
+    use rand::SeedableRng;
+
+    fn net() -> Network {
+        Network {
+            network: "10.1.0.0/16".parse().unwrap(),
+            subnet_len: 24,
+            subnet_min: "10.1.1.0".parse().unwrap(),
+            subnet_max: "10.1.3.0".parse().unwrap(),
+            backend: Backend { kind: BackendType::HostGw, vni: 1, port: 8472 },
+        }
+    }
+
+    fn lease(subnet: &str, ip: &str) -> Lease {
+        Lease {
+            subnet: subnet.parse().unwrap(),
+            attrs: LeaseAttrs { public_ip: ip.parse().unwrap(), backend: BackendData::HostGw },
+            etcd_lease: 0,
+        }
+    }
+
+    #[test]
+    fn order_of_preference() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let me: Ipv4Addr = "172.17.8.103".parse().unwrap();
+        let leases = [lease("10.1.1.0/24", "172.17.8.104"), lease("10.1.2.0/24", "172.17.8.103")];
+        assert_eq!(choose(&net(), &leases, me, None, &mut rng).unwrap(), Choice::Reuse(leases[1].clone()));
+        let leases = [lease("10.1.1.0/24", "172.17.8.104")];
+        let prev = "10.1.3.0/24".parse().ok();
+        assert_eq!(choose(&net(), &leases, me, prev, &mut rng).unwrap(), Choice::New(prev.unwrap()));
+        // A previous subnet that someone else holds is not taken.
+        let prev = "10.1.1.0/24".parse().ok();
+        let got = choose(&net(), &leases, me, prev, &mut rng).unwrap();
+        assert!(
+            matches!(got, Choice::New(s) if s.to_string() == "10.1.2.0/24" || s.to_string() == "10.1.3.0/24"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn full_network_is_an_error() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let leases =
+            [lease("10.1.1.0/24", "1.1.1.1"), lease("10.1.2.0/24", "1.1.1.2"), lease("10.1.3.0/24", "1.1.1.3")];
+        let e = choose(&net(), &leases, "1.1.1.9".parse().unwrap(), None, &mut rng).unwrap_err().to_string();
+        assert!(e.contains("no free /24 subnet"), "{e}");
+    }
+
+    #[test]
+    fn random_choice_stays_in_range() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..50 {
+            let Choice::New(s) = choose(&net(), &[], "1.1.1.1".parse().unwrap(), None, &mut rng).unwrap() else {
+                panic!()
+            };
+            assert!(in_range(&net(), s), "{s}");
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The subnet manager: network config put-if-absent, lease acquisition by
+//! transaction, renewal, and listing leases. Speaks etcd through `etcd::Client`.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ipnet::Ipv4Net;
+
+use super::alloc::{self, Choice};
+use super::config::{Network, CONFIG_KEY};
+use super::lease::{self, Lease, LeaseAttrs, SUBNETS_PREFIX};
+use crate::config::NetworkConfig;
+use crate::etcd::Client;
+use crate::log;
+
+/// flanneld's lease lifetime.
+pub const LEASE_TTL: i64 = 24 * 3600;
+
+/// Puts the cluster's network config unless etcd has one; etcd's wins.
+pub async fn ensure_network_config(client: &Client, cfg: &NetworkConfig) -> Result<Network> {
+    let ours = Network::to_json(cfg);
+    if client.create(CONFIG_KEY, ours.as_bytes(), None).await? {
+        log::info(&format!("put network config {ours}"));
+    }
+    let (kv, _) = client.get(CONFIG_KEY).await?;
+    let kv = kv.context("network config vanished right after being written")?;
+    let net = Network::parse(&kv.value).with_context(|| format!("{CONFIG_KEY} in etcd"))?;
+    if net != Network::from_config(cfg)? {
+        log::warn(&format!(
+            "etcd's network config differs from the cluster file; using etcd's: {}",
+            String::from_utf8_lossy(&kv.value)
+        ));
+    }
+    Ok(net)
+}
+
+/// Every lease in etcd with the store revision; malformed ones are skipped
+/// with a warning (someone else's bad write must not stop this node).
+pub async fn list_leases(client: &Client) -> Result<(Vec<Lease>, i64)> {
+    let (kvs, rev) = client.get_prefix(SUBNETS_PREFIX).await?;
+    let leases = kvs.iter().filter_map(|kv| parse_kv(&kv.key, &kv.value, kv.lease)).collect();
+    Ok((leases, rev))
+}
+
+/// A lease from a key and value, or `None` with a warning.
+pub fn parse_kv(key: &[u8], value: &[u8], etcd_lease: i64) -> Option<Lease> {
+    let key = String::from_utf8_lossy(key);
+    let parsed = lease::parse_key(&key).and_then(|subnet| Ok((subnet, LeaseAttrs::parse(value)?)));
+    match parsed {
+        Ok((subnet, attrs)) => Some(Lease { subnet, attrs, etcd_lease }),
+        Err(e) => {
+            log::warn(&format!("skipping malformed lease {key}: {e:#}"));
+            None
+        }
+    }
+}
+
+pub struct SubnetManager {
+    pub client: Client,
+    pub net: Network,
+    pub attrs: LeaseAttrs,
+    pub ttl: i64,
+}
+
+impl SubnetManager {
+    /// Takes a lease, retrying lost creation races; never gives up on a race.
+    pub async fn acquire(&self, previous: Option<Ipv4Net>) -> Result<Lease> {
+        let mut rng = rand::rngs::StdRng::from_entropy();
+        loop {
+            let (leases, _) = list_leases(&self.client).await?;
+            match alloc::choose(&self.net, &leases, self.attrs.public_ip, previous, &mut rng)? {
+                Choice::Reuse(l) => return self.refresh(l.subnet).await,
+                Choice::New(subnet) => {
+                    let id = self.client.grant(self.ttl).await?;
+                    let key = lease::key(subnet);
+                    if self.client.create(&key, self.attrs.to_json().as_bytes(), Some(id)).await? {
+                        return Ok(Lease { subnet, attrs: self.attrs.clone(), etcd_lease: id });
+                    }
+                    // Someone took it between our list and our create: try again.
+                    log::info(&format!("lost the race for {subnet}; retrying"));
+                    tokio::time::sleep(Duration::from_millis(rand::Rng::gen_range(&mut rng, 10..100))).await;
+                }
+            }
+        }
+    }
+
+    /// Re-attaches our existing lease to a fresh etcd lease with our attributes.
+    async fn refresh(&self, subnet: Ipv4Net) -> Result<Lease> {
+        let id = self.client.grant(self.ttl).await?;
+        self.client.put(&lease::key(subnet), self.attrs.to_json().as_bytes(), Some(id)).await?;
+        Ok(Lease { subnet, attrs: self.attrs.clone(), etcd_lease: id })
+    }
+
+    /// Renews before expiry; false when etcd no longer has the lease.
+    pub async fn renew(&self, lease: &Lease) -> Result<bool> {
+        Ok(self.client.keepalive(lease.etcd_lease).await? > 0)
+    }
+
+    /// How often to renew: a third of the TTL, so two renewals may fail.
+    pub fn renew_interval(&self) -> Duration {
+        Duration::from_secs((self.ttl / 3).max(1) as u64)
+    }
+
+    pub fn our_ip(&self) -> Ipv4Addr {
+        self.attrs.public_ip
+    }
+}
+
+use rand::SeedableRng;

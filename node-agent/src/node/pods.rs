@@ -1,0 +1,192 @@
+//! Pod networking on masters and workers: take a subnet lease, build the
+//! overlay, prepare kubelet's CNI, then follow every other node's lease.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{Context, Result};
+use ipnet::Ipv4Net;
+
+use super::retry::retry;
+use super::{state, sys};
+use crate::backend::Backend;
+use crate::cni::{Conflist, Rules, SubnetEnv};
+use crate::config::NodeConfig;
+use crate::etcd::{wire::WatchResponse, Client};
+use crate::flannel::lease::{self, SUBNETS_PREFIX};
+use crate::flannel::manager::{self, SubnetManager, LEASE_TTL};
+use crate::flannel::{Lease, Network};
+use crate::log;
+use crate::netlink::{LinkInfo, Netlink};
+
+/// The running pod network of this node.
+pub struct PodNetwork {
+    cfg: NodeConfig,
+    mgr: SubnetManager,
+    backend: Backend,
+    lease: Lease,
+}
+
+impl PodNetwork {
+    /// Everything up to `ready`.
+    pub async fn start(cfg: NodeConfig, client: Client) -> Result<Self> {
+        for m in ["vxlan", "bridge", "br_netfilter", "veth"] {
+            sys::ensure_module(m);
+        }
+        let nl = Netlink::connect()?;
+        let ip = cfg.node.ip();
+        let node_link = retry("finding the node interface", || node_link(&nl, ip)).await;
+        let net = retry("network config", || manager::ensure_network_config(&client, &cfg.network)).await;
+        let vtep = state::vtep_mac(&cfg.paths.state_dir)?;
+        let backend = Backend::new(nl, net, node_link, ip, vtep);
+        let ttl = cfg.network.lease_ttl.map(|t| t as i64).unwrap_or(LEASE_TTL);
+        let mgr = SubnetManager { client, net, attrs: backend.attrs(), ttl };
+        let previous = SubnetEnv::previous_subnet(&cfg.paths.run_flannel);
+        let lease = retry("acquiring a subnet lease", || mgr.acquire(previous)).await;
+        log::info(&format!("acquired lease {} (etcd lease {:x})", lease.subnet, lease.etcd_lease));
+        let mut me = PodNetwork { cfg, mgr, backend, lease };
+        me.configure().await?;
+        Ok(me)
+    }
+
+    pub fn subnet(&self) -> Ipv4Net {
+        self.lease.subnet
+    }
+
+    /// Node-side setup for our subnet: device, files, sysctls, rules.
+    async fn configure(&mut self) -> Result<()> {
+        let subnet = self.lease.subnet;
+        self.backend.configure(subnet).await?;
+        let net = self.mgr.net;
+        let paths = &self.cfg.paths;
+        SubnetEnv { network: net.network, subnet, mtu: self.backend.mtu(), ipmasq: true }.write(&paths.run_flannel)?;
+        let ipam_dir = paths.cni_ipam_dir.to_string_lossy().into_owned();
+        Conflist { network: net.network, subnet, mtu: self.backend.mtu(), ipam_dir }.write(&paths.cni_conf_dir)?;
+        sys::set_sysctl(&paths.proc_sys, "net/ipv4/ip_forward", "1")?;
+        if let Err(e) = sys::set_sysctl(&paths.proc_sys, "net/bridge/bridge-nf-call-iptables", "1") {
+            log::debug(&format!("{e:#}"));
+        }
+        let rules = Rules { network: net.network, subnet };
+        rules.apply(&paths.iptables.to_string_lossy()).context("installing flannel's iptables rules")
+    }
+
+    /// Lists every lease and makes the kernel match; returns the revision.
+    async fn resync(&mut self) -> Result<i64> {
+        let (leases, rev) = manager::list_leases(&self.mgr.client).await?;
+        if !leases.iter().any(|l| l.subnet == self.lease.subnet && l.attrs == self.lease.attrs) {
+            self.reacquire("our lease is gone from etcd").await?;
+        }
+        self.backend.sync(&leases).await?;
+        Ok(rev)
+    }
+
+    async fn reacquire(&mut self, why: &str) -> Result<()> {
+        log::warn(&format!("{why}; acquiring again"));
+        let previous = Some(self.lease.subnet);
+        let lease = retry("re-acquiring a subnet lease", || self.mgr.acquire(previous)).await;
+        let changed = lease.subnet != self.lease.subnet;
+        self.lease = lease;
+        log::info(&format!("acquired lease {} (etcd lease {:x})", self.lease.subnet, self.lease.etcd_lease));
+        if changed {
+            self.configure().await?;
+        }
+        Ok(())
+    }
+
+    /// The initial sync; after it the node is ready.
+    pub async fn sync(&mut self) -> Result<i64> {
+        self.resync().await
+    }
+
+    /// Follows leases forever: watch events, renewals, and resyncs after gaps.
+    pub async fn follow(mut self, mut rev: i64) -> ! {
+        let mut renew = tokio::time::interval(self.mgr.renew_interval());
+        renew.tick().await;
+        loop {
+            let client = self.mgr.client.clone();
+            let mut watch = match client.watch_prefix(SUBNETS_PREFIX, rev + 1).await {
+                Ok(w) => w,
+                Err(e) => {
+                    log::warn(&format!("watching leases: {e:#}"));
+                    tokio::time::sleep(super::retry::MAX).await;
+                    rev = self.resync_logged(rev).await;
+                    continue;
+                }
+            };
+            loop {
+                tokio::select! {
+                    msg = watch.next() => match msg {
+                        Ok(Some(r)) => match self.on_watch(r, &mut rev).await {
+                            Ok(true) => {}
+                            Ok(false) => { rev = self.resync_logged(rev).await; break; }
+                            Err(e) => { log::warn(&format!("applying a lease change: {e:#}")); rev = self.resync_logged(rev).await; break; }
+                        },
+                        Ok(None) => { log::warn("lease watch closed; resyncing"); rev = self.resync_logged(rev).await; break; }
+                        Err(e) => { log::warn(&format!("lease watch: {e:#}; resyncing")); rev = self.resync_logged(rev).await; break; }
+                    },
+                    _ = renew.tick() => self.renew().await,
+                }
+            }
+        }
+    }
+
+    async fn resync_logged(&mut self, rev: i64) -> i64 {
+        match self.resync().await {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn(&format!("resync: {e:#}"));
+                rev
+            }
+        }
+    }
+
+    async fn renew(&mut self) {
+        match self.mgr.renew(&self.lease).await {
+            Ok(true) => log::debug(&format!("renewed lease {}", self.lease.subnet)),
+            Ok(false) => {
+                if let Err(e) = self.reacquire("our etcd lease expired").await {
+                    log::error(&format!("{e:#}"));
+                }
+            }
+            Err(e) => log::warn(&format!("renewing lease {}: {e:#}", self.lease.subnet)),
+        }
+    }
+
+    /// Applies one watch message. Ok(false) asks for a full resync (a gap).
+    async fn on_watch(&mut self, r: WatchResponse, rev: &mut i64) -> Result<bool> {
+        if r.canceled || r.compact_revision > 0 {
+            log::warn(&format!("lease watch lost history (compacted at {}); resyncing", r.compact_revision));
+            return Ok(false);
+        }
+        for ev in &r.events {
+            let key = String::from_utf8_lossy(&ev.kv.key).into_owned();
+            let Ok(subnet) = lease::parse_key(&key) else {
+                log::warn(&format!("skipping malformed lease key {key}"));
+                continue;
+            };
+            if ev.is_delete() {
+                if subnet == self.lease.subnet {
+                    self.reacquire("our lease was deleted").await?;
+                } else {
+                    log::info(&format!("lease {subnet} removed"));
+                    self.backend.remove(subnet).await?;
+                }
+            } else if let Some(l) = manager::parse_kv(&ev.kv.key, &ev.kv.value, ev.kv.lease) {
+                if l.subnet != self.lease.subnet {
+                    log::info(&format!("lease {} added for {}", l.subnet, l.attrs.public_ip));
+                    self.backend.add(&l).await?;
+                }
+            }
+            *rev = (*rev).max(ev.kv.mod_revision);
+        }
+        *rev = (*rev).max(r.header.revision);
+        Ok(true)
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.mgr.net
+    }
+}
+
+async fn node_link(nl: &Netlink, ip: Ipv4Addr) -> Result<LinkInfo> {
+    nl.link_with_ipv4(ip).await
+}

@@ -1,0 +1,191 @@
+//! The agent's network core against real etcd, in network namespaces this
+//! test creates: flannel-exact leases, the VXLAN overlay, and pods created
+//! by the real CNI plugins reaching each other across hosts without NAT.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+const NET_PREFIX: &str = "/coreos.com/network/subnets/";
+
+struct Host {
+    ns: Ns,
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+}
+
+fn host(lan: &Lan, name: &str, ip: &str, etcd: &str, backend: &str) -> Host {
+    let ns = Ns::new(name);
+    lan.attach(&ns, &format!("{ip}/24"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = node_config(dir.path(), name, "worker", &format!("{ip}/24"), etcd, backend);
+    Host { ns, dir, config }
+}
+
+/// The subnet in a `ready role=worker subnet=…` line.
+fn ready_subnet(line: &str) -> String {
+    line.split("subnet=").nth(1).unwrap().trim().to_owned()
+}
+
+fn lease_key(subnet: &str) -> String {
+    format!("{NET_PREFIX}{}", subnet.replace('/', "-"))
+}
+
+#[test]
+fn lease_is_flannels_and_survives_deletion_and_restart() {
+    let lan = Lan::new();
+    let etcd_ns = Ns::new("etcd");
+    lan.attach(&etcd_ns, "172.17.8.101/24");
+    let etcd = Etcd::start(Some(&etcd_ns), "172.17.8.101");
+    let h = host(&lan, "w1", "172.17.8.103", &etcd.endpoint, "vxlan");
+    let mut agent = start_agent(&h.ns, &h.config);
+    let ready = agent.wait_for("node-agent: ready role=worker subnet=", 60);
+    agent.wait_for("node-agent: config from file", 1);
+    let subnet = ready_subnet(&ready);
+    assert!(subnet.starts_with("10.1.") && subnet.ends_with(".0/24"), "{ready}");
+
+    // The network config, put-if-absent from the cluster file.
+    let config = etcd.get("/coreos.com/network/config").unwrap();
+    let v: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(v["Network"], "10.1.0.0/16");
+    assert_eq!(v["SubnetLen"], 24);
+    assert_eq!(v["Backend"]["Type"], "vxlan");
+    assert_eq!(v["Backend"]["VNI"], 1);
+
+    // The lease, field by field, on a 24 h etcd lease.
+    let value = etcd.get(&lease_key(&subnet)).expect("lease key");
+    let vtep = h.ns.sh("cat /sys/class/net/flannel.1/address").trim().to_owned();
+    assert_eq!(
+        value,
+        format!(
+            r#"{{"PublicIP":"172.17.8.103","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{vtep}"}}}}"#
+        )
+    );
+    let (_, json) = etcd.ctl(&["get", &lease_key(&subnet), "-w", "json"]);
+    let lease_id = serde_json::from_str::<serde_json::Value>(&json).unwrap()["kvs"][0]["lease"].as_i64().unwrap();
+    let (_, ttl) = etcd.ctl(&["lease", "timetolive", &format!("{lease_id:x}")]);
+    let granted: u64 = ttl.split("granted with TTL(").nth(1).unwrap().split('s').next().unwrap().parse().unwrap();
+    assert_eq!(granted, 86400, "{ttl}");
+
+    // The VXLAN device as flannel makes it.
+    let link = h.ns.sh("ip -d link show flannel.1");
+    for want in ["vxlan id 1 ", "local 172.17.8.103", "dev eth0", "dstport 8472", "nolearning", "mtu 1450"] {
+        assert!(link.contains(want), "{want} missing:\n{link}");
+    }
+    let addr = h.ns.sh("ip -4 -o addr show dev flannel.1");
+    assert!(addr.contains(&format!("inet {}/32", subnet.trim_end_matches("/24"))), "{addr}");
+
+    // Kubelet's files.
+    let env = std::fs::read_to_string(h.dir.path().join("run/flannel/subnet.env")).unwrap();
+    let first = subnet.replace(".0/24", ".1/24");
+    assert_eq!(
+        env,
+        format!("FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET={first}\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n")
+    );
+    assert!(h.dir.path().join("etc/cni/net.d/10-imgbuild.conflist").is_file());
+    assert_eq!(h.ns.sh("cat /proc/sys/net/ipv4/ip_forward").trim(), "1");
+    let nat = h.ns.sh("iptables -t nat -S");
+    assert!(nat.contains("-A POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG"), "{nat}");
+    assert!(nat.contains(&format!("-A FLANNEL-POSTRTG -s {subnet} -d 10.1.0.0/16")), "{nat}");
+
+    // Deleted by hand: re-acquired, same subnet.
+    let seen = agent.line_count();
+    assert!(etcd.ctl(&["del", &lease_key(&subnet)]).0);
+    agent.wait_for_after(seen, "our lease was deleted", 30);
+    agent.wait_for_after(seen, &format!("acquired lease {subnet}"), 30);
+    assert!(etcd.get(&lease_key(&subnet)).is_some());
+
+    // Restarted: same subnet, same VTEP MAC.
+    agent.kill();
+    let agent = start_agent(&h.ns, &h.config);
+    let again = agent.wait_for("node-agent: ready role=worker", 60);
+    assert_eq!(ready_subnet(&again), subnet);
+    assert_eq!(h.ns.sh("cat /sys/class/net/flannel.1/address").trim(), vtep);
+    assert_eq!(etcd.keys(NET_PREFIX), [lease_key(&subnet)]);
+}
+
+/// Creates a pod in a fresh namespace by running the CNI plugins from the
+/// agent's conflist as kubelet would; returns (pod namespace, pod IP).
+fn pod(h: &Host, name: &str) -> (Ns, String) {
+    let pod = Ns::new(name);
+    let out = run(h
+        .ns
+        .cmd(agent_bin())
+        .args(["pod", "add", "--name", name, "--id", &pod.name, "--netns"])
+        .arg(pod.path())
+        .arg("--config")
+        .arg(&h.config));
+    let ip = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (pod, ip)
+}
+
+fn probe(from: &Ns, to_ip: &str) -> String {
+    let (ok, out) = from.try_sh(&format!("{} probe send --to {to_ip}:7946 --tries 40", agent_bin()));
+    assert!(ok, "probe from {} to {to_ip} failed: {out}", from.name);
+    out
+}
+
+#[test]
+fn pods_on_two_hosts_reach_each_other_without_nat() {
+    let lan = Lan::new();
+    let etcd_ns = Ns::new("etcd");
+    lan.attach(&etcd_ns, "172.17.8.101/24");
+    let etcd = Etcd::start(Some(&etcd_ns), "172.17.8.101");
+    let a = host(&lan, "wa", "172.17.8.103", &etcd.endpoint, "vxlan");
+    let b = host(&lan, "wb", "172.17.8.104", &etcd.endpoint, "vxlan");
+    let agent_a = start_agent(&a.ns, &a.config);
+    let agent_b = start_agent(&b.ns, &b.config);
+    let sa = ready_subnet(&agent_a.wait_for("ready role=worker", 60));
+    let sb = ready_subnet(&agent_b.wait_for("ready role=worker", 60));
+    assert_ne!(sa, sb);
+
+    let (pod_a, ip_a) = pod(&a, "pa");
+    let (pod_b, ip_b) = pod(&b, "pb");
+    assert!(ip_a.starts_with(sa.trim_end_matches("0/24")), "{ip_a} not in {sa}");
+    assert!(ip_b.starts_with(sb.trim_end_matches("0/24")), "{ip_b} not in {sb}");
+    let _serve_a = Agent::spawn({
+        let mut c = pod_a.cmd(agent_bin());
+        c.args(["probe", "serve"]);
+        c
+    });
+    let _serve_b = Agent::spawn({
+        let mut c = pod_b.cmd(agent_bin());
+        c.args(["probe", "serve"]);
+        c
+    });
+    let ab = probe(&pod_a, &ip_b);
+    assert!(ab.contains(&format!("it saw {ip_a} (we are {ip_a})")), "{ab}");
+    let ba = probe(&pod_b, &ip_a);
+    assert!(ba.contains(&format!("it saw {ip_b} (we are {ip_b})")), "{ba}");
+
+    // Host a's view of b: neighbour, FDB, onlink route.
+    let vtep_b = b.ns.sh("cat /sys/class/net/flannel.1/address").trim().to_owned();
+    let gw_b = sb.trim_end_matches("/24");
+    let routes = a.ns.sh("ip route");
+    assert!(routes.contains(&format!("{sb} via {gw_b} dev flannel.1 onlink")), "{routes}");
+    assert!(a.ns.sh("ip neigh show dev flannel.1").contains(&format!("{gw_b} lladdr {vtep_b} PERMANENT")));
+    assert!(a.ns.sh("bridge fdb show dev flannel.1").contains(&format!("{vtep_b} dst 172.17.8.104 self permanent")));
+
+    // A lease written as real flanneld writes it is routed the same way,
+    // and removed again when the lease goes.
+    let seen = agent_a.line_count();
+    let flanneld = r#"{"PublicIP":"172.17.8.110","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"6e:24:cf:11:72:9a"}}"#;
+    assert!(etcd.ctl(&["put", &lease_key("10.1.200.0/24"), flanneld]).0);
+    agent_a.wait_for_after(seen, "lease 10.1.200.0/24 added", 20);
+    assert!(a.ns.sh("ip route").contains("10.1.200.0/24 via 10.1.200.0 dev flannel.1 onlink"));
+    assert!(a.ns.sh("ip neigh show dev flannel.1").contains("10.1.200.0 lladdr 6e:24:cf:11:72:9a PERMANENT"));
+    assert!(a.ns.sh("bridge fdb show dev flannel.1").contains("6e:24:cf:11:72:9a dst 172.17.8.110 self permanent"));
+    // A malformed lease written by someone else is skipped, not fatal.
+    assert!(etcd.ctl(&["put", &lease_key("10.1.201.0/24"), "{not json"]).0);
+    agent_a.wait_for_after(seen, "skipping malformed lease", 20);
+    assert!(etcd.ctl(&["del", &lease_key("10.1.200.0/24")]).0);
+    agent_a.wait_for_after(seen, "lease 10.1.200.0/24 removed", 20);
+    assert!(!a.ns.sh("ip route").contains("10.1.200.0/24"));
+    assert!(!a.ns.sh("ip neigh show dev flannel.1").contains("10.1.200.0 "));
+    assert!(!a.ns.sh("bridge fdb show dev flannel.1").contains("6e:24:cf:11:72:9a"));
+    // Traffic still flows after all that.
+    probe(&pod_a, &ip_b);
+    let _ = Path::new("/");
+}
