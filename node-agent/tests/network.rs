@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
 
 const NET_PREFIX: &str = "/coreos.com/network/subnets/";
@@ -145,16 +143,7 @@ fn pods_on_two_hosts_reach_each_other_without_nat() {
     let (pod_b, ip_b) = pod(&b, "pb");
     assert!(ip_a.starts_with(sa.trim_end_matches("0/24")), "{ip_a} not in {sa}");
     assert!(ip_b.starts_with(sb.trim_end_matches("0/24")), "{ip_b} not in {sb}");
-    let _serve_a = Agent::spawn({
-        let mut c = pod_a.cmd(agent_bin());
-        c.args(["probe", "serve"]);
-        c
-    });
-    let _serve_b = Agent::spawn({
-        let mut c = pod_b.cmd(agent_bin());
-        c.args(["probe", "serve"]);
-        c
-    });
+    let _serve = (serve_probe(&pod_a), serve_probe(&pod_b));
     let ab = probe(&pod_a, &ip_b);
     assert!(ab.contains(&format!("it saw {ip_a} (we are {ip_a})")), "{ab}");
     let ba = probe(&pod_b, &ip_a);
@@ -187,5 +176,48 @@ fn pods_on_two_hosts_reach_each_other_without_nat() {
     assert!(!a.ns.sh("bridge fdb show dev flannel.1").contains("6e:24:cf:11:72:9a"));
     // Traffic still flows after all that.
     probe(&pod_a, &ip_b);
-    let _ = Path::new("/");
+}
+
+fn serve_probe(pod: &Ns) -> Agent {
+    let mut c = pod.cmd(agent_bin());
+    c.args(["probe", "serve"]);
+    Agent::spawn(c)
+}
+
+#[test]
+fn host_gw_routes_pods_through_node_ips() {
+    let lan = Lan::new();
+    let etcd_ns = Ns::new("etcd");
+    lan.attach(&etcd_ns, "172.17.8.101/24");
+    let etcd = Etcd::start(Some(&etcd_ns), "172.17.8.101");
+    let a = host(&lan, "ga", "172.17.8.103", &etcd.endpoint, "host-gw");
+    let b = host(&lan, "gb", "172.17.8.104", &etcd.endpoint, "host-gw");
+    let agent_a = start_agent(&a.ns, &a.config);
+    let agent_b = start_agent(&b.ns, &b.config);
+    agent_a.wait_for("ready role=worker", 60);
+    let sb = ready_subnet(&agent_b.wait_for("ready role=worker", 60));
+    let value = etcd.get(&lease_key(&sb)).unwrap();
+    assert_eq!(value, r#"{"PublicIP":"172.17.8.104","PublicIPv6":null,"BackendType":"host-gw","BackendData":null}"#);
+    let (pod_a, ip_a) = pod(&a, "ha");
+    let (pod_b, ip_b) = pod(&b, "hb");
+    let _s = (serve_probe(&pod_a), serve_probe(&pod_b));
+    let routes = a.ns.sh("ip route");
+    assert!(routes.contains(&format!("{sb} via 172.17.8.104 dev eth0")), "{routes}");
+    assert!(!a.ns.try_sh("ip link show flannel.1").0, "host-gw must not make a VXLAN device");
+    assert!(probe(&pod_a, &ip_b).contains(&format!("it saw {ip_a}")));
+    assert!(probe(&pod_b, &ip_a).contains(&format!("it saw {ip_b}")));
+}
+
+#[test]
+fn agent_started_before_etcd_waits_then_converges() {
+    let lan = Lan::new();
+    let etcd_ns = Ns::new("etcd");
+    lan.attach(&etcd_ns, "172.17.8.101/24");
+    let a = host(&lan, "ea", "172.17.8.103", "http://172.17.8.101:2379", "vxlan");
+    let agent = start_agent(&a.ns, &a.config);
+    agent.wait_for("network config (try 1, retrying)", 30);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let etcd = Etcd::start(Some(&etcd_ns), "172.17.8.101");
+    let subnet = ready_subnet(&agent.wait_for("ready role=worker", 60));
+    assert!(etcd.get(&lease_key(&subnet)).is_some());
 }

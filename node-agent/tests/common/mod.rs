@@ -11,8 +11,17 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The agent binary cargo built (shared with the builder's tests, where
+/// it sits beside `imgbuild`).
 pub fn agent_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_node-agent")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| match option_env!("CARGO_BIN_EXE_node-agent") {
+        Some(p) => p.to_owned(),
+        None => {
+            let imgbuild = option_env!("CARGO_BIN_EXE_imgbuild").expect("built by cargo test");
+            Path::new(imgbuild).with_file_name("node-agent").display().to_string()
+        }
+    })
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);

@@ -1,0 +1,113 @@
+//! Lease logic against a real etcd on loopback, without netlink: many nodes
+//! acquiring at once, renewal, expiry, and endpoint failover.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use common::{free_port, Etcd};
+use node_agent::config::{Backend, BackendType, NetworkConfig};
+use node_agent::etcd::Client;
+use node_agent::flannel::manager::{self, SubnetManager};
+use node_agent::flannel::{BackendData, LeaseAttrs};
+
+fn network() -> NetworkConfig {
+    NetworkConfig {
+        network: "10.1.0.0/16".parse().unwrap(),
+        subnet_len: 24,
+        subnet_min: None,
+        subnet_max: None,
+        backend: Backend { kind: BackendType::Vxlan, vni: 1, port: 8472 },
+        lease_ttl: None,
+    }
+}
+
+fn manager(client: &Client, net: node_agent::flannel::Network, i: u32, ttl: i64) -> SubnetManager {
+    let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 17, 0, 0)) + i);
+    let mac = format!("52:54:00:00:{:02x}:{:02x}", i >> 8, i & 0xff).parse().unwrap();
+    let attrs = LeaseAttrs { public_ip: ip, backend: BackendData::Vxlan { vni: 1, vtep_mac: mac } };
+    SubnetManager { client: client.clone(), net, attrs, ttl }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+#[test]
+fn fifty_nodes_at_once_get_fifty_distinct_subnets() {
+    let etcd = Etcd::start(None, "127.0.0.1");
+    rt().block_on(async {
+        let client = Client::new(&[etcd.endpoint.clone()]).unwrap();
+        let net = manager::ensure_network_config(&client, &network()).await.unwrap();
+        let tasks: Vec<_> = (1..=50)
+            .map(|i| {
+                let m = manager(&client, net, i, 3600);
+                tokio::spawn(async move { m.acquire(None).await.unwrap() })
+            })
+            .collect();
+        let mut subnets = HashSet::new();
+        for t in tasks {
+            let lease = t.await.unwrap();
+            assert!(subnets.insert(lease.subnet), "{} handed out twice", lease.subnet);
+        }
+        let (leases, _) = manager::list_leases(&client).await.unwrap();
+        assert_eq!(leases.len(), 50);
+        // Acquiring again as the same node reuses its lease.
+        let again = manager(&client, net, 7, 3600).acquire(None).await.unwrap();
+        let first = leases.iter().find(|l| l.attrs.public_ip == again.attrs.public_ip).unwrap();
+        assert_eq!(first.subnet, again.subnet);
+        assert_eq!(manager::list_leases(&client).await.unwrap().0.len(), 50);
+    });
+}
+
+#[test]
+fn renewal_keeps_a_lease_and_expiry_drops_it() {
+    let etcd = Etcd::start(None, "127.0.0.1");
+    rt().block_on(async {
+        let client = Client::new(&[etcd.endpoint.clone()]).unwrap();
+        let net = manager::ensure_network_config(&client, &network()).await.unwrap();
+        let renewed = manager(&client, net, 1, 3);
+        let idle = manager(&client, net, 2, 3);
+        let kept = renewed.acquire(None).await.unwrap();
+        let dropped = idle.acquire(None).await.unwrap();
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert!(renewed.renew(&kept).await.unwrap(), "renewal failed");
+        }
+        let (leases, _) = manager::list_leases(&client).await.unwrap();
+        let subnets: Vec<_> = leases.iter().map(|l| l.subnet).collect();
+        assert!(subnets.contains(&kept.subnet), "renewed lease expired");
+        assert!(!subnets.contains(&dropped.subnet), "unrenewed lease outlived its TTL");
+        assert!(!idle.renew(&dropped).await.unwrap(), "renewing an expired lease must report it gone");
+    });
+}
+
+#[test]
+fn client_fails_over_to_a_live_endpoint() {
+    let etcd = Etcd::start(None, "127.0.0.1");
+    rt().block_on(async {
+        let dead = format!("http://127.0.0.1:{}", free_port());
+        let client = Client::new(&[dead, etcd.endpoint.clone()]).unwrap();
+        client.put("/x", b"1", None).await.unwrap();
+        assert_eq!(client.get("/x").await.unwrap().0.unwrap().value, b"1");
+        let none = Client::new(&[format!("http://127.0.0.1:{}", free_port())]).unwrap();
+        assert!(none.get("/x").await.is_err());
+    });
+}
+
+#[test]
+fn existing_network_config_wins() {
+    let etcd = Etcd::start(None, "127.0.0.1");
+    let theirs = r#"{"network":"10.9.0.0/16","subnetlen":26,"backend":{"type":"host-gw"}}"#;
+    assert!(etcd.ctl(&["put", "/coreos.com/network/config", theirs]).0);
+    rt().block_on(async {
+        let client = Client::new(&[etcd.endpoint.clone()]).unwrap();
+        let net = manager::ensure_network_config(&client, &network()).await.unwrap();
+        assert_eq!(net.network.to_string(), "10.9.0.0/16");
+        assert_eq!(net.subnet_len, 26);
+        assert_eq!(net.backend.kind, BackendType::HostGw);
+    });
+    assert_eq!(etcd.get("/coreos.com/network/config").unwrap(), theirs);
+}
