@@ -17,10 +17,10 @@ pub fn agent_bin() -> &'static str {
     static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     BIN.get_or_init(|| match option_env!("CARGO_BIN_EXE_node-agent") {
         Some(p) => p.to_owned(),
-        None => {
-            let imgbuild = option_env!("CARGO_BIN_EXE_imgbuild").expect("built by cargo test");
-            Path::new(imgbuild).with_file_name("node-agent").display().to_string()
-        }
+        None => match option_env!("CARGO_BIN_EXE_imgbuild") {
+            Some(imgbuild) => Path::new(imgbuild).with_file_name("node-agent").display().to_string(),
+            None => panic!("no agent binary: run the tests with cargo test --workspace"),
+        },
     })
 }
 
