@@ -108,9 +108,18 @@ fn payloads(cfg: &BuildConfig, recipe: &Recipe) -> Result<Payloads> {
         let spec = spec.clone().unwrap_or_else(|| SourceSpec::parse_str(default).expect("valid default"));
         sources::tree(&cfg.cache, &spec).with_context(|| format!("{what} from {spec}"))
     };
+    let apt = |pkg: &str| {
+        sources::tree(&cfg.cache, &SourceSpec::Apt(pkg.to_owned())).with_context(|| format!("package {pkg}"))
+    };
+    let tools = recipe
+        .tools
+        .iter()
+        .map(|t| Ok((apt(&t.package)?, t.library_packages.iter().map(|p| apt(p)).collect::<Result<Vec<_>>>()?)))
+        .collect::<Result<Vec<_>>>()?;
     Ok(Payloads {
         etcd: recipe.etcd.then(|| fetch(&a.etcd, DEFAULT_ETCD, "etcd")).transpose()?,
         cni: (!recipe.cni_plugins.is_empty()).then(|| fetch(&a.cni, DEFAULT_CNI, "CNI plugins")).transpose()?,
+        tools,
     })
 }
 
@@ -122,7 +131,7 @@ fn artifacts(cfg: &BuildConfig, shared: &Shared, p: &NodePlan) -> Result<Vec<Art
         None => AgentDelivery::Embedded(&cfg.agent.bytes),
     };
     let base = &shared.bases[&p.node.role];
-    let config = ignition::config_json(&p.config);
+    let config = ignition::config_json(&image_config(p));
     let initrd = initramfs::node_initrd(base, &config, shared.mtime, cfg.compression)?;
     let mut out = vec![
         Artifact::new(format!("{name}.ign"), ignition::render(p, &delivery)),
@@ -135,6 +144,15 @@ fn artifacts(cfg: &BuildConfig, shared: &Shared, p: &NodePlan) -> Result<Vec<Art
         out.push(Artifact { name: "node-agent".into(), bytes: cfg.agent.bytes.clone(), mode: 0o755 });
     }
     Ok(out)
+}
+
+/// The node config inside the image: there the agent runs etcd itself.
+fn image_config(p: &NodePlan) -> node_agent::config::NodeConfig {
+    let mut cfg = p.config.clone();
+    if let Some(m) = &mut cfg.etcd.member {
+        m.supervise = true;
+    }
+    cfg
 }
 
 /// The table printed at the end of a build.

@@ -28,6 +28,43 @@ pub struct Cli {
 pub enum Cmd {
     /// Write the embedded default cluster as an editable cluster file.
     Init(InitArgs),
+    /// Build every node and boot the whole cluster in QEMU on this machine.
+    Up(UpArgs),
+    /// Stop a cluster that `up` started.
+    Down(DownArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The cluster file (default: the embedded reference cluster).
+    #[arg(long)]
+    pub cluster: Option<PathBuf>,
+    /// Where to build and keep the cluster's state (`OUT/.up`).
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    /// The static node-agent binary to embed (default: beside imgbuild).
+    #[arg(long)]
+    pub agent: Option<PathBuf>,
+    /// The kernel source, as for a build.
+    #[arg(long, value_name = "SRC", value_parser = parse_source)]
+    pub kernel: Option<SourceSpec>,
+    /// Prove pod-to-pod traffic across the overlay between every pair of
+    /// workers, print the report, stop the cluster, and exit 0 only if all passed.
+    #[arg(long)]
+    pub check: bool,
+    /// How long to wait for readiness (and probes) before giving up, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// Memory per VM in MiB.
+    #[arg(long, default_value_t = 512)]
+    pub memory: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// The build output the cluster was started from.
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -12,3 +12,4 @@ pub mod plan;
 pub mod sources;
 #[cfg(test)]
 mod testutil;
+pub mod up;

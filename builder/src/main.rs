@@ -7,16 +7,20 @@ use clap::Parser;
 use imgbuild::agent::AgentBinary;
 use imgbuild::build::{self, BuildConfig};
 use imgbuild::cluster::{self, Cluster};
-use imgbuild::cmdline::{BuildArgs, Cli, Cmd, InitArgs};
+use imgbuild::cmdline::{BuildArgs, Cli, Cmd, DownArgs, InitArgs, UpArgs};
 use imgbuild::error::InputError;
 use imgbuild::output;
 use imgbuild::plan::Selection;
 use imgbuild::sources::Cache;
+use imgbuild::up;
+use node_agent::types::Role;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Some(Cmd::Init(args)) => init(&args),
+        Some(Cmd::Up(args)) => up(&args),
+        Some(Cmd::Down(args)) => down(&args),
         None => build(cli.build),
     };
     match result {
@@ -68,5 +72,80 @@ fn init(args: &InitArgs) -> Result<()> {
     let text = Cluster::embedded_default().to_toml(&file);
     output::write_file_atomic(&args.out, text.as_bytes()).with_context(|| format!("writing {}", args.out.display()))?;
     println!("wrote {}", args.out.display());
+    Ok(())
+}
+
+fn up(args: &UpArgs) -> Result<()> {
+    let cluster = load_cluster(args.cluster.as_deref())?;
+    let agent = AgentBinary::locate(args.agent.as_deref())?;
+    for role in Role::ALL.into_iter().filter(|r| cluster.nodes.iter().any(|n| n.role == *r)) {
+        let cfg = BuildConfig {
+            cluster: cluster.clone(),
+            selection: Selection { role: Some(role), node: None },
+            out: args.out.clone(),
+            agent: agent.clone(),
+            agent_url: None,
+            kernel: args.kernel.clone(),
+            compression: Default::default(),
+            debug_boot: false,
+            cache: Cache::from_env(),
+        };
+        build::run(&cfg)?;
+    }
+    let started = std::time::Instant::now();
+    up::boot(&cluster, &args.out, args.check, args.memory)?;
+    let consoles = up::state_dir(&args.out);
+    println!("booting {} VMs; consoles in {}/NODE.console", cluster.nodes.len(), consoles.display());
+    let result = wait_for_cluster(&cluster, args);
+    let st = up::statuses(&cluster, &args.out);
+    print!("{}", up::report(&cluster, &st));
+    println!("elapsed since boot: {:.1}s", started.elapsed().as_secs_f64());
+    if args.check || result.is_err() {
+        let n = up::down(&args.out)?;
+        println!("stopped {n} VMs");
+    } else {
+        println!("stop it with: imgbuild down --out {}", args.out.display());
+    }
+    result?;
+    if args.check {
+        println!("check passed: every worker reached every other worker's probe pod with its own address");
+    }
+    Ok(())
+}
+
+fn wait_for_cluster(cluster: &Cluster, args: &UpArgs) -> Result<()> {
+    let timeout = std::time::Duration::from_secs(args.timeout);
+    let start = std::time::Instant::now();
+    let ready = up::wait_until(timeout, || {
+        let st = up::statuses(cluster, &args.out);
+        if let Some((name, _)) = st.iter().find(|(_, s)| s.panicked) {
+            anyhow::bail!(
+                "{name}'s kernel panicked; see {}",
+                up::state_dir(&args.out).join(format!("{name}.console")).display()
+            );
+        }
+        Ok(st.values().all(|s| s.ready_after.is_some()))
+    })?;
+    if !ready {
+        let st = up::statuses(cluster, &args.out);
+        let late: Vec<&str> = st.iter().filter(|(_, s)| s.ready_after.is_none()).map(|(n, _)| n.as_str()).collect();
+        anyhow::bail!("timed out after {}s: not ready: {}", args.timeout, late.join(", "));
+    }
+    if !args.check {
+        return Ok(());
+    }
+    let left = timeout.saturating_sub(start.elapsed());
+    let probed =
+        up::wait_until(left, || Ok(up::missing_probes(cluster, &up::statuses(cluster, &args.out)).is_empty()))?;
+    if !probed {
+        let missing = up::missing_probes(cluster, &up::statuses(cluster, &args.out));
+        anyhow::bail!("timed out after {}s: probes not passed: {}", args.timeout, missing.join(", "));
+    }
+    Ok(())
+}
+
+fn down(args: &DownArgs) -> Result<()> {
+    let n = up::down(&args.out)?;
+    println!("stopped {n} VMs");
     Ok(())
 }

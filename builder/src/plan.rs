@@ -86,6 +86,7 @@ fn etcd_member(cluster: &Cluster, node: &Node) -> EtcdMember {
         peer_url: peer(node),
         initial_cluster: cluster.etcd_nodes().map(|n| format!("{}={}", n.name, peer(n))).collect(),
         initial_cluster_token: cluster.name.clone(),
+        supervise: false,
     }
 }
 

@@ -12,6 +12,8 @@ use ignition_config::v3_3 as ign;
 use sha2::{Digest, Sha512};
 
 /// The Ignition spec version every config we emit declares.
+pub mod apply;
+
 pub const SPEC_VERSION: &str = "3.3.0";
 
 /// How a file's bytes reach the machine.

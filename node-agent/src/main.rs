@@ -42,6 +42,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ProbeCmd,
     },
+    /// The image's node process, started by PID 1.
+    #[command(hide = true)]
+    Boot,
 }
 
 #[derive(clap::Args)]
@@ -87,7 +90,7 @@ enum ProbeCmd {
 
 fn main() -> ExitCode {
     if pid1::is_pid1() {
-        pid1::run(boot);
+        pid1::run();
     }
     let cli = Cli::parse();
     let result = match cli.cmd {
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
         Cmd::Pod(args) => pod(&args),
         Cmd::Probe { cmd: ProbeCmd::Serve { listen } } => probe::serve(listen),
         Cmd::Probe { cmd: ProbeCmd::Send { to, tries } } => probe_send(to, tries),
+        Cmd::Boot => boot(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -118,7 +122,7 @@ fn run(config: &std::path::Path, debug: bool) -> Result<()> {
     log::set_debug(debug);
     let cfg = NodeConfig::load(config)?;
     log::info(&format!("config from file {}", config.display()));
-    runtime()?.block_on(node::run(cfg))
+    runtime()?.block_on(node::run(cfg, node::Options::default()))
 }
 
 fn check(config: &std::path::Path) -> Result<()> {
@@ -141,6 +145,7 @@ fn pod(args: &PodArgs) -> Result<()> {
         netns: args.netns.clone(),
         namespace: args.namespace.clone(),
         name: args.name.clone(),
+        extra_args: Vec::new(),
     };
     if args.action == "add" {
         let result = runner.add(&sb)?;
@@ -159,16 +164,57 @@ fn probe_send(to: SocketAddr, tries: u32) -> Result<()> {
     Ok(())
 }
 
-/// The node's work as PID 1: find the config, then run the role.
-fn boot() {
-    let path = std::path::Path::new("/etc/node-agent/config.json");
-    match NodeConfig::load(path) {
-        Ok(cfg) => {
-            log::info(&format!("config from embedded {}", path.display()));
-            log::info(&format!("node {} role {} address {}", cfg.node.name, cfg.node.role, cfg.node.address));
+/// The node's work under PID 1: find the config, bring up the node network,
+/// run the role; on any error, log it and start over. Never returns.
+fn boot() -> Result<()> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    log::set_debug(cmdline.split_whitespace().any(|w| w == "node-agent.debug"));
+    let opts = node::Options { probe: cmdline.split_whitespace().any(|w| w == "node-agent.probe") };
+    let cfg = loop {
+        match find_config(&cmdline) {
+            Ok(cfg) => break cfg,
+            Err(e) => log::error(&format!("no usable config: {e:#}")),
         }
-        Err(e) => log::error(&format!("{e:#}")),
+        std::thread::sleep(std::time::Duration::from_secs(5));
+    };
+    if let Err(e) = nix::unistd::sethostname(&cfg.node.name) {
+        log::warn(&format!("setting the hostname: {e}"));
     }
+    runtime()?.block_on(async {
+        loop {
+            let result = match pid1::net::up(&cfg).await {
+                Ok(()) => node::run(cfg.clone(), opts).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                log::error(&format!("{e:#}; retrying"));
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        }
+    })
+}
+
+fn find_config(cmdline: &str) -> Result<NodeConfig> {
+    use node_agent::config::providers;
+    let sources = providers::sources(
+        cmdline,
+        std::path::Path::new(providers::FW_CFG_PATH),
+        std::path::Path::new(providers::CONFIG_PATH),
+    );
+    let mut last = anyhow::anyhow!("no config source: nothing on the command line, in fw_cfg, or embedded");
+    for source in &sources {
+        match providers::load(source, std::path::Path::new("/")) {
+            Ok(cfg) => {
+                log::info(&format!("config from {source}"));
+                return Ok(cfg);
+            }
+            Err(e) => {
+                log::warn(&format!("config from {source} failed: {e:#}"));
+                last = e;
+            }
+        }
+    }
+    Err(last)
 }
 
 #[cfg(test)]

@@ -36,6 +36,8 @@ pub enum Compression {
 pub struct Payloads {
     pub etcd: Option<PathBuf>,
     pub cni: Option<PathBuf>,
+    /// Per recipe tool: its package's tree and its library packages' trees.
+    pub tools: Vec<(PathBuf, Vec<PathBuf>)>,
 }
 
 /// Everything in a role's image but the node's own config.
@@ -62,8 +64,20 @@ pub fn role_base(agent: &[u8], modules: &ModuleTree, recipe: &Recipe, payloads: 
             .with_context(|| format!("no CNI plugin {plugin} in {}", tree.display()))?;
         binaries.push(add_binary(&mut a, &bin, &format!("{CNI_BIN_DIR}/{plugin}"))?);
     }
-    let roots: Vec<&Path> =
-        [payloads.etcd.as_deref(), payloads.cni.as_deref(), Some(Path::new("/"))].into_iter().flatten().collect();
+    for (tool, (tree, _)) in recipe.tools.iter().zip(&payloads.tools) {
+        for f in &tool.files {
+            binaries.push(add_binary(&mut a, &tree.join(f), f)?);
+        }
+        for (link, target) in &tool.links {
+            a.add(link, 0o777, Node::Symlink(target.clone()))?;
+        }
+    }
+    let mut roots: Vec<&Path> = [payloads.etcd.as_deref(), payloads.cni.as_deref()].into_iter().flatten().collect();
+    for (tree, libs) in &payloads.tools {
+        roots.push(tree);
+        roots.extend(libs.iter().map(PathBuf::as_path));
+    }
+    roots.push(Path::new("/"));
     for so in elf::library_closure(&binaries, &roots)? {
         let bytes = std::fs::read(&so.source).with_context(|| format!("reading {}", so.source.display()))?;
         a.file(&so.image_path, 0o755, bytes)?;

@@ -18,6 +18,24 @@ struct RecipeFile {
     cni_plugins: Vec<String>,
     #[serde(default)]
     etcd: bool,
+    #[serde(default, rename = "tool")]
+    tools: Vec<Tool>,
+}
+
+/// A program from a Debian package, copied with the files it loads.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tool {
+    /// The package that holds `files`.
+    pub package: String,
+    /// Packages whose trees provide the shared libraries the files need.
+    #[serde(default)]
+    pub library_packages: Vec<String>,
+    /// Paths inside the package, copied to the same paths in the image.
+    pub files: Vec<String>,
+    /// `LINK = TARGET` symlinks to make in the image.
+    #[serde(default)]
+    pub links: std::collections::BTreeMap<String, String>,
 }
 
 /// A role's recipe merged with the common one.
@@ -26,6 +44,7 @@ pub struct Recipe {
     pub modules: Vec<String>,
     pub cni_plugins: Vec<String>,
     pub etcd: bool,
+    pub tools: Vec<Tool>,
 }
 
 impl Recipe {
@@ -39,7 +58,7 @@ impl Recipe {
         let own: RecipeFile = toml::from_str(text).with_context(|| format!("images/{name}.toml"))?;
         let mut modules = common.modules;
         modules.extend(own.modules);
-        Ok(Recipe { modules, cni_plugins: own.cni_plugins, etcd: own.etcd })
+        Ok(Recipe { modules, cni_plugins: own.cni_plugins, etcd: own.etcd, tools: own.tools })
     }
 }
 
@@ -53,6 +72,7 @@ mod tests {
         assert!(w.modules.iter().any(|m| m == "vxlan") && w.modules.iter().any(|m| m == "virtio_net"));
         assert_eq!(w.cni_plugins, ["bridge", "host-local", "portmap", "loopback"]);
         assert!(!w.etcd);
+        assert!(w.tools.iter().any(|t| t.package == "iptables"));
         assert_eq!(Recipe::for_role(Role::Master).unwrap().cni_plugins, w.cni_plugins);
         let e = Recipe::for_role(Role::Etcd).unwrap();
         assert!(e.etcd && e.cni_plugins.is_empty());

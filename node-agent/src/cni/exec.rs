@@ -17,14 +17,20 @@ pub struct Sandbox {
     pub netns: PathBuf,
     pub namespace: String,
     pub name: String,
+    /// More `KEY=VALUE` CNI_ARGS (host-local reads `IP` to pin an address).
+    pub extra_args: Vec<(String, String)>,
 }
 
 impl Sandbox {
     fn cni_args(&self) -> String {
-        format!(
+        let mut s = format!(
             "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={}",
             self.namespace, self.name, self.container_id
-        )
+        );
+        for (k, v) in &self.extra_args {
+            s.push_str(&format!(";{k}={v}"));
+        }
+        s
     }
 }
 

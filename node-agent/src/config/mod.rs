@@ -3,6 +3,7 @@
 
 mod node;
 mod paths;
+pub mod providers;
 
 pub use node::{Backend, BackendType, EtcdConfig, EtcdMember, NetworkConfig, NodeConfig, NodeIdentity};
 pub use paths::Paths;

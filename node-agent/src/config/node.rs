@@ -58,6 +58,10 @@ pub struct EtcdMember {
     /// `name=peer_url` for every member, as etcd's `--initial-cluster` wants.
     pub initial_cluster: Vec<String>,
     pub initial_cluster_token: String,
+    /// Whether the agent runs etcd itself (in the image) rather than the OS
+    /// (Container Linux's etcd-member.service).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub supervise: bool,
 }
 
 /// The flannel network config this cluster puts into etcd.

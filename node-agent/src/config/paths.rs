@@ -19,6 +19,8 @@ pub struct Paths {
     pub iptables: PathBuf,
     /// State kept across restarts (the VTEP MAC).
     pub state_dir: PathBuf,
+    /// The etcd binary the agent supervises on etcd nodes.
+    pub etcd_bin: PathBuf,
     /// Where etcd keeps its data on etcd nodes.
     pub etcd_data_dir: PathBuf,
     /// The kernel command line.
@@ -36,6 +38,7 @@ impl Default for Paths {
             cni_ipam_dir: "/var/lib/cni/networks".into(),
             iptables: "iptables".into(),
             state_dir: "/var/lib/node-agent".into(),
+            etcd_bin: "/usr/bin/etcd".into(),
             etcd_data_dir: "/var/lib/etcd".into(),
             proc_cmdline: "/proc/cmdline".into(),
             proc_sys: "/proc/sys".into(),

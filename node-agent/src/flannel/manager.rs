@@ -70,7 +70,13 @@ impl SubnetManager {
         loop {
             let (leases, _) = list_leases(&self.client).await?;
             match alloc::choose(&self.net, &leases, self.attrs.public_ip, previous, &mut rng)? {
-                Choice::Reuse(l) => return self.refresh(l.subnet).await,
+                Choice::Reuse(l) => {
+                    // Same attributes on a live etcd lease: keep it as it is.
+                    if l.attrs == self.attrs && l.etcd_lease != 0 && self.client.keepalive(l.etcd_lease).await? > 0 {
+                        return Ok(l);
+                    }
+                    return self.refresh(l.subnet).await;
+                }
                 Choice::New(subnet) => {
                     let id = self.client.grant(self.ttl).await?;
                     let key = lease::key(subnet);

@@ -76,6 +76,16 @@ impl Netlink {
         }
     }
 
+    /// `ip link show`
+    pub async fn links(&self) -> Result<Vec<LinkInfo>> {
+        let mut s = self.handle.link().get().execute();
+        let mut out = Vec::new();
+        while let Some(m) = s.try_next().await.context("listing links")? {
+            out.push(info(&m));
+        }
+        Ok(out)
+    }
+
     /// `ip link show` (by index)
     pub async fn link_by_index(&self, index: u32) -> Result<LinkInfo> {
         let mut s = self.handle.link().get().match_index(index).execute();

@@ -1,6 +1,8 @@
 //! A node's first-boot work by role, then following the cluster forever.
 
+mod etcd;
 mod pods;
+pub mod probe;
 mod retry;
 mod state;
 mod sys;
@@ -15,26 +17,52 @@ use crate::etcd::Client;
 use crate::flannel::manager;
 use crate::log;
 
+/// Choices made by the kernel command line (image) or flags.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Run the connectivity probe after `ready`.
+    pub probe: bool,
+}
+
+/// Seconds since the kernel started, for boot timings.
+pub fn uptime() -> String {
+    let text = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+    text.split_whitespace().next().map(|s| format!("{s}s")).unwrap_or_else(|| "?".into())
+}
+
 /// Runs the node's role; returns only on a setup error.
-pub async fn run(cfg: NodeConfig) -> Result<()> {
+pub async fn run(cfg: NodeConfig, opts: Options) -> Result<()> {
     let client = Client::new(&cfg.etcd.endpoints)?;
     let role = cfg.node.role;
-    if role.has_pods() {
-        let mut pods = PodNetwork::start(cfg, client).await?;
-        let rev = loop {
-            match pods.sync().await {
-                Ok(rev) => break rev,
-                Err(e) => log::warn(&format!("syncing leases (retrying): {e:#}")),
-            }
-            tokio::time::sleep(retry::MAX).await;
-        };
-        log::info(&format!("ready role={role} subnet={}", pods.subnet()));
-        pods.follow(rev).await
-    } else {
-        // On Container Linux etcd-member.service runs etcd; here we put the
-        // network config once etcd answers, so the first worker finds it.
-        retry("network config", || manager::ensure_network_config(&client, &cfg.network)).await;
-        log::info(&format!("ready role={role}"));
-        std::future::pending().await
+    if let Some(m) = cfg.etcd.member.clone().filter(|m| m.supervise) {
+        tokio::spawn(etcd::supervise(m, cfg.paths.clone()));
     }
+    if !role.has_pods() {
+        // etcd answers once it has a quorum; then the network config goes in,
+        // so the first worker finds it.
+        retry("waiting for etcd and putting the network config", || {
+            manager::ensure_network_config(&client, &cfg.network)
+        })
+        .await;
+        log::info(&format!("ready role={role} uptime={}", uptime()));
+        return std::future::pending().await;
+    }
+    let mut pods = PodNetwork::start(cfg.clone(), client.clone()).await?;
+    let rev = loop {
+        match pods.sync().await {
+            Ok(rev) => break rev,
+            Err(e) => log::warn(&format!("syncing leases (retrying): {e:#}")),
+        }
+        tokio::time::sleep(retry::MAX).await;
+    };
+    let subnet = pods.subnet();
+    log::info(&format!("ready role={role} subnet={subnet} uptime={}", uptime()));
+    if opts.probe {
+        tokio::spawn(async move {
+            if let Err(e) = probe::run(cfg, client, subnet).await {
+                log::error(&format!("probe: {e:#}"));
+            }
+        });
+    }
+    pods.follow(rev).await
 }

@@ -3,8 +3,8 @@
 
 mod modules;
 mod mounts;
+pub mod net;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::time::Duration;
 
@@ -17,10 +17,15 @@ pub fn is_pid1() -> bool {
     std::process::id() == 1
 }
 
-/// PID 1's whole life. `work` is the node's job (config, role tasks); it runs
-/// on its own thread with panics caught, while this thread reaps children.
-pub fn run(work: impl FnOnce() + Send + 'static) -> ! {
+/// PID 1's whole life: early setup, then the node's work as a child
+/// process (`/init boot`) restarted whenever it exits, while this process
+/// reaps every orphan. Keeping the work out of PID 1 means its own
+/// `wait()`s never race the reaper, and a crash never takes the node down.
+pub fn run() -> ! {
     log("PID 1 starting");
+    // The kernel starts init with no PATH; children (iptables, etcd) need one.
+    // Still single-threaded here, so setting the environment is sound.
+    std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     if let Err(e) = mounts::early() {
         log(&format!("warning: early mounts: {e:#}"));
     }
@@ -30,27 +35,47 @@ pub fn run(work: impl FnOnce() + Send + 'static) -> ! {
         Ok(n) => log(&format!("loaded {n} kernel modules")),
         Err(e) => log(&format!("warning: loading modules: {e:#}")),
     }
-    std::thread::Builder::new()
-        .name("node".into())
-        .spawn(move || {
-            if catch_unwind(AssertUnwindSafe(work)).is_err() {
-                log("error: the node task panicked; PID 1 keeps running");
-            }
-        })
-        .map_err(|e| log(&format!("error: cannot start the node task: {e}")))
-        .ok();
-    reap_forever()
+    supervise_forever()
 }
 
-/// Orphans are re-parented to PID 1; collect them so they do not linger as zombies.
-fn reap_forever() -> ! {
-    use nix::sys::wait::{waitpid, WaitPidFlag};
+fn spawn_worker() -> Option<u32> {
+    match std::process::Command::new("/proc/self/exe").arg("boot").spawn() {
+        Ok(child) => Some(child.id()),
+        Err(e) => {
+            log(&format!("error: cannot start the node process: {e}"));
+            None
+        }
+    }
+}
+
+/// Reaps children; restarts the node process (with backoff) when it ends.
+fn supervise_forever() -> ! {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     use nix::unistd::Pid;
+    let mut worker = spawn_worker();
+    let mut delay = Duration::from_secs(1);
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::empty())) {
-            Ok(_) => {}
-            // No children right now: wait for one to appear.
-            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            Ok(status) => {
+                let pid = status.pid().map(|p| p.as_raw() as u32);
+                if pid.is_some() && pid == worker {
+                    let how = match status {
+                        WaitStatus::Exited(_, code) => format!("exited with {code}"),
+                        WaitStatus::Signaled(_, sig, _) => format!("was killed by {sig}"),
+                        other => format!("{other:?}"),
+                    };
+                    log(&format!("error: the node process {how}; restarting in {}s", delay.as_secs()));
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                    worker = spawn_worker();
+                }
+            }
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(500));
+                if worker.is_none() {
+                    worker = spawn_worker();
+                }
+            }
         }
     }
 }

@@ -1,0 +1,133 @@
+//! Where a booting image finds its config, tried in order: an Ignition
+//! config URL on the kernel command line, QEMU's fw_cfg, the config
+//! embedded in the image. An Ignition config's storage section is applied
+//! to the root first; the node config is then read from the path it wrote.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use imgbuild_ignition::apply::{self, Fetch};
+
+use super::NodeConfig;
+use crate::log;
+
+pub const CONFIG_PATH: &str = "/etc/node-agent/config.json";
+pub const FW_CFG_PATH: &str = "/sys/firmware/qemu_fw_cfg/by_name/opt/com.coreos/config/raw";
+
+/// One place a config can come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `ignition.config.url=` on the kernel command line.
+    Url(String),
+    /// QEMU `-fw_cfg name=opt/com.coreos/config,file=…`.
+    FwCfg(PathBuf),
+    /// The node config the builder put in the image.
+    Embedded(PathBuf),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Url(u) => write!(f, "url {u}"),
+            Source::FwCfg(p) => write!(f, "fw_cfg {}", p.display()),
+            Source::Embedded(p) => write!(f, "embedded {}", p.display()),
+        }
+    }
+}
+
+/// The sources present on this boot, best first.
+pub fn sources(cmdline: &str, fw_cfg: &Path, embedded: &Path) -> Vec<Source> {
+    let mut out = Vec::new();
+    if let Some(url) = cmdline.split_whitespace().find_map(|w| w.strip_prefix("ignition.config.url=")) {
+        out.push(Source::Url(url.to_owned()));
+    }
+    if fw_cfg.exists() {
+        out.push(Source::FwCfg(fw_cfg.to_owned()));
+    }
+    if embedded.exists() {
+        out.push(Source::Embedded(embedded.to_owned()));
+    }
+    out
+}
+
+/// Loads the node config from `source`, applying Ignition configs to `root`.
+pub fn load(source: &Source, root: &Path) -> Result<NodeConfig> {
+    match source {
+        Source::Embedded(p) => NodeConfig::load(p),
+        Source::FwCfg(p) => {
+            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            apply_ignition(&bytes, root)
+        }
+        Source::Url(url) => {
+            let bytes = Http.fetch_retrying(url)?;
+            apply_ignition(&bytes, root)
+        }
+    }
+}
+
+fn apply_ignition(bytes: &[u8], root: &Path) -> Result<NodeConfig> {
+    let applied = apply::apply(bytes, root, &Http).context("applying the Ignition config")?;
+    log::info(&format!(
+        "applied Ignition config: {} files, {} directories",
+        applied.files.len(),
+        applied.directories.len()
+    ));
+    NodeConfig::load(&root.join(CONFIG_PATH.trim_start_matches('/')))
+}
+
+/// HTTP(S) for config URLs and the resources they reference.
+struct Http;
+
+impl Http {
+    /// Retries with backoff: the network or the server may come up after us.
+    fn fetch_retrying(&self, url: &str) -> Result<Vec<u8>> {
+        let mut delay = Duration::from_millis(500);
+        for attempt in 1..=8 {
+            match self.fetch(url) {
+                Ok(b) => return Ok(b),
+                Err(e) => log::warn(&format!("fetching {url} (try {attempt}): {e}")),
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+        bail!("could not fetch {url}")
+    }
+}
+
+impl Fetch for Http {
+    fn fetch(&self, url: &str) -> std::result::Result<Vec<u8>, String> {
+        let client =
+            reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| e.to_string())?;
+        let resp = client.get(url).send().and_then(|r| r.error_for_status()).map_err(|e| e.to_string())?;
+        resp.bytes().map(|b| b.to_vec()).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let fw = dir.path().join("fw");
+        let emb = dir.path().join("emb");
+        assert!(sources("quiet", &fw, &emb).is_empty());
+        std::fs::write(&emb, "{}").unwrap();
+        std::fs::write(&fw, "{}").unwrap();
+        let s = sources(
+            "console=ttyS0 ignition.config.url=http://10.0.2.2:8080/ignition?mac=52:54:00:01:02:03 quiet",
+            &fw,
+            &emb,
+        );
+        assert_eq!(
+            s,
+            [
+                Source::Url("http://10.0.2.2:8080/ignition?mac=52:54:00:01:02:03".into()),
+                Source::FwCfg(fw),
+                Source::Embedded(emb)
+            ]
+        );
+    }
+}
