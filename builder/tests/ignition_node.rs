@@ -80,7 +80,7 @@ fn ignition_installed_agent_runs_the_node_from_its_config_alone() {
         Agent::spawn(unshare(&w1, &in_root(&root, "/opt/bin/node-agent run --config /etc/node-agent/config.json")));
     agent.wait_for("node-agent: config from file /etc/node-agent/config.json", 30);
     let ready = agent.wait_for("node-agent: ready role=worker subnet=", 60);
-    let subnet = ready.split("subnet=").nth(1).unwrap().trim().to_owned();
+    let subnet = ready.split("subnet=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
     let key = format!("/coreos.com/network/subnets/{}", subnet.replace('/', "-"));
     let lease = etcd.get(&key).expect("lease in etcd");
     assert!(lease.starts_with(r#"{"PublicIP":"172.17.8.103","PublicIPv6":null,"BackendType":"vxlan""#), "{lease}");

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{boot_console, imgbuild_with_agent, run_ok, test_cache, TEST_KERNEL};
+use common::{boot_console_with, imgbuild_with_agent, run_ok, test_cache, TEST_KERNEL};
 use imgbuild::image::modules::ModuleTree;
 use imgbuild::sources::{kernel, Cache, SourceSpec};
 
@@ -113,12 +113,49 @@ fn gzip_option_gives_a_gzip_initrd() {
 fn worker_image_boots_to_the_agent_as_pid1() {
     let tmp = tempfile::tempdir().unwrap();
     run_ok(imgbuild_with_agent().args(["--node", "worker-1", "--kernel", TEST_KERNEL, "--out"]).arg(tmp.path()));
-    let console = boot_console(&tmp.path().join("worker-1"), "node-agent: node worker-1", 120);
+    let nic = "virtio-net-pci,netdev=n0,mac=52:54:00:13:02:9f";
+    let console = boot_console_with(
+        &tmp.path().join("worker-1"),
+        &["-netdev", "user,id=n0,restrict=on", "-device", nic],
+        "node-agent: node network:",
+        120,
+    );
     assert!(console.contains("node-agent: PID 1 starting"), "{console}");
     assert!(console.contains("node-agent: config from embedded /etc/node-agent/config.json"), "{console}");
-    assert!(console.contains("node-agent: node worker-1 role worker address 172.17.8.103/24"), "{console}");
+    assert!(console.contains("node-agent: node network: 172.17.8.103/24 on eth0 (52:54:00:13:02:9f)"), "{console}");
     let loaded = console.lines().find(|l| l.contains("kernel modules")).unwrap_or_default();
     assert!(loaded.contains("loaded") && !loaded.contains(" 0 "), "{console}");
     assert!(!console.contains("Kernel panic"), "{console}");
     assert!(!console.contains("warning: loading modules"), "{console}");
+}
+
+/// QEMU's fw_cfg carries an Ignition config; the agent applies it and takes
+/// the node config it wrote over the one embedded in the image.
+#[test]
+fn fw_cfg_ignition_config_wins_over_the_embedded_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    run_ok(imgbuild_with_agent().args(["--role", "worker", "--kernel", TEST_KERNEL, "--out"]).arg(tmp.path()));
+    // worker-2's config without the agent binary: the image has its agent
+    // as /init, and fw_cfg reads are slow under TCG.
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("worker-2/worker-2.ign")).unwrap()).unwrap();
+    let files = cfg["storage"]["files"].as_array_mut().unwrap();
+    files.retain(|f| f["path"] != "/opt/bin/node-agent");
+    let ign = tmp.path().join("small.ign");
+    std::fs::write(&ign, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let fw_cfg = format!("name=opt/com.coreos/config,file={}", ign.display());
+    let nic = "virtio-net-pci,netdev=n0,mac=52:54:00:1c:e9:fa";
+    let console = boot_console_with(
+        &tmp.path().join("worker-1"),
+        &["-fw_cfg", &fw_cfg, "-netdev", "user,id=n0,restrict=on", "-device", nic],
+        "node-agent: node network:",
+        120,
+    );
+    assert!(console.contains("node-agent: applied Ignition config:"), "{console}");
+    assert!(
+        console.contains("node-agent: config from fw_cfg /sys/firmware/qemu_fw_cfg/by_name/opt/com.coreos/config/raw"),
+        "{console}"
+    );
+    assert!(console.contains("node-agent: node network: 172.17.8.104/24 on eth0 (52:54:00:1c:e9:fa)"), "{console}");
+    assert!(!console.contains("Kernel panic"), "{console}");
 }

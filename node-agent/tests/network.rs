@@ -24,7 +24,7 @@ fn host(lan: &Lan, name: &str, ip: &str, etcd: &str, backend: &str) -> Host {
 
 /// The subnet in a `ready role=worker subnet=…` line.
 fn ready_subnet(line: &str) -> String {
-    line.split("subnet=").nth(1).unwrap().trim().to_owned()
+    line.split("subnet=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned()
 }
 
 fn lease_key(subnet: &str) -> String {

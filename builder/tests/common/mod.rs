@@ -50,26 +50,27 @@ pub fn test_cache() -> PathBuf {
 /// `imgbuild` with the real agent and the shared cache.
 pub fn imgbuild_with_agent() -> Command {
     let mut c = imgbuild();
-    c.arg("--agent").arg(agent_path()).env("IMGBUILD_CACHE", test_cache());
+    c.env("IMGBUILD_AGENT", agent_path()).env("IMGBUILD_CACHE", test_cache());
     c
 }
 
 /// The Debian cloud kernel the image tests boot, as a `--kernel` source.
 pub const TEST_KERNEL: &str = "apt:linux-image-cloud-amd64";
 
-/// Boots `dir`'s image in QEMU (TCG) until `until` appears on the console or
-/// `secs` pass; returns the console text.
-pub fn boot_console(dir: &Path, until: &str, secs: u64) -> String {
+/// Boots `dir`'s image in QEMU (TCG), with `extra` QEMU arguments, until
+/// `until` appears on the console or `secs` pass; returns the console text.
+pub fn boot_console_with(dir: &Path, extra: &[&str], until: &str, secs: u64) -> String {
     use std::io::Read;
     require_tool("qemu-system-x86_64");
     let cmdline = std::fs::read_to_string(dir.join("cmdline")).unwrap();
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-m", "512", "-nographic", "-no-reboot", "-nic", "none", "-kernel"])
+        .args(["-accel", "tcg", "-m", "512", "-nographic", "-no-reboot", "-kernel"])
         .arg(dir.join("vmlinuz"))
         .arg("-initrd")
         .arg(dir.join("initrd.img"))
         .arg("-append")
         .arg(cmdline.trim())
+        .args(extra)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -36,13 +36,17 @@ pub async fn supervise(m: EtcdMember, paths: Paths) {
             .map(Stdio::from)
             .unwrap_or(Stdio::null());
         let started = Instant::now();
-        match tokio::process::Command::new(&paths.etcd_bin)
-            .args(args(&m, &paths))
-            .stdout(Stdio::null())
-            .stderr(out)
-            .kill_on_drop(true)
-            .spawn()
-        {
+        let mut cmd = tokio::process::Command::new(&paths.etcd_bin);
+        cmd.args(args(&m, &paths)).stdout(Stdio::null()).stderr(out).kill_on_drop(true);
+        // SAFETY: the closure runs in the forked child before exec and only
+        // calls prctl(2), which is async-signal-safe. etcd dies with the
+        // agent, so a restarted agent never finds a stray member on its ports.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)
+            });
+        }
+        match cmd.spawn() {
             Ok(mut child) => {
                 log::info(&format!("started etcd member {} (pid {})", m.name, child.id().unwrap_or(0)));
                 let status = child.wait().await;
