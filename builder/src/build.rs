@@ -11,6 +11,7 @@ use node_agent::types::Role;
 use crate::agent::AgentBinary;
 use crate::cluster::Cluster;
 use crate::formats::ignition::{self, AgentDelivery};
+use crate::formats::ipxe;
 use crate::formats::manifest::{Entry, Manifest};
 use crate::image::cpio::Archive;
 use crate::image::initramfs::{self, Compression, Payloads};
@@ -61,7 +62,7 @@ pub fn run(cfg: &BuildConfig) -> Result<Vec<Built>> {
         .into_iter()
         .map(|(p, arts)| {
             let entries = arts.iter().map(|a| Entry::of(&a.name, &a.bytes)).collect();
-            let manifest = Manifest::new(&p.node.name, p.node.role.as_str(), entries);
+            let manifest = Manifest::new(&p.node.name, p.node.role.as_str(), &p.node.mac.to_string(), entries);
             let mut all = arts;
             all.push(Artifact::new("manifest.json", manifest.render()));
             let dir = output::write_node_dir(&cfg.out, &p.node.name, &all)?;
@@ -132,12 +133,14 @@ fn artifacts(cfg: &BuildConfig, shared: &Shared, p: &NodePlan) -> Result<Vec<Art
     };
     let base = &shared.bases[&p.node.role];
     let config = ignition::config_json(&image_config(p));
+    let cmdline = initramfs::cmdline(cfg.debug_boot);
     let initrd = initramfs::node_initrd(base, &config, shared.mtime, cfg.compression)?;
     let mut out = vec![
         Artifact::new(format!("{name}.ign"), ignition::render(p, &delivery)),
         Artifact::new("vmlinuz", shared.vmlinuz.clone()),
         Artifact::new("initrd.img", initrd),
-        Artifact::new("cmdline", initramfs::cmdline(cfg.debug_boot).into_bytes()),
+        Artifact::new("cmdline", cmdline.clone().into_bytes()),
+        Artifact::new(format!("{name}.ipxe"), ipxe::node_script(p, &cmdline).into_bytes()),
     ];
     if cfg.agent_url.is_some() {
         // Served beside the config for Ignition to fetch.

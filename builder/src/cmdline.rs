@@ -32,6 +32,18 @@ pub enum Cmd {
     Up(UpArgs),
     /// Stop a cluster that `up` started.
     Down(DownArgs),
+    /// Serve what imgbuild built, for PXE (iPXE) and cloud boot, by MAC.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// The build output to serve.
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ pub mod formats;
 pub mod image;
 pub mod output;
 pub mod plan;
+pub mod serve;
 pub mod sources;
 #[cfg(test)]
 mod testutil;

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Some(Cmd::Init(args)) => init(&args),
         Some(Cmd::Up(args)) => up(&args),
         Some(Cmd::Down(args)) => down(&args),
+        Some(Cmd::Serve(args)) => imgbuild::serve::serve(&args.listen, &args.out),
         None => build(cli.build),
     };
     match result {

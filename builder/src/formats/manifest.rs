@@ -3,14 +3,16 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Manifest {
     pub node: String,
     pub role: String,
+    /// The node's MAC, by which `imgbuild serve` picks the node.
+    pub mac: String,
     pub artifacts: Vec<Entry>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Entry {
     pub file: String,
     pub size: u64,
@@ -25,9 +27,9 @@ impl Entry {
 
 impl Manifest {
     /// Artifacts are listed by file name so the manifest is reproducible.
-    pub fn new(node: &str, role: &str, mut artifacts: Vec<Entry>) -> Self {
+    pub fn new(node: &str, role: &str, mac: &str, mut artifacts: Vec<Entry>) -> Self {
         artifacts.sort_by(|a, b| a.file.cmp(&b.file));
-        Manifest { node: node.to_owned(), role: role.to_owned(), artifacts }
+        Manifest { node: node.to_owned(), role: role.to_owned(), mac: mac.to_owned(), artifacts }
     }
 
     pub fn render(&self) -> Vec<u8> {

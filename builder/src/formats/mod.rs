@@ -2,4 +2,5 @@
 //! the output module's job.
 
 pub mod ignition;
+pub mod ipxe;
 pub mod manifest;

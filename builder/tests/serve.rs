@@ -1,0 +1,90 @@
+//! `imgbuild serve` over a real build: endpoints, MAC spellings, refusals.
+
+mod common;
+
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::{imgbuild, imgbuild_with_agent, run_ok, TEST_KERNEL};
+
+struct Serving(Child, String);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(out: &std::path::Path) -> Serving {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let child =
+        imgbuild().args(["serve", "--listen", &listen, "--out"]).arg(out).stderr(Stdio::piped()).spawn().unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&listen).is_ok() {
+            return Serving(child, format!("http://{listen}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("serve did not listen on {listen}");
+}
+
+fn get(url: &str) -> (u16, Vec<u8>) {
+    let r = reqwest::blocking::get(url).unwrap();
+    (r.status().as_u16(), r.bytes().unwrap().to_vec())
+}
+
+#[test]
+fn serves_nodes_by_mac_and_refuses_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    run_ok(imgbuild_with_agent().args(["--role", "worker", "--kernel", TEST_KERNEL, "--out"]).arg(&out));
+    let s = serve(&out);
+    let base = &s.1;
+
+    let (code, body) = get(&format!("{base}/boot.ipxe"));
+    let text = String::from_utf8(body).unwrap();
+    assert_eq!(code, 200);
+    assert!(text.starts_with("#!ipxe\n") && text.contains(&format!("set base {base}\n")), "{text}");
+    assert!(text.contains("chain --autofree ${base}/ipxe?mac=${net0/mac}"), "{text}");
+
+    let w1 = std::fs::read(out.join("worker-1/worker-1.ipxe")).unwrap();
+    for mac in ["52:54:00:13:02:9f", "52-54-00-13-02-9F", "52:54:00:13:02:9F", "52%3A54%3A00%3A13%3A02%3A9f"] {
+        assert_eq!(get(&format!("{base}/ipxe?mac={mac}")), (200, w1.clone()), "{mac}");
+    }
+    let ign = std::fs::read(out.join("worker-2/worker-2.ign")).unwrap();
+    assert_eq!(get(&format!("{base}/ignition?mac=52:54:00:1c:e9:fa")), (200, ign), "configs are served byte-identical");
+    let vmlinuz = std::fs::read(out.join("worker-1/vmlinuz")).unwrap();
+    assert_eq!(get(&format!("{base}/assets/worker-1/vmlinuz")), (200, vmlinuz));
+
+    for bad in [
+        "/ignition?mac=52:54:00:44:53:ef", // a node that was not built here
+        "/ignition?mac=nonsense",
+        "/ignition",
+        "/ipxe?mac=52:54:00:00:00:00",
+        "/assets/worker-1/nope",
+        "/assets/nope/vmlinuz",
+        "/etc/passwd",
+    ] {
+        assert_eq!(get(&format!("{base}{bad}")).0, 404, "{bad}");
+    }
+    // Raw paths a client did not normalize never leave the output dir.
+    for raw in [
+        "/assets/worker-1/../worker-2/worker-2.ign",
+        "/assets/worker-1/%2e%2e/worker-2/worker-2.ign",
+        "/assets/../../etc/passwd",
+        "/assets/worker-1/../../x",
+    ] {
+        assert!(raw_get(base, raw).starts_with("HTTP/1.1 404"), "{raw}");
+    }
+}
+
+fn raw_get(base: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(base.trim_start_matches("http://")).unwrap();
+    write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut s = String::new();
+    let _ = c.read_to_string(&mut s);
+    s
+}
