@@ -20,10 +20,11 @@ fn serve(out: &std::path::Path) -> Serving {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let listen = format!("127.0.0.1:{port}");
     let child =
-        imgbuild().args(["serve", "--listen", &listen, "--out"]).arg(out).stderr(Stdio::piped()).spawn().unwrap();
+        imgbuild().args(["serve", "--listen", &listen, "--out"]).arg(out).stderr(Stdio::null()).spawn().unwrap();
+    let serving = Serving(child, format!("http://{listen}"));
     for _ in 0..100 {
         if std::net::TcpStream::connect(&listen).is_ok() {
-            return Serving(child, format!("http://{listen}"));
+            return serving;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
