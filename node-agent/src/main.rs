@@ -170,6 +170,12 @@ fn boot() -> Result<()> {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     log::set_debug(cmdline.split_whitespace().any(|w| w == "node-agent.debug"));
     let opts = node::Options { probe: cmdline.split_whitespace().any(|w| w == "node-agent.probe") };
+    if cmdline.contains("ignition.config.url=") {
+        // The config comes over the network: get an address first.
+        if let Err(e) = runtime()?.block_on(pid1::net::dhcp_any()) {
+            log::error(&format!("{e:#}"));
+        }
+    }
     let cfg = loop {
         match find_config(&cmdline) {
             Ok(cfg) => break cfg,

@@ -1,6 +1,7 @@
 //! Being PID 1 of the image: early mounts, module loading, the hostname,
 //! reaping orphans, and never exiting. Nothing here runs under systemd.
 
+pub mod dhcp;
 mod modules;
 mod mounts;
 pub mod net;

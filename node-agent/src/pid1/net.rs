@@ -27,3 +27,34 @@ pub async fn up(cfg: &NodeConfig) -> Result<()> {
     }
     bail!("no interface has the node MAC {}", cfg.node.mac)
 }
+
+/// Before the node config is known (config by URL): every Ethernet link up
+/// and DHCP on the first that answers, so the config can be fetched.
+pub async fn dhcp_any() -> Result<()> {
+    let nl = Netlink::connect()?;
+    for _ in 0..50 {
+        let links: Vec<_> = nl.links().await?.into_iter().filter(|l| l.name != "lo" && l.mac.is_some()).collect();
+        for l in &links {
+            nl.set_up(l.index).await?;
+        }
+        for l in links {
+            let (name, mac) = (l.name.clone(), l.mac.expect("filtered"));
+            let got =
+                tokio::task::spawn_blocking(move || super::dhcp::acquire(&name, mac, Duration::from_secs(10))).await?;
+            match got {
+                Ok(lease) => {
+                    let net = ipnet::Ipv4Net::new(lease.address, lease.prefix_len)?;
+                    nl.set_only_addr(l.index, net).await?;
+                    if let Some(gw) = lease.router {
+                        let _ = nl.replace_route("0.0.0.0/0".parse().expect("valid"), gw, l.index, false).await;
+                    }
+                    log::info(&format!("dhcp: {net} on {} from {}", l.name, lease.server));
+                    return Ok(());
+                }
+                Err(e) => log::warn(&format!("dhcp on {}: {e:#}", l.name)),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("no interface got a DHCP lease")
+}

@@ -1,0 +1,77 @@
+//! Network boot: a VM with no disk PXE-boots through QEMU's own iPXE ROM
+//! from `imgbuild serve`, and its agent takes its config from the served
+//! Ignition URL after DHCP. All of it inside a network namespace of the
+//! test, so the guest can reach nothing but the server.
+
+mod common;
+#[path = "../../node-agent/tests/common/mod.rs"]
+mod hosts;
+
+use std::io::Read;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{imgbuild_with_agent, require_tool, run_ok, TEST_KERNEL};
+use hosts::{Agent, Ns};
+
+#[test]
+fn pxe_boot_from_imgbuild_serve_takes_its_config_by_url() {
+    require_tool("/usr/lib/ipxe/qemu/efi-virtio.rom");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    run_ok(imgbuild_with_agent().args(["--role", "worker", "--kernel", TEST_KERNEL, "--out"]).arg(&out));
+    let ns = Ns::new("pxe");
+    let imgbuild = env!("CARGO_BIN_EXE_imgbuild");
+    let server = Agent::spawn({
+        let mut c = ns.cmd(imgbuild);
+        c.args(["serve", "--listen", "127.0.0.1:8080", "--out"]).arg(&out);
+        c
+    });
+    server.wait_for("serving", 10);
+    let mut vm = ns
+        .cmd("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-m", "512", "-nographic", "-no-reboot", "-boot", "n"])
+        .args(["-netdev", "user,id=n0,bootfile=http://10.0.2.2:8080/boot.ipxe"])
+        .args(["-device", "virtio-net-pci,netdev=n0,mac=52:54:00:13:02:9f"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = vm.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let want = "node-agent: node network: 172.17.8.103/24";
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut console = Vec::new();
+    while Instant::now() < deadline && !String::from_utf8_lossy(&console).contains(want) {
+        if let Ok(c) = rx.recv_timeout(Duration::from_millis(200)) {
+            console.extend(c);
+        }
+    }
+    let _ = vm.kill();
+    let _ = vm.wait();
+    let console = String::from_utf8_lossy(&console);
+    let log = server.log();
+    assert!(console.contains("node-agent: dhcp: 10.0.2.15/24"), "{console}\n{log}");
+    assert!(
+        console.contains("node-agent: config from url http://10.0.2.2:8080/ignition?mac=52:54:00:13:02:9f"),
+        "{console}\n{log}"
+    );
+    assert!(console.contains(want), "{console}\n{log}");
+    for req in [
+        "GET /boot.ipxe 200",
+        "GET /ipxe?mac=52%3A54%3A00%3A13%3A02%3A9f 200",
+        "GET /assets/worker-1/vmlinuz 200",
+        "GET /ignition?mac=52:54:00:13:02:9f 200",
+    ] {
+        assert!(log.contains(req), "no access log line {req}:\n{log}");
+    }
+}
