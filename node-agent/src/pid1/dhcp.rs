@@ -13,6 +13,9 @@ use crate::types::MacAddr;
 
 const COOKIE: [u8; 4] = [99, 130, 83, 99];
 
+/// DHCP options as (code, value) pairs.
+type Options = Vec<(u8, Vec<u8>)>;
+
 /// What the server gave us.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DhcpLease {
@@ -44,7 +47,7 @@ pub fn request(xid: u32, mac: MacAddr, kind: u8, extra: &[(u8, Vec<u8>)]) -> Vec
 }
 
 /// Parses a BOOTREPLY for `xid`: (message type, yiaddr, options).
-pub fn parse_reply(b: &[u8], xid: u32) -> Option<(u8, Ipv4Addr, Vec<(u8, Vec<u8>)>)> {
+pub fn parse_reply(b: &[u8], xid: u32) -> Option<(u8, Ipv4Addr, Options)> {
     if b.len() < 240 || b[0] != 2 || b[4..8] != xid.to_be_bytes() || b[236..240] != COOKIE {
         return None;
     }
