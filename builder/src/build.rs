@@ -32,6 +32,8 @@ pub struct BuildConfig {
     pub out: PathBuf,
     pub agent: AgentBinary,
     pub agent_url: Option<String>,
+    /// `--stub-url`: where the full config is served for the merge stub.
+    pub stub_url: Option<String>,
     /// `--kernel`, overriding the cluster file's `artifacts.kernel`.
     pub kernel: Option<SourceSpec>,
     pub compression: Compression,
@@ -135,13 +137,20 @@ fn artifacts(cfg: &BuildConfig, shared: &Shared, p: &NodePlan) -> Result<Vec<Art
     let config = ignition::config_json(&image_config(p));
     let cmdline = initramfs::cmdline(cfg.debug_boot);
     let initrd = initramfs::node_initrd(base, &config, shared.mtime, cfg.compression)?;
-    let mut out = vec![
-        Artifact::new(format!("{name}.ign"), ignition::render(p, &delivery)),
+    let ign = ignition::render(p, &delivery);
+    let mut out = Vec::new();
+    if let Some(base) = &cfg.stub_url {
+        let url = format!("{}/ignition?mac={}", base.trim_end_matches('/'), p.node.mac);
+        let stub = imgbuild_ignition::render(&imgbuild_ignition::merge_stub(&url, &ign));
+        out.push(Artifact::new(format!("{name}.stub.ign"), stub));
+    }
+    out.extend([
+        Artifact::new(format!("{name}.ign"), ign),
         Artifact::new("vmlinuz", shared.vmlinuz.clone()),
         Artifact::new("initrd.img", initrd),
         Artifact::new("cmdline", cmdline.clone().into_bytes()),
         Artifact::new(format!("{name}.ipxe"), ipxe::node_script(p, &cmdline).into_bytes()),
-    ];
+    ]);
     if cfg.agent_url.is_some() {
         // Served beside the config for Ignition to fetch.
         out.push(Artifact { name: "node-agent".into(), bytes: cfg.agent.bytes.clone(), mode: 0o755 });

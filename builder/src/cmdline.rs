@@ -100,6 +100,10 @@ pub struct BuildArgs {
     /// by sha512) instead of embedding it in the Ignition config.
     #[arg(long, value_name = "URL")]
     pub agent_url: Option<String>,
+    /// Also write `NODE.stub.ign`: a small config that merges the full one
+    /// from `URL/ignition?mac=MAC` (as `imgbuild serve` answers), sha512-checked.
+    #[arg(long, value_name = "URL")]
+    pub stub_url: Option<String>,
     /// The kernel and its modules: a folder (vmlinuz + lib/modules), a kernel
     /// .deb, apt:PACKAGE, or URL#sha256=HEX (default: the running kernel when
     /// its modules are present, else apt:linux-image-cloud-amd64).

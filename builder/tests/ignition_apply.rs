@@ -126,3 +126,36 @@ fn remote_agent_is_fetched_and_verified() {
     assert!(log.contains("hash verification failed") || log.contains("mismatch"), "{log}");
     assert!(!root.join("opt/bin/node-agent").exists());
 }
+
+/// The remote-artifact stub: real Ignition fetches the full config it
+/// names, checks its sha512, and applies it; a tampered one is refused.
+#[test]
+fn merge_stub_fetches_the_full_config_and_verifies_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plain = tmp.path().join("plain");
+    build("worker", &plain, &[]);
+    let full = std::fs::read(plain.join("worker-1/worker-1.ign")).unwrap();
+
+    let good = serve(full.clone());
+    let out = tmp.path().join("good");
+    build("worker", &out, &["--stub-url", &good]);
+    let stub = out.join("worker-1/worker-1.stub.ign");
+    assert!(std::fs::metadata(&stub).unwrap().len() < 1024, "the stub must fit small user-data limits");
+    let v = Command::new("ignition-validate").arg(&stub).output().unwrap();
+    assert!(v.status.success(), "{v:?}");
+    let root = tmp.path().join("root-good");
+    let (_, log) = apply(&stub, &root);
+    assert_applied(&log);
+    check_installed_node(&root, "worker-1", "worker");
+
+    let mut tampered = full;
+    let i = tampered.len() / 2;
+    tampered[i] ^= 1;
+    let evil = serve(tampered);
+    let out = tmp.path().join("evil");
+    build("worker", &out, &["--stub-url", &evil]);
+    let root = tmp.path().join("root-evil");
+    let (ok, log) = apply(&out.join("worker-1/worker-1.stub.ign"), &root);
+    assert!(!ok && log.contains("hash verification failed"), "{log}");
+    assert!(!root.join("opt/bin/node-agent").exists());
+}

@@ -105,6 +105,23 @@ impl ConfigBuilder {
     }
 }
 
+/// A small config that makes Ignition fetch `url` and merge it, refusing
+/// anything whose sha512 is not that of `full` (clouds cap user-data size).
+pub fn merge_stub(url: &str, full: &[u8]) -> ign::Config {
+    let mut cfg = ign::Config::default();
+    cfg.ignition.config = Some(ign::IgnitionConfig {
+        merge: Some(vec![ign::Resource {
+            source: Some(url.to_owned()),
+            verification: Some(ign::Verification {
+                hash: Some(format!("sha512-{}", hex::encode(Sha512::digest(full)))),
+            }),
+            ..Default::default()
+        }]),
+        replace: None,
+    });
+    cfg
+}
+
 /// Renders a config as the bytes we write: pretty JSON with a final newline.
 pub fn render(cfg: &ign::Config) -> Vec<u8> {
     let mut out = serde_json::to_vec_pretty(cfg).expect("ignition types always serialize");
