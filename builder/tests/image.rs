@@ -159,3 +159,76 @@ fn fw_cfg_ignition_config_wins_over_the_embedded_one() {
     assert!(console.contains("node-agent: node network: 172.17.8.104/24 on eth0 (52:54:00:1c:e9:fa)"), "{console}");
     assert!(!console.contains("Kernel panic"), "{console}");
 }
+
+/// Ctrl-Alt-Del reaches PID 1 as SIGINT: it stops everything and reboots
+/// (QEMU with -no-reboot then exits by itself).
+#[test]
+fn ctrl_alt_del_reboots_cleanly() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    run_ok(imgbuild_with_agent().args(["--node", "worker-1", "--kernel", TEST_KERNEL, "--out"]).arg(tmp.path()));
+    let dir = tmp.path().join("worker-1");
+    let monitor = tmp.path().join("monitor.sock");
+    let mut vm = std::process::Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-m", "512", "-display", "none", "-serial", "stdio", "-no-reboot", "-kernel"])
+        .arg(dir.join("vmlinuz"))
+        .arg("-initrd")
+        .arg(dir.join("initrd.img"))
+        .arg("-append")
+        .arg(std::fs::read_to_string(dir.join("cmdline")).unwrap().trim())
+        .args(["-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:13:02:9f"])
+        .arg("-monitor")
+        .arg(format!("unix:{},server=on,wait=off", monitor.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = vm.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut console = Vec::new();
+    let mut sent = false;
+    let mut last_key: Option<Instant> = None;
+    let mut exited = false;
+    while Instant::now() < deadline {
+        if let Ok(c) = rx.recv_timeout(Duration::from_millis(200)) {
+            console.extend(c);
+        }
+        // The keyboard may still be probing under TCG: press again every 5 s.
+        let text = String::from_utf8_lossy(&console);
+        let due = last_key.is_none_or(|t: Instant| t.elapsed() > Duration::from_secs(5));
+        if text.contains("node-agent: node network:") && !text.contains("rebooting") && due {
+            let mut m = std::os::unix::net::UnixStream::connect(&monitor).unwrap();
+            m.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut prompt = [0u8; 256];
+            let _ = m.read(&mut prompt);
+            m.write_all(b"sendkey ctrl-alt-delete\n").unwrap();
+            let _ = m.read(&mut prompt);
+            last_key = Some(Instant::now());
+            sent = true;
+        }
+        if let Ok(Some(_)) = vm.try_wait() {
+            exited = true;
+            break;
+        }
+    }
+    let _ = vm.kill();
+    let _ = vm.wait();
+    while let Ok(c) = rx.try_recv() {
+        console.extend(c);
+    }
+    let console = String::from_utf8_lossy(&console);
+    assert!(sent, "never reached the node network:\n{console}");
+    assert!(console.contains("node-agent: rebooting: stopping all processes"), "{console}");
+    assert!(exited, "QEMU did not exit after the reboot:\n{console}");
+    assert!(!console.contains("Kernel panic"), "{console}");
+}

@@ -5,6 +5,7 @@ pub mod dhcp;
 mod modules;
 mod mounts;
 pub mod net;
+pub mod shutdown;
 
 use std::path::Path;
 use std::time::Duration;
@@ -36,6 +37,7 @@ pub fn run() -> ! {
         Ok(n) => log(&format!("loaded {n} kernel modules")),
         Err(e) => log(&format!("warning: loading modules: {e:#}")),
     }
+    shutdown::install();
     supervise_forever()
 }
 
@@ -56,6 +58,9 @@ fn supervise_forever() -> ! {
     let mut worker = spawn_worker();
     let mut delay = Duration::from_secs(1);
     loop {
+        if let Some(mode) = shutdown::pending() {
+            shutdown::shutdown(mode);
+        }
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::empty())) {
             Ok(status) => {
                 let pid = status.pid().map(|p| p.as_raw() as u32);
