@@ -184,16 +184,7 @@ fn ctrl_alt_del_reboots_cleanly() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdout = vm.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = common::output_chunks(vm.stdout.take().unwrap());
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut console = Vec::new();
     let mut sent = false;

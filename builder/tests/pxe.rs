@@ -7,7 +7,6 @@ mod common;
 #[path = "../../node-agent/tests/common/mod.rs"]
 mod hosts;
 
-use std::io::Read;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -38,16 +37,7 @@ fn pxe_boot_from_imgbuild_serve_takes_its_config_by_url() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut stdout = vm.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = common::output_chunks(vm.stdout.take().unwrap());
     let want = "node-agent: node network: 172.17.8.103/24";
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut console = Vec::new();

@@ -55,9 +55,41 @@ pub fn candidate(package: &str) -> Result<Candidate> {
     Ok(Candidate { package: package.to_owned(), version, sha256 })
 }
 
+/// When apt's package lists last changed: the candidate cannot have changed
+/// since (asking apt-cache costs about a second per package).
+fn lists_stamp() -> Option<String> {
+    let m = |p: &str| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let t = m("/var/lib/apt/lists")?.duration_since(std::time::UNIX_EPOCH).ok()?;
+    let prefs =
+        m("/etc/apt/preferences.d").and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).unwrap_or_default();
+    Some(format!("{}.{}-{}", t.as_secs(), t.subsec_nanos(), prefs.as_nanos()))
+}
+
+/// `candidate`, remembered in the cache until apt's lists change.
+fn cached_candidate(cache: &Cache, package: &str) -> Result<Candidate> {
+    let file = cache.root.join("apt").join(format!("{package}.candidate"));
+    let stamp = lists_stamp();
+    if let (Some(stamp), Ok(text)) = (&stamp, std::fs::read_to_string(&file)) {
+        let lines: Vec<&str> = text.lines().collect();
+        if let [s, version, sha] = lines[..] {
+            if s == stamp {
+                if let Some(sha256) = hex::decode(sha).ok().and_then(|v| v.try_into().ok()) {
+                    return Ok(Candidate { package: package.to_owned(), version: version.to_owned(), sha256 });
+                }
+            }
+        }
+    }
+    let c = candidate(package)?;
+    if let Some(stamp) = lists_stamp() {
+        let _ = std::fs::create_dir_all(file.parent().expect("has parent"));
+        let _ = std::fs::write(&file, format!("{stamp}\n{}\n{}\n", c.version, hex::encode(c.sha256)));
+    }
+    Ok(c)
+}
+
 /// The package file for `package`, from the cache or downloaded and checked.
 pub fn download(cache: &Cache, package: &str) -> Result<PathBuf> {
-    let c = candidate(package)?;
+    let c = cached_candidate(cache, package)?;
     let dest = cache.blob(&c.sha256);
     if dest.is_file() {
         return Ok(dest);

@@ -60,7 +60,6 @@ pub const TEST_KERNEL: &str = "apt:linux-image-cloud-amd64";
 /// Boots `dir`'s image in QEMU (TCG), with `extra` QEMU arguments, until
 /// `until` appears on the console or `secs` pass; returns the console text.
 pub fn boot_console_with(dir: &Path, extra: &[&str], until: &str, secs: u64) -> String {
-    use std::io::Read;
     require_tool("qemu-system-x86_64");
     let cmdline = std::fs::read_to_string(dir.join("cmdline")).unwrap();
     let mut child = Command::new("qemu-system-x86_64")
@@ -76,16 +75,7 @@ pub fn boot_console_with(dir: &Path, extra: &[&str], until: &str, secs: u64) -> 
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = output_chunks(child.stdout.take().unwrap());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     let mut console = Vec::new();
     while std::time::Instant::now() < deadline {
@@ -126,4 +116,19 @@ pub fn serve(body: Vec<u8>) -> String {
         }
     });
     format!("http://{addr}")
+}
+
+/// A child's output as chunks on a channel, read on a thread of its own, so
+/// tests can poll a VM console with timeouts.
+pub fn output_chunks(mut out: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
