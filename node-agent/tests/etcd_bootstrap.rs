@@ -65,7 +65,13 @@ fn three_members_survive_losing_one() {
     agents[0].kill();
     m[0].0.try_sh("pkill -f 'etcd --name=e0' || true");
     let rest = "http://172.17.8.102:2379,http://172.17.8.103:2379";
-    let (ok, out) = etcdctl(&m[1].0, rest, "put /after-loss yes");
+    // Losing the leader costs an election: a write may time out once, as
+    // the agent's own writes would, and is retried like them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (mut ok, mut out) = (false, String::new());
+    while !ok && std::time::Instant::now() < deadline {
+        (ok, out) = etcdctl(&m[1].0, rest, "put /after-loss yes");
+    }
     assert!(ok, "{out}");
     let (ok, out) = etcdctl(&m[2].0, rest, "get /after-loss --print-value-only");
     assert!(ok && out.trim() == "yes", "{out}");
