@@ -57,6 +57,13 @@ fn start_vm(ns: &str, out: &Path, node: &Node, probe: bool, memory_mb: u32) -> R
     }
     let console = state.join(format!("{}.console", node.name));
     let _ = std::fs::remove_file(&console);
+    let mut disk = Vec::new();
+    if node.role == Role::Etcd {
+        // A fresh blank data disk per `up`: the agent formats it and keeps etcd there.
+        let path = state.join(format!("{}.data.img", node.name));
+        std::fs::File::create(&path)?.set_len(256 << 20)?;
+        disk = vec!["-drive".to_owned(), format!("file={},if=virtio,format=raw", path.display())];
+    }
     run(Command::new("ip")
         .args(["netns", "exec", ns, "qemu-system-x86_64", "-accel", "tcg", "-m", &memory_mb.to_string(), "-smp", "1"])
         .args(["-no-reboot", "-display", "none", "-monitor", "none", "-daemonize"])
@@ -70,7 +77,8 @@ fn start_vm(ns: &str, out: &Path, node: &Node, probe: bool, memory_mb: u32) -> R
         .arg(dir.join("initrd.img"))
         .args(["-append", &cmdline])
         .args(["-netdev", &format!("socket,id=node,mcast={MCAST},localaddr=127.0.0.1")])
-        .args(["-device", &format!("virtio-net-pci,netdev=node,mac={}", node.mac)]))?;
+        .args(["-device", &format!("virtio-net-pci,netdev=node,mac={}", node.mac)])
+        .args(&disk))?;
     Ok(())
 }
 

@@ -223,3 +223,31 @@ fn ctrl_alt_del_reboots_cleanly() {
     assert!(exited, "QEMU did not exit after the reboot:\n{console}");
     assert!(!console.contains("Kernel panic"), "{console}");
 }
+
+/// The etcd image formats a blank data disk on first boot, keeps etcd's data
+/// there, and reuses it (unformatted) on the next boot.
+#[test]
+fn etcd_formats_a_blank_data_disk_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    run_ok(imgbuild_with_agent().args(["--node", "etcd-1", "--kernel", TEST_KERNEL, "--out"]).arg(tmp.path()));
+    // A blank (sparse) raw disk.
+    let disk = tmp.path().join("data.img");
+    std::fs::File::create(&disk).unwrap().set_len(256 << 20).unwrap();
+    let drive = format!("file={},if=virtio,format=raw", disk.display());
+    let args = [
+        "-drive",
+        &drive,
+        "-netdev",
+        "user,id=n0,restrict=on",
+        "-device",
+        "virtio-net-pci,netdev=n0,mac=52:54:00:44:53:ef",
+    ];
+    let first = boot_console_with(&tmp.path().join("etcd-1"), &args, "node-agent: ready role=etcd", 180);
+    assert!(first.contains("node-agent: formatting blank data disk /dev/vda"), "{first}");
+    assert!(first.contains("node-agent: etcd data on /dev/vda"), "{first}");
+    assert!(first.contains("node-agent: ready role=etcd"), "{first}");
+    let second = boot_console_with(&tmp.path().join("etcd-1"), &args, "node-agent: ready role=etcd", 180);
+    assert!(!second.contains("formatting"), "{second}");
+    assert!(second.contains("node-agent: etcd data on /dev/vda"), "{second}");
+    assert!(second.contains("node-agent: ready role=etcd"), "{second}");
+}

@@ -1,5 +1,6 @@
 //! A node's first-boot work by role, then following the cluster forever.
 
+mod disk;
 mod etcd;
 mod pods;
 pub mod probe;
@@ -22,6 +23,8 @@ use crate::log;
 pub struct Options {
     /// Run the connectivity probe after `ready`.
     pub probe: bool,
+    /// Running as the image's node process (under our PID 1).
+    pub in_image: bool,
 }
 
 /// Seconds since the kernel started, for boot timings.
@@ -35,6 +38,12 @@ pub async fn run(cfg: NodeConfig, opts: Options) -> Result<()> {
     let client = Client::new(&cfg.etcd.endpoints)?;
     let role = cfg.node.role;
     if let Some(m) = cfg.etcd.member.clone().filter(|m| m.supervise) {
+        // Only the image's PID 1 child owns the machine's disks.
+        if opts.in_image {
+            if let Err(e) = disk::prepare(&cfg.paths.etcd_data_dir) {
+                log::error(&format!("etcd data disk: {e:#}; keeping etcd data in memory"));
+            }
+        }
         tokio::spawn(etcd::supervise(m, cfg.paths.clone()));
     }
     if !role.has_pods() {
