@@ -170,7 +170,7 @@ fn boot() -> Result<()> {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     log::set_debug(cmdline.split_whitespace().any(|w| w == "node-agent.debug"));
     let opts = node::Options { probe: cmdline.split_whitespace().any(|w| w == "node-agent.probe"), in_image: true };
-    if cmdline.contains("ignition.config.url=") {
+    if cmdline.contains("ignition.config.url=") || cmdline.contains("ignition.platform.id=aws") {
         // The config comes over the network: get an address first.
         if let Err(e) = runtime()?.block_on(pid1::net::dhcp_any()) {
             log::error(&format!("{e:#}"));

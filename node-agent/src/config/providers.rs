@@ -14,12 +14,16 @@ use crate::log;
 
 pub const CONFIG_PATH: &str = "/etc/node-agent/config.json";
 pub const FW_CFG_PATH: &str = "/sys/firmware/qemu_fw_cfg/by_name/opt/com.coreos/config/raw";
+/// EC2's instance metadata service.
+pub const IMDS: &str = "http://169.254.169.254";
 
 /// One place a config can come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     /// `ignition.config.url=` on the kernel command line.
     Url(String),
+    /// EC2-style IMDSv2 user-data (`ignition.platform.id=aws`), at this base URL.
+    Imds(String),
     /// QEMU `-fw_cfg name=opt/com.coreos/config,file=…`.
     FwCfg(PathBuf),
     /// The node config the builder put in the image.
@@ -30,6 +34,7 @@ impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Source::Url(u) => write!(f, "url {u}"),
+            Source::Imds(base) => write!(f, "imds {base}/latest/user-data"),
             Source::FwCfg(p) => write!(f, "fw_cfg {}", p.display()),
             Source::Embedded(p) => write!(f, "embedded {}", p.display()),
         }
@@ -41,6 +46,9 @@ pub fn sources(cmdline: &str, fw_cfg: &Path, embedded: &Path) -> Vec<Source> {
     let mut out = Vec::new();
     if let Some(url) = cmdline.split_whitespace().find_map(|w| w.strip_prefix("ignition.config.url=")) {
         out.push(Source::Url(url.to_owned()));
+    }
+    if cmdline.split_whitespace().any(|w| w == "ignition.platform.id=aws" || w == "ignition.platform.id=ec2") {
+        out.push(Source::Imds(IMDS.to_owned()));
     }
     if fw_cfg.exists() {
         out.push(Source::FwCfg(fw_cfg.to_owned()));
@@ -63,7 +71,28 @@ pub fn load(source: &Source, root: &Path) -> Result<NodeConfig> {
             let bytes = Http.fetch_retrying(url)?;
             apply_ignition(&bytes, root)
         }
+        Source::Imds(base) => apply_ignition(&imds_user_data(base)?, root),
     }
+}
+
+/// IMDSv2: a session token by PUT, then the user-data with that token.
+pub fn imds_user_data(base: &str) -> Result<Vec<u8>> {
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let token = client
+        .put(format!("{base}/latest/api/token"))
+        .header("X-aws-ec2-metadata-token-ttl-seconds", "300")
+        .send()
+        .and_then(|r| r.error_for_status())
+        .and_then(|r| r.text())
+        .context("getting an IMDSv2 token")?;
+    let data = client
+        .get(format!("{base}/latest/user-data"))
+        .header("X-aws-ec2-metadata-token", token.trim())
+        .send()
+        .and_then(|r| r.error_for_status())
+        .and_then(|r| r.bytes())
+        .context("reading IMDS user-data")?;
+    Ok(data.to_vec())
 }
 
 fn apply_ignition(bytes: &[u8], root: &Path) -> Result<NodeConfig> {
@@ -107,6 +136,49 @@ impl Fetch for Http {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A loopback stand-in for the metadata service that insists on IMDSv2.
+    fn imds_server(user_data: &'static str) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in l.incoming().flatten() {
+                let mut r = BufReader::new(&stream);
+                let mut first = String::new();
+                r.read_line(&mut first).unwrap();
+                let mut headers = String::new();
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    headers.push_str(&line.to_ascii_lowercase());
+                    line.clear();
+                }
+                let (code, body) = if first.starts_with("PUT /latest/api/token")
+                    && headers.contains("x-aws-ec2-metadata-token-ttl-seconds")
+                {
+                    ("200 OK", "tok123")
+                } else if first.starts_with("GET /latest/user-data")
+                    && headers.contains("x-aws-ec2-metadata-token: tok123")
+                {
+                    ("200 OK", user_data)
+                } else {
+                    ("401 Unauthorized", "")
+                };
+                let mut s = &stream;
+                let _ =
+                    write!(s, "HTTP/1.1 {code}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[test]
+    fn imds_v2_user_data() {
+        let base = imds_server("{\"ignition\":{\"version\":\"3.3.0\"}}");
+        assert_eq!(imds_user_data(&base).unwrap(), b"{\"ignition\":{\"version\":\"3.3.0\"}}");
+        let s = sources("ignition.platform.id=aws", Path::new("/nonexistent"), Path::new("/nonexistent"));
+        assert_eq!(s, [Source::Imds(IMDS.into())]);
+    }
 
     #[test]
     fn source_order() {
