@@ -8,6 +8,7 @@ packages=(
   containernetworking-plugins       # the real CNI plugins in /usr/lib/cni
   ignition                          # ignition-validate and the real Ignition binary
   qemu-system-x86 ovmf ipxe-qemu    # booting images
+  qemu-utils                        # qemu-img: qcow2 disks
   iproute2 iputils-ping nftables iptables kmod
   cpio zstd                         # checking initramfs images with the usual tools
 )

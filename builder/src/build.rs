@@ -10,6 +10,7 @@ use node_agent::types::Role;
 
 use crate::agent::AgentBinary;
 use crate::cluster::Cluster;
+use crate::formats::disk::{self, DiskSpec};
 use crate::formats::ignition::{self, AgentDelivery};
 use crate::formats::ipxe;
 use crate::formats::manifest::{Entry, Manifest};
@@ -38,6 +39,8 @@ pub struct BuildConfig {
     pub kernel: Option<SourceSpec>,
     pub compression: Compression,
     pub debug_boot: bool,
+    /// Also write EFI disk images.
+    pub disk: bool,
     pub cache: Cache,
 }
 
@@ -51,6 +54,8 @@ pub struct Built {
 /// Inputs shared by every node of a build.
 struct Shared {
     vmlinuz: Vec<u8>,
+    /// systemd-boot, when disks are wanted.
+    bootloader: Option<Vec<u8>>,
     bases: BTreeMap<Role, Archive>,
     mtime: u32,
 }
@@ -102,7 +107,15 @@ fn prepare(cfg: &BuildConfig, plans: &[NodePlan]) -> Result<Shared> {
             .with_context(|| format!("assembling the {role} image"))?;
         bases.insert(role, base);
     }
-    Ok(Shared { vmlinuz, bases, mtime: initramfs::mtime_from_env() })
+    let bootloader = cfg.disk.then(|| bootloader(cfg)).transpose()?;
+    Ok(Shared { vmlinuz, bootloader, bases, mtime: initramfs::mtime_from_env() })
+}
+
+/// systemd-boot from Debian's systemd-boot-efi package.
+fn bootloader(cfg: &BuildConfig) -> Result<Vec<u8>> {
+    let tree = sources::tree(&cfg.cache, &SourceSpec::Apt("systemd-boot-efi".into())).context("systemd-boot")?;
+    let path = tree.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi");
+    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
 }
 
 fn payloads(cfg: &BuildConfig, recipe: &Recipe) -> Result<Payloads> {
@@ -139,6 +152,19 @@ fn artifacts(cfg: &BuildConfig, shared: &Shared, p: &NodePlan) -> Result<Vec<Art
     let initrd = initramfs::node_initrd(base, &config, shared.mtime, cfg.compression)?;
     let ign = ignition::render(p, &delivery);
     let mut out = Vec::new();
+    if let Some(bootloader) = &shared.bootloader {
+        let spec = DiskSpec {
+            node: name,
+            vmlinuz: &shared.vmlinuz,
+            initrd: &initrd,
+            cmdline: &cmdline,
+            bootloader,
+            data_mib: 256,
+        };
+        let raw = disk::efi_disk(&spec)?;
+        out.push(Artifact::new(format!("{name}.qcow2"), to_qcow2(&raw)?));
+        out.push(Artifact::new(format!("{name}.raw"), raw));
+    }
     if let Some(base) = &cfg.stub_url {
         let url = format!("{}/ignition?mac={}", base.trim_end_matches('/'), p.node.mac);
         let stub = imgbuild_ignition::render(&imgbuild_ignition::merge_stub(&url, &ign));
@@ -156,6 +182,21 @@ fn artifacts(cfg: &BuildConfig, shared: &Shared, p: &NodePlan) -> Result<Vec<Art
         out.push(Artifact { name: "node-agent".into(), bytes: cfg.agent.bytes.clone(), mode: 0o755 });
     }
     Ok(out)
+}
+
+/// qcow2 via qemu-img: the format is QEMU's, so is the converter.
+fn to_qcow2(raw: &[u8]) -> Result<Vec<u8>> {
+    let dir = tempfile::tempdir()?;
+    let (r, q) = (dir.path().join("d.raw"), dir.path().join("d.qcow2"));
+    std::fs::write(&r, raw)?;
+    let out = std::process::Command::new("qemu-img")
+        .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+        .arg(&r)
+        .arg(&q)
+        .output()
+        .context("running qemu-img (Debian package qemu-utils) for the qcow2 disk")?;
+    anyhow::ensure!(out.status.success(), "qemu-img convert: {}", String::from_utf8_lossy(&out.stderr).trim());
+    Ok(std::fs::read(&q)?)
 }
 
 /// The node config inside the image: there the agent runs etcd itself.

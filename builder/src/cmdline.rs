@@ -115,6 +115,9 @@ pub struct BuildArgs {
     /// Boot verbosely: no `quiet`, and the agent logs debug lines.
     #[arg(long)]
     pub debug_boot: bool,
+    /// Also write EFI disk images, NODE.raw and NODE.qcow2 (the latter with qemu-img).
+    #[arg(long)]
+    pub disk: bool,
 }
 
 #[derive(Debug, Args)]

@@ -57,6 +57,7 @@ fn build(args: BuildArgs) -> Result<()> {
         kernel: args.kernel,
         compression: args.compression,
         debug_boot: args.debug_boot,
+        disk: args.disk,
         cache: Cache::from_env(),
     };
     let built = build::run(&cfg)?;
@@ -91,6 +92,7 @@ fn up(args: &UpArgs) -> Result<()> {
             kernel: args.kernel.clone(),
             compression: Default::default(),
             debug_boot: false,
+            disk: false,
             cache: Cache::from_env(),
         };
         build::run(&cfg)?;

@@ -251,3 +251,47 @@ fn etcd_formats_a_blank_data_disk_once() {
     assert!(second.contains("node-agent: etcd data on /dev/vda"), "{second}");
     assert!(second.contains("node-agent: ready role=etcd"), "{second}");
 }
+
+/// The EFI disk (GPT, ESP with systemd-boot, empty data partition) boots
+/// under OVMF as qcow2; the etcd role formats and uses its data partition.
+#[test]
+fn efi_disk_boots_under_ovmf_and_etcd_takes_the_data_partition() {
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    for run in ["a", "b"] {
+        run_ok(
+            imgbuild_with_agent()
+                .args(["--node", "etcd-1", "--disk", "--kernel", TEST_KERNEL, "--out"])
+                .arg(tmp.path().join(run)),
+        );
+    }
+    for f in ["etcd-1.raw", "etcd-1.qcow2"] {
+        let a = std::fs::read(tmp.path().join("a/etcd-1").join(f)).unwrap();
+        assert!(a == std::fs::read(tmp.path().join("b/etcd-1").join(f)).unwrap(), "{f} is not reproducible");
+    }
+    let disk = tmp.path().join("a/etcd-1/etcd-1.qcow2");
+    let mut vm = std::process::Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-m", "512", "-nographic", "-no-reboot", "-bios", "/usr/share/ovmf/OVMF.fd"])
+        .arg("-drive")
+        .arg(format!("file={},format=qcow2,if=virtio", disk.display()))
+        .args(["-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:44:53:ef"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = common::output_chunks(vm.stdout.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut console = Vec::new();
+    while Instant::now() < deadline && !String::from_utf8_lossy(&console).contains("node-agent: ready role=etcd") {
+        if let Ok(c) = rx.recv_timeout(Duration::from_millis(200)) {
+            console.extend(c);
+        }
+    }
+    let _ = vm.kill();
+    let _ = vm.wait();
+    let console = String::from_utf8_lossy(&console);
+    assert!(console.contains("node-agent: PID 1 starting"), "{console}");
+    assert!(console.contains("node-agent: formatting blank data disk /dev/vda2"), "{console}");
+    assert!(console.contains("node-agent: etcd data on /dev/vda2"), "{console}");
+    assert!(console.contains("node-agent: ready role=etcd"), "{console}");
+}

@@ -10,7 +10,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::log;
 
-const CANDIDATES: [&str; 4] = ["/dev/vda", "/dev/vdb", "/dev/sda", "/dev/sdb"];
+/// The EFI disk's data partition first, then a whole plain data disk.
+const CANDIDATES: [&str; 6] = ["/dev/vda2", "/dev/sda2", "/dev/vda", "/dev/vdb", "/dev/sda", "/dev/sdb"];
 
 /// What a disk's first bytes say.
 #[derive(Debug, PartialEq, Eq)]
