@@ -11,8 +11,12 @@ use super::cache::{sha256_file, Cache};
 
 /// Unpacks `deb` once into the cache; returns the tree's root.
 pub fn unpack(cache: &Cache, deb: &Path) -> Result<PathBuf> {
-    let sha = sha256_file(deb)?;
-    let dest = cache.tree(&sha);
+    unpack_known(cache, deb, &sha256_file(deb)?)
+}
+
+/// As `unpack`, for a file whose sha256 is already known (a verified download).
+pub fn unpack_known(cache: &Cache, deb: &Path, sha: &[u8; 32]) -> Result<PathBuf> {
+    let dest = cache.tree(sha);
     if dest.is_dir() {
         return Ok(dest);
     }
@@ -87,12 +91,13 @@ fn cached_candidate(cache: &Cache, package: &str) -> Result<Candidate> {
     Ok(c)
 }
 
-/// The package file for `package`, from the cache or downloaded and checked.
-pub fn download(cache: &Cache, package: &str) -> Result<PathBuf> {
+/// The package file for `package` and its sha256, from the cache or
+/// downloaded and checked.
+pub fn download(cache: &Cache, package: &str) -> Result<(PathBuf, [u8; 32])> {
     let c = cached_candidate(cache, package)?;
     let dest = cache.blob(&c.sha256);
     if dest.is_file() {
-        return Ok(dest);
+        return Ok((dest, c.sha256));
     }
     eprintln!("imgbuild: downloading {}={} with apt-get", c.package, c.version);
     let tmp = cache.scratch()?;
@@ -110,7 +115,7 @@ pub fn download(cache: &Cache, package: &str) -> Result<PathBuf> {
         bail!("{} does not match the archive's sha256 for {package}", file.display());
     }
     cache.commit(&file, &dest)?;
-    Ok(dest)
+    Ok((dest, c.sha256))
 }
 
 fn update_lists() -> Result<()> {

@@ -51,8 +51,8 @@ pub fn resolve(cache: &Cache, spec: &SourceSpec) -> Result<Kernel> {
 
 /// Follows a metapackage's `linux-image-*` dependency up to `hops` times.
 fn from_apt(cache: &Cache, pkg: &str, hops: u32) -> Result<Kernel> {
-    let file = deb::download(cache, pkg)?;
-    let root = deb::unpack(cache, &file)?;
+    let (file, sha) = deb::download(cache, pkg)?;
+    let root = deb::unpack_known(cache, &file, &sha)?;
     if let Ok(k) = in_tree(&root, None) {
         return Ok(k);
     }

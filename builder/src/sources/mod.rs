@@ -27,7 +27,10 @@ pub fn tree(cache: &Cache, spec: &SourceSpec) -> Result<PathBuf> {
             Ok(p.clone())
         }
         SourceSpec::Deb(p) => deb::unpack(cache, p),
-        SourceSpec::Apt(pkg) => deb::unpack(cache, &deb::download(cache, pkg)?),
+        SourceSpec::Apt(pkg) => {
+            let (file, sha) = deb::download(cache, pkg)?;
+            deb::unpack_known(cache, &file, &sha)
+        }
         SourceSpec::Url { url, sha256 } => {
             let blob = url::download(cache, url, sha256)?;
             unpack_blob(cache, &blob, sha256, url)
@@ -39,7 +42,7 @@ fn unpack_blob(cache: &Cache, blob: &Path, sha256: &[u8; 32], url: &str) -> Resu
     let mut magic = [0u8; 8];
     std::fs::File::open(blob)?.read_exact(&mut magic).with_context(|| format!("{url} is too short"))?;
     if &magic == b"!<arch>\n" {
-        return deb::unpack(cache, blob);
+        return deb::unpack_known(cache, blob, sha256);
     }
     let dest = cache.tree(sha256);
     if dest.is_dir() {

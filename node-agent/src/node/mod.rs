@@ -58,7 +58,7 @@ pub async fn run(cfg: NodeConfig, opts: Options) -> Result<()> {
     }
     let mut pods = PodNetwork::start(cfg.clone(), client.clone()).await?;
     let rev = loop {
-        match pods.sync().await {
+        match pods.resync().await {
             Ok(rev) => break rev,
             Err(e) => log::warn(&format!("syncing leases (retrying): {e:#}")),
         }

@@ -14,7 +14,7 @@ use crate::config::NodeConfig;
 use crate::etcd::{wire::WatchResponse, Client};
 use crate::flannel::lease::{self, SUBNETS_PREFIX};
 use crate::flannel::manager::{self, SubnetManager, LEASE_TTL};
-use crate::flannel::{Lease, Network};
+use crate::flannel::Lease;
 use crate::log;
 use crate::netlink::{LinkInfo, Netlink};
 
@@ -70,7 +70,8 @@ impl PodNetwork {
     }
 
     /// Lists every lease and makes the kernel match; returns the revision.
-    async fn resync(&mut self) -> Result<i64> {
+    /// The first one makes the node ready; later ones follow watch gaps.
+    pub async fn resync(&mut self) -> Result<i64> {
         let (leases, rev) = manager::list_leases(&self.mgr.client).await?;
         if !leases.iter().any(|l| l.subnet == self.lease.subnet && l.attrs == self.lease.attrs) {
             self.reacquire("our lease is gone from etcd").await?;
@@ -90,11 +91,6 @@ impl PodNetwork {
             self.configure().await?;
         }
         Ok(())
-    }
-
-    /// The initial sync; after it the node is ready.
-    pub async fn sync(&mut self) -> Result<i64> {
-        self.resync().await
     }
 
     /// Follows leases forever: watch events, renewals, and resyncs after gaps.
@@ -180,10 +176,6 @@ impl PodNetwork {
         }
         *rev = (*rev).max(r.header.revision);
         Ok(true)
-    }
-
-    pub fn network(&self) -> &Network {
-        &self.mgr.net
     }
 }
 
