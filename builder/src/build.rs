@@ -6,14 +6,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use node_agent::config::{Guest, Service};
 use node_agent::types::Role;
 
 use crate::agent::AgentBinary;
 use crate::cluster::Cluster;
 use crate::formats::disk::{self, DiskSpec};
 use crate::formats::ignition::{self, AgentDelivery};
-use crate::formats::ipxe;
 use crate::formats::manifest::{Entry, Manifest};
+use crate::formats::{ipxe, qcow2, vagrant};
 use crate::image::cpio::Archive;
 use crate::image::initramfs::{self, Compression, Payloads};
 use crate::image::modules::ModuleTree;
@@ -41,7 +42,18 @@ pub struct BuildConfig {
     pub debug_boot: bool,
     /// Also write EFI disk images.
     pub disk: bool,
+    /// Write Vagrant boxes (`NODE.box`, `NODE.box.json`); `up` needs none.
+    pub vagrant: Option<VagrantOptions>,
     pub cache: Cache,
+}
+
+/// Where the box catalog points and which version it gives.
+#[derive(Debug, Clone)]
+pub struct VagrantOptions {
+    /// Base URL the boxes are served from (as `imgbuild serve`'s
+    /// `/assets/NODE/NODE.box`); default: the box's file name, relative.
+    pub base_url: Option<String>,
+    pub version: String,
 }
 
 /// What a build wrote, for the summary table.
@@ -57,6 +69,8 @@ struct Shared {
     /// systemd-boot, when disks are wanted.
     bootloader: Option<Vec<u8>>,
     bases: BTreeMap<Role, Archive>,
+    /// Per role, the box image's base and the services it runs.
+    box_bases: BTreeMap<Role, (Archive, Vec<Service>)>,
     mtime: u32,
 }
 
@@ -96,19 +110,28 @@ fn prepare(cfg: &BuildConfig, plans: &[NodePlan]) -> Result<Shared> {
     let k = kernel::resolve(&cfg.cache, &spec)?;
     let vmlinuz = std::fs::read(&k.vmlinuz).with_context(|| format!("reading {}", k.vmlinuz.display()))?;
     let modules = ModuleTree::open(&k.modules)?;
-    let mut bases = BTreeMap::new();
+    let (mut bases, mut box_bases) = (BTreeMap::new(), BTreeMap::new());
     for role in plans.iter().map(|p| p.node.role) {
         if bases.contains_key(&role) {
             continue;
         }
         let recipe = Recipe::for_role(role)?;
-        let payloads = payloads(cfg, &recipe)?;
-        let base = initramfs::role_base(&cfg.agent.bytes, &modules, &recipe, &payloads)
-            .with_context(|| format!("assembling the {role} image"))?;
+        let base = role_image(cfg, &modules, &recipe).with_context(|| format!("assembling the {role} image"))?;
         bases.insert(role, base);
+        if cfg.vagrant.is_some() {
+            let recipe = recipe.with_vagrant_box()?;
+            let base =
+                role_image(cfg, &modules, &recipe).with_context(|| format!("assembling the {role} Vagrant box"))?;
+            box_bases.insert(role, (base, recipe.services));
+        }
     }
     let bootloader = cfg.disk.then(|| bootloader(cfg)).transpose()?;
-    Ok(Shared { vmlinuz, bootloader, bases, mtime: initramfs::mtime_from_env() })
+    Ok(Shared { vmlinuz, bootloader, bases, box_bases, mtime: initramfs::mtime_from_env() })
+}
+
+fn role_image(cfg: &BuildConfig, modules: &ModuleTree, recipe: &Recipe) -> Result<Archive> {
+    let payloads = payloads(cfg, recipe)?;
+    initramfs::role_base(&cfg.agent.bytes, modules, recipe, &payloads)
 }
 
 /// systemd-boot from Debian's systemd-boot-efi package.
@@ -162,7 +185,7 @@ fn artifacts(cfg: &BuildConfig, shared: &Shared, p: &NodePlan) -> Result<Vec<Art
             data_mib: 256,
         };
         let raw = disk::efi_disk(&spec)?;
-        out.push(Artifact::new(format!("{name}.qcow2"), to_qcow2(&raw)?));
+        out.push(Artifact::new(format!("{name}.qcow2"), qcow2::from_raw(&raw, raw.len() as u64)?));
         out.push(Artifact::new(format!("{name}.raw"), raw));
     }
     if let Some(base) = &cfg.stub_url {
@@ -181,22 +204,47 @@ fn artifacts(cfg: &BuildConfig, shared: &Shared, p: &NodePlan) -> Result<Vec<Art
         // Served beside the config for Ignition to fetch.
         out.push(Artifact { name: "node-agent".into(), bytes: cfg.agent.bytes.clone(), mode: 0o755 });
     }
+    if let Some(v) = &cfg.vagrant {
+        out.extend(vagrant_box(cfg, shared, p, v, &cmdline)?);
+    }
     Ok(out)
 }
 
-/// qcow2 via qemu-img: the format is QEMU's, so is the converter.
-fn to_qcow2(raw: &[u8]) -> Result<Vec<u8>> {
-    let dir = tempfile::tempdir()?;
-    let (r, q) = (dir.path().join("d.raw"), dir.path().join("d.qcow2"));
-    std::fs::write(&r, raw)?;
-    let out = std::process::Command::new("qemu-img")
-        .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
-        .arg(&r)
-        .arg(&q)
-        .output()
-        .context("running qemu-img (Debian package qemu-utils) for the qcow2 disk")?;
-    anyhow::ensure!(out.status.success(), "qemu-img convert: {}", String::from_utf8_lossy(&out.stderr).trim());
-    Ok(std::fs::read(&q)?)
+/// `NODE.box` and its catalog `NODE.box.json`.
+fn vagrant_box(
+    cfg: &BuildConfig,
+    shared: &Shared,
+    p: &NodePlan,
+    v: &VagrantOptions,
+    cmdline: &str,
+) -> Result<[Artifact; 2]> {
+    let name = &p.node.name;
+    let (base, services) = &shared.box_bases[&p.node.role];
+    let mut config = image_config(p);
+    config.guest = Some(Guest { dhcp_other_links: true, services: services.clone() });
+    let initrd = initramfs::node_initrd(base, &ignition::config_json(&config), shared.mtime, cfg.compression)?;
+    // The boot probe keeps a probe pod up that `vagrant ssh` can probe from.
+    let cmdline = format!("{} node-agent.probe", cmdline.trim_end());
+    let spec = vagrant::BoxSpec {
+        node: name,
+        role: p.node.role.as_str(),
+        cluster: &cfg.cluster.name,
+        vmlinuz: &shared.vmlinuz,
+        initrd: &initrd,
+        cmdline: &cmdline,
+        mtime: shared.mtime,
+    };
+    let bytes = vagrant::node_box(&spec)?;
+    let file = format!("{name}.box");
+    let url = match &v.base_url {
+        Some(base) => format!("{}/assets/{name}/{file}", base.trim_end_matches('/')),
+        // Relative, so the bytes do not depend on where the build is written;
+        // vagrant/Vagrantfile resolves it against the catalog's own place.
+        None => file.clone(),
+    };
+    let sha = Entry::of(&file, &bytes).sha256;
+    let catalog = vagrant::catalog(&vagrant::box_name(&cfg.cluster.name, name), &v.version, &url, &sha);
+    Ok([Artifact::new(file.clone(), bytes), Artifact::new(format!("{file}.json"), catalog.into_bytes())])
 }
 
 /// The node config inside the image: there the agent runs etcd itself.

@@ -87,6 +87,9 @@ pub struct BuildArgs {
     /// Build only this node.
     #[arg(long)]
     pub node: Option<String>,
+    /// Build every node of the cluster (as `vagrant/Vagrantfile` wants).
+    #[arg(long, conflicts_with_all = ["role", "node"])]
+    pub all: bool,
     /// The cluster file (default: the embedded reference cluster).
     #[arg(long)]
     pub cluster: Option<PathBuf>,
@@ -115,9 +118,17 @@ pub struct BuildArgs {
     /// Boot verbosely: no `quiet`, and the agent logs debug lines.
     #[arg(long)]
     pub debug_boot: bool,
-    /// Also write EFI disk images, NODE.raw and NODE.qcow2 (the latter with qemu-img).
+    /// Also write EFI disk images, NODE.raw and NODE.qcow2.
     #[arg(long)]
     pub disk: bool,
+    /// Where the box catalogs (NODE.box.json) say the boxes are: a base URL
+    /// serving `/assets/NODE/NODE.box`, as `imgbuild serve` does (default:
+    /// `NODE.box`, relative to the catalog).
+    #[arg(long, value_name = "URL")]
+    pub box_url: Option<String>,
+    /// The version the box catalogs give the boxes.
+    #[arg(long, value_name = "VERSION", default_value = env!("CARGO_PKG_VERSION"))]
+    pub box_version: String,
 }
 
 #[derive(Debug, Args)]

@@ -5,15 +5,15 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 use imgbuild::agent::AgentBinary;
-use imgbuild::build::{self, BuildConfig};
+use imgbuild::build::{self, BuildConfig, VagrantOptions};
 use imgbuild::cluster::{self, Cluster};
 use imgbuild::cmdline::{BuildArgs, Cli, Cmd, DownArgs, InitArgs, UpArgs};
 use imgbuild::error::InputError;
+use imgbuild::formats::vagrant;
 use imgbuild::output;
 use imgbuild::plan::Selection;
 use imgbuild::sources::Cache;
 use imgbuild::up;
-use node_agent::types::Role;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -46,10 +46,13 @@ fn load_cluster(path: Option<&std::path::Path>) -> Result<Cluster, InputError> {
 }
 
 fn build(args: BuildArgs) -> Result<()> {
+    if !vagrant::valid_version(&args.box_version) {
+        return Err(InputError::new("--box-version", "", "must be numbers separated by dots, such as 1.2.0").into());
+    }
     let cluster = load_cluster(args.cluster.as_deref())?;
     let cfg = BuildConfig {
         cluster,
-        selection: Selection { role: args.role, node: args.node },
+        selection: Selection { role: args.role, node: args.node, all: args.all },
         out: args.out,
         agent: AgentBinary::locate(args.agent.as_deref())?,
         agent_url: args.agent_url,
@@ -58,6 +61,7 @@ fn build(args: BuildArgs) -> Result<()> {
         compression: args.compression,
         debug_boot: args.debug_boot,
         disk: args.disk,
+        vagrant: Some(VagrantOptions { base_url: args.box_url, version: args.box_version }),
         cache: Cache::from_env(),
     };
     let built = build::run(&cfg)?;
@@ -81,22 +85,21 @@ fn init(args: &InitArgs) -> Result<()> {
 fn up(args: &UpArgs) -> Result<()> {
     let cluster = load_cluster(args.cluster.as_deref())?;
     let agent = AgentBinary::locate(args.agent.as_deref())?;
-    for role in Role::ALL.into_iter().filter(|r| cluster.nodes.iter().any(|n| n.role == *r)) {
-        let cfg = BuildConfig {
-            cluster: cluster.clone(),
-            selection: Selection { role: Some(role), node: None },
-            out: args.out.clone(),
-            agent: agent.clone(),
-            agent_url: None,
-            stub_url: None,
-            kernel: args.kernel.clone(),
-            compression: Default::default(),
-            debug_boot: false,
-            disk: false,
-            cache: Cache::from_env(),
-        };
-        build::run(&cfg)?;
-    }
+    let cfg = BuildConfig {
+        cluster: cluster.clone(),
+        selection: Selection { all: true, ..Default::default() },
+        out: args.out.clone(),
+        agent,
+        agent_url: None,
+        stub_url: None,
+        kernel: args.kernel.clone(),
+        compression: Default::default(),
+        debug_boot: false,
+        disk: false,
+        vagrant: None,
+        cache: Cache::from_env(),
+    };
+    build::run(&cfg)?;
     let started = std::time::Instant::now();
     up::boot(&cluster, &args.out, args.check, args.memory)?;
     let consoles = up::state_dir(&args.out);

@@ -13,6 +13,8 @@ use crate::error::InputError;
 pub struct Selection {
     pub role: Option<Role>,
     pub node: Option<String>,
+    /// Every node of the cluster.
+    pub all: bool,
 }
 
 /// Everything the renderers need for one node.
@@ -43,8 +45,12 @@ fn select<'a>(cluster: &'a Cluster, sel: &Selection) -> Result<Vec<&'a Node>, In
         }
         return Ok(vec![node]);
     }
-    let role =
-        sel.role.ok_or_else(|| InputError::new("command line", "", "say what to build: --role ROLE or --node NAME"))?;
+    if sel.all {
+        return Ok(cluster.nodes.iter().collect());
+    }
+    let role = sel
+        .role
+        .ok_or_else(|| InputError::new("command line", "", "say what to build: --role ROLE, --node NAME or --all"))?;
     let nodes: Vec<&Node> = cluster.nodes.iter().filter(|n| n.role == role).collect();
     if nodes.is_empty() {
         return Err(InputError::new("--role", "", format!("the cluster has no {role} nodes")));
@@ -75,6 +81,7 @@ pub fn node_config(cluster: &Cluster, node: &Node) -> NodeConfig {
             lease_ttl: None,
         },
         paths: Paths::default(),
+        guest: None,
     }
 }
 
@@ -101,7 +108,7 @@ mod tests {
     #[test]
     fn selects_by_role_and_node() {
         let c = Cluster::embedded_default();
-        let sel = |role, node: Option<&str>| Selection { role, node: node.map(str::to_owned) };
+        let sel = |role, node: Option<&str>| Selection { role, node: node.map(str::to_owned), all: false };
         assert_eq!(names(&plan(&c, &sel(Some(Role::Worker), None)).unwrap()), ["worker-1", "worker-2"]);
         assert_eq!(names(&plan(&c, &sel(None, Some("master-1"))).unwrap()), ["master-1"]);
         assert_eq!(names(&plan(&c, &sel(Some(Role::Worker), Some("worker-2"))).unwrap()), ["worker-2"]);
@@ -115,7 +122,7 @@ mod tests {
     #[test]
     fn etcd_member_lists_every_member() {
         let c = Cluster::embedded_default();
-        let etcd = &plan(&c, &Selection { role: Some(Role::Etcd), node: None }).unwrap()[0].config;
+        let etcd = &plan(&c, &Selection { role: Some(Role::Etcd), ..Default::default() }).unwrap()[0].config;
         let m = etcd.etcd.member.as_ref().unwrap();
         assert_eq!(m.initial_cluster, ["etcd-1=http://172.17.8.101:2380"]);
         assert_eq!(etcd.etcd.endpoints, ["http://172.17.8.101:2379"]);

@@ -45,16 +45,16 @@ pub fn apply(config: &[u8], root: &Path, fetch: &dyn Fetch) -> Result<Applied> {
     Ok(applied)
 }
 
+/// Only 3.3.0 is read, and only its types are deserialized: the agent
+/// carries no other spec version's code (ignition-config's `parse_slice`
+/// would pull in all seven).
 fn parse(bytes: &[u8]) -> Result<ign::Config> {
-    match ignition_config::Config::parse_slice(bytes) {
-        Ok((ignition_config::Config::V3_3(c), _)) => Ok(c),
-        Ok((other, _)) => {
-            let v =
-                serde_json::to_value(&other).ok().and_then(|v| v["ignition"]["version"].as_str().map(str::to_owned));
-            Err(ApplyError::Version(v.unwrap_or_else(|| "?".into())))
-        }
-        Err(e) => Err(ApplyError::Parse(e.to_string())),
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| ApplyError::Parse(e.to_string()))?;
+    let version = v["ignition"]["version"].as_str().unwrap_or("?");
+    if version != crate::SPEC_VERSION {
+        return Err(ApplyError::Version(version.to_owned()));
     }
+    serde_json::from_slice(bytes).map_err(|e| ApplyError::Parse(e.to_string()))
 }
 
 fn apply_config(cfg: &ign::Config, root: &Path, fetch: &dyn Fetch, out: &mut Applied, depth: u32) -> Result<()> {

@@ -85,6 +85,10 @@ enum ProbeCmd {
         /// How many datagrams to try.
         #[arg(long, default_value_t = 20)]
         tries: u32,
+        /// Send from inside this network namespace (a pod's, such as the
+        /// image's probe pod at /run/netns/probe).
+        #[arg(long)]
+        netns: Option<PathBuf>,
     },
 }
 
@@ -98,7 +102,7 @@ fn main() -> ExitCode {
         Cmd::Check { config } => check(&config),
         Cmd::Pod(args) => pod(&args),
         Cmd::Probe { cmd: ProbeCmd::Serve { listen } } => probe::serve(listen),
-        Cmd::Probe { cmd: ProbeCmd::Send { to, tries } } => probe_send(to, tries),
+        Cmd::Probe { cmd: ProbeCmd::Send { to, tries, netns } } => probe_send(to, tries, netns),
         Cmd::Boot => boot(),
     };
     match result {
@@ -157,8 +161,13 @@ fn pod(args: &PodArgs) -> Result<()> {
     Ok(())
 }
 
-fn probe_send(to: SocketAddr, tries: u32) -> Result<()> {
-    let o = probe::send(to, tries)?;
+fn probe_send(to: SocketAddr, tries: u32, netns: Option<PathBuf>) -> Result<()> {
+    let o = match netns {
+        Some(ns) => node::probe::in_netns(ns, move || probe::send(to, tries))
+            .join()
+            .map_err(|_| anyhow::anyhow!("probe thread panicked"))???,
+        None => probe::send(to, tries)?,
+    };
     println!("probe {to}: reached; it saw {} (we are {})", o.seen_as, o.ours);
     anyhow::ensure!(o.seen_as == o.ours, "{to} saw us as {}, not {}: the path NATs", o.seen_as, o.ours);
     Ok(())
@@ -187,6 +196,9 @@ fn boot() -> Result<()> {
         log::warn(&format!("setting the hostname: {e}"));
     }
     runtime()?.block_on(async {
+        if let Some(guest) = &cfg.guest {
+            pid1::guest::start(&cfg, guest);
+        }
         loop {
             let result = match pid1::net::up(&cfg).await {
                 Ok(()) => node::run(cfg.clone(), opts).await,

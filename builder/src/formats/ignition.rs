@@ -106,7 +106,7 @@ mod tests {
     const AGENT: &[u8] = b"\x7fELF stand-in agent\n";
 
     fn plan_for(node: &str) -> NodePlan {
-        let sel = Selection { role: None, node: Some(node.into()) };
+        let sel = Selection { node: Some(node.into()), ..Default::default() };
         plan(&Cluster::embedded_default(), &sel).unwrap().remove(0)
     }
 

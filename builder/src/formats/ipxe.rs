@@ -55,7 +55,8 @@ mod tests {
 
     #[test]
     fn golden_scripts() {
-        let p = plan(&Cluster::embedded_default(), &Selection { role: None, node: Some("worker-1".into()) }).unwrap();
+        let p = plan(&Cluster::embedded_default(), &Selection { node: Some("worker-1".into()), ..Default::default() })
+            .unwrap();
         assert_golden("golden/ipxe/worker-1.ipxe", &node_script(&p[0], "console=ttyS0,115200n8 panic=10 quiet\n"));
         assert_golden("golden/ipxe/boot.ipxe", &boot_script("http://10.0.2.2:8080"));
     }

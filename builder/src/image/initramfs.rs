@@ -72,6 +72,9 @@ pub fn role_base(agent: &[u8], modules: &ModuleTree, recipe: &Recipe, payloads: 
             a.add(link, 0o777, Node::Symlink(target.clone()))?;
         }
     }
+    for f in &recipe.files {
+        a.file(&f.path, f.mode, f.text.clone().into_bytes())?;
+    }
     let mut roots: Vec<&Path> = [payloads.etcd.as_deref(), payloads.cni.as_deref()].into_iter().flatten().collect();
     for (tree, libs) in &payloads.tools {
         roots.push(tree);

@@ -1,6 +1,7 @@
 //! Role recipes from `images/`: what each role's image carries.
 
 use anyhow::{Context, Result};
+use node_agent::config::Service;
 use node_agent::types::Role;
 use serde::Deserialize;
 
@@ -8,6 +9,7 @@ const COMMON: &str = include_str!("../../../images/common.toml");
 const ETCD: &str = include_str!("../../../images/etcd.toml");
 const MASTER: &str = include_str!("../../../images/master.toml");
 const WORKER: &str = include_str!("../../../images/worker.toml");
+const VAGRANT_BOX: &str = include_str!("../../../images/vagrant-box.toml");
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +22,19 @@ struct RecipeFile {
     etcd: bool,
     #[serde(default, rename = "tool")]
     tools: Vec<Tool>,
+    #[serde(default, rename = "file")]
+    files: Vec<FileEntry>,
+    #[serde(default, rename = "service")]
+    services: Vec<Service>,
+}
+
+/// A small file written into the image as given.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    pub path: String,
+    pub mode: u32,
+    pub text: String,
 }
 
 /// A program from a Debian package, copied with the files it loads.
@@ -45,6 +60,9 @@ pub struct Recipe {
     pub cni_plugins: Vec<String>,
     pub etcd: bool,
     pub tools: Vec<Tool>,
+    pub files: Vec<FileEntry>,
+    /// Programs the agent supervises (config `guest.services`).
+    pub services: Vec<Service>,
 }
 
 impl Recipe {
@@ -58,7 +76,24 @@ impl Recipe {
         let own: RecipeFile = toml::from_str(text).with_context(|| format!("images/{name}.toml"))?;
         let mut modules = common.modules;
         modules.extend(own.modules);
-        Ok(Recipe { modules, cni_plugins: own.cni_plugins, etcd: own.etcd, tools: own.tools })
+        Ok(Recipe {
+            modules,
+            cni_plugins: own.cni_plugins,
+            etcd: own.etcd,
+            tools: own.tools,
+            files: own.files,
+            services: own.services,
+        })
+    }
+
+    /// This recipe plus what a Vagrant box adds (`images/vagrant-box.toml`).
+    pub fn with_vagrant_box(mut self) -> Result<Self> {
+        let extra: RecipeFile = toml::from_str(VAGRANT_BOX).context("images/vagrant-box.toml")?;
+        self.modules.extend(extra.modules);
+        self.tools.extend(extra.tools);
+        self.files.extend(extra.files);
+        self.services.extend(extra.services);
+        Ok(self)
     }
 }
 
@@ -76,5 +111,8 @@ mod tests {
         assert_eq!(Recipe::for_role(Role::Master).unwrap().cni_plugins, w.cni_plugins);
         let e = Recipe::for_role(Role::Etcd).unwrap();
         assert!(e.etcd && e.cni_plugins.is_empty());
+        let b = Recipe::for_role(Role::Worker).unwrap().with_vagrant_box().unwrap();
+        assert!(b.tools.iter().any(|t| t.package == "dropbear-bin") && b.services.len() == 1);
+        assert!(w.services.is_empty() && w.files.is_empty());
     }
 }

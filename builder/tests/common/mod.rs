@@ -30,7 +30,7 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 pub fn require_tool(path: &str) {
     assert!(
         Path::new(path).exists() || which(path),
-        "{path} is not installed; run `bash .ci/install` (CI does) to install the test dependencies"
+        "{path} is not installed; run `bash tests/install-deps.sh` (tests/run.sh does) to install the test dependencies"
     );
 }
 

@@ -5,5 +5,5 @@ mod node;
 mod paths;
 pub mod providers;
 
-pub use node::{Backend, BackendType, EtcdConfig, EtcdMember, NetworkConfig, NodeConfig, NodeIdentity};
+pub use node::{Backend, BackendType, EtcdConfig, EtcdMember, Guest, NetworkConfig, NodeConfig, NodeIdentity, Service};
 pub use paths::Paths;

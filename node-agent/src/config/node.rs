@@ -19,6 +19,31 @@ pub struct NodeConfig {
     pub network: NetworkConfig,
     #[serde(default)]
     pub paths: Paths,
+    /// Set only in Vagrant boxes: what a Vagrant guest needs besides the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<Guest>,
+}
+
+/// What Vagrant needs from a guest: vagrant-libvirt waits for a DHCP lease on
+/// its management network, and `vagrant ssh` needs an SSH server.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Guest {
+    /// DHCP on every Ethernet link except the node network's.
+    #[serde(default)]
+    pub dhcp_other_links: bool,
+    /// Long-running programs the agent starts, and restarts when they exit.
+    #[serde(default)]
+    pub services: Vec<Service>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// For logs and the service's log file (`STATE_DIR/NAME.log`).
+    pub name: String,
+    /// The program and its arguments.
+    pub argv: Vec<String>,
 }
 
 /// Who this node is on the node network.
@@ -138,6 +163,9 @@ impl NodeConfig {
         }
         if self.node.role == Role::Etcd && self.etcd.member.is_none() {
             bail!("etcd.member: an etcd node needs its member settings");
+        }
+        if let Some(s) = self.guest.iter().flat_map(|g| &g.services).find(|s| s.argv.is_empty()) {
+            bail!("guest.services: service {:?} has an empty argv", s.name);
         }
         if net.backend.kind == BackendType::Vxlan && net.backend.vni > 0x00ff_ffff {
             bail!("network.backend.vni: {} is larger than 24 bits", net.backend.vni);

@@ -6,6 +6,7 @@ mod pods;
 pub mod probe;
 mod retry;
 mod state;
+pub mod supervise;
 mod sys;
 
 use anyhow::Result;

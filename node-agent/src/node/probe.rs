@@ -51,7 +51,7 @@ fn make_netns(name: &str) -> Result<PathBuf> {
 }
 
 /// Runs `f` on a new thread inside the namespace at `ns`.
-fn in_netns<T: Send + 'static>(
+pub fn in_netns<T: Send + 'static>(
     ns: PathBuf,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> std::thread::JoinHandle<Result<T>> {

@@ -23,6 +23,8 @@ pub struct DhcpLease {
     pub prefix_len: u8,
     pub router: Option<Ipv4Addr>,
     pub server: Ipv4Addr,
+    /// How long the address is ours (option 51), when the server says.
+    pub lease_secs: Option<u32>,
 }
 
 /// A BOOTREQUEST with DHCP message type `kind` and extra options.
@@ -113,6 +115,10 @@ pub fn acquire(ifname: &str, mac: MacAddr, timeout: Duration) -> Result<DhcpLeas
                     prefix_len: u32::from(mask).count_ones() as u8,
                     router: opt_ip(&opts, 3),
                     server,
+                    lease_secs: opts
+                        .iter()
+                        .find(|(c, v)| *c == 51 && v.len() == 4)
+                        .map(|(_, v)| u32::from_be_bytes([v[0], v[1], v[2], v[3]])),
                 });
             }
             (6, _) => offer = None, // NAK: start over

@@ -2,6 +2,7 @@
 //! reaping orphans, and never exiting. Nothing here runs under systemd.
 
 pub mod dhcp;
+pub mod guest;
 mod modules;
 mod mounts;
 pub mod net;

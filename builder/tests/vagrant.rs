@@ -1,0 +1,226 @@
+//! Vagrant boxes against the real Vagrant and vagrant-libvirt: `vagrant box
+//! add` of every box and catalog, `vagrant validate`, and `vagrant up` of the
+//! reference cluster from `vagrant/Vagrantfile`, with libvirtd and every VM
+//! network inside a namespace the test makes (tests/libvirt.sh).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use common::{imgbuild, imgbuild_with_agent, require_tool, run_ok, TEST_KERNEL};
+
+const NODES: [&str; 4] = ["etcd-1", "master-1", "worker-1", "worker-2"];
+const NETNS: &str = "imgbuild-vagrant";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// One build of the whole reference cluster, shared by the tests here.
+fn built() -> &'static Path {
+    static OUT: OnceLock<tempfile::TempDir> = OnceLock::new();
+    OUT.get_or_init(|| {
+        let dir = tempfile::Builder::new().prefix("vagrant-out").tempdir_in(scratch()).unwrap();
+        run_ok(imgbuild_with_agent().args(["--all", "--kernel", TEST_KERNEL, "--out"]).arg(dir.path()));
+        dir
+    })
+    .path()
+}
+
+/// Under target/: QEMU (as libvirt-qemu) must be able to read what it boots.
+fn scratch() -> PathBuf {
+    let d = repo().join("target/vagrant-tests");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn vagrant(home: &Path) -> Command {
+    require_tool("vagrant");
+    let mut c = Command::new("vagrant");
+    c.env("VAGRANT_HOME", home)
+        .env("VAGRANT_CHECKPOINT_DISABLE", "1")
+        .env("VAGRANT_BOX_UPDATE_CHECK_DISABLE", "1")
+        .env("IMGBUILD_OUT", built())
+        .env("IMGBUILD_MANAGEMENT_MODE", "none")
+        .env("IMGBUILD_LIBVIRT_DRIVER", "qemu");
+    c
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `imgbuild serve` of a build made with `args` + its own base URL.
+struct Served(std::process::Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Builds into `out` with `args` followed by the server's base URL (so
+/// `args` ends with `--box-url`), then serves that build on loopback.
+fn serve_build(out: &Path, args: &[&str]) -> Served {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
+    run_ok(imgbuild_with_agent().args(args).arg(&base).args(["--kernel", TEST_KERNEL, "--out"]).arg(out));
+    let child = imgbuild()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--out"])
+        .arg(out)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let served = Served(child);
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return served;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("imgbuild serve did not listen on {base}");
+}
+
+/// Whether `vagrant box list` has `name` with `details` (columns are padded).
+fn listed(list: &str, name: &str, details: &str) -> bool {
+    list.lines().any(|l| l.split_whitespace().next() == Some(name) && l.contains(details))
+}
+
+#[test]
+fn vagrant_adds_every_box_and_every_catalog() {
+    let home = tempfile::Builder::new().prefix("vagrant-home").tempdir_in(scratch()).unwrap();
+    for node in NODES {
+        let dir = built().join(node);
+        let file = dir.join(format!("{node}.box"));
+        run_ok(vagrant(home.path()).args(["box", "add", "--name", &format!("plain/{node}")]).arg(&file));
+    }
+    // Catalogs name their boxes relative to themselves unless built with
+    // --box-url; `imgbuild serve` serves every box of such a build.
+    let served = tempfile::Builder::new().prefix("vagrant-served").tempdir_in(scratch()).unwrap();
+    let _server = serve_build(served.path(), &["--all", "--box-url"]);
+    for node in NODES {
+        // The catalog's checksum is checked by Vagrant as it adds the box.
+        run_ok(vagrant(home.path()).args(["box", "add"]).arg(served.path().join(format!("{node}/{node}.box.json"))));
+    }
+
+    let list = text(&run_ok(vagrant(home.path()).args(["box", "list"])));
+    for node in NODES {
+        assert!(listed(&list, &format!("plain/{node}"), "(libvirt, 0"), "{list}");
+        assert!(listed(&list, &format!("imgbuild/{node}"), "(libvirt, 0.1.0"), "{list}");
+    }
+}
+
+#[test]
+fn a_catalog_served_over_http_gives_its_version_and_a_bad_checksum_is_refused() {
+    let out = tempfile::Builder::new().prefix("vagrant-served").tempdir_in(scratch()).unwrap();
+    let server = serve_build(out.path(), &["--node", "worker-1", "--box-version", "2.1.0", "--box-url"]);
+    let home = tempfile::Builder::new().prefix("vagrant-home").tempdir_in(scratch()).unwrap();
+    let catalog = out.path().join("worker-1/worker-1.box.json");
+    let added = vagrant(home.path()).args(["box", "add"]).arg(&catalog).output().unwrap();
+    // A catalog whose checksum does not match the box must be refused.
+    let bad = out.path().join("bad.json");
+    let text_ok = std::fs::read_to_string(&catalog).unwrap();
+    let sha = text_ok.split("\"checksum\": \"").nth(1).unwrap()[..64].to_owned();
+    std::fs::write(&bad, text_ok.replace(&sha, &"0".repeat(64)).replace("imgbuild/worker-1", "bad/worker-1")).unwrap();
+    let refused = vagrant(home.path()).args(["box", "add"]).arg(&bad).output().unwrap();
+    drop(server);
+    assert!(added.status.success(), "{}{}", text(&added), String::from_utf8_lossy(&added.stderr));
+    let list = text(&run_ok(vagrant(home.path()).args(["box", "list"])));
+    assert!(listed(&list, "imgbuild/worker-1", "(libvirt, 2.1.0"), "{list}");
+    assert!(!refused.status.success(), "a wrong checksum was accepted");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("checksum"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
+#[test]
+fn the_reference_vagrantfile_validates() {
+    let home = tempfile::Builder::new().prefix("vagrant-home").tempdir_in(scratch()).unwrap();
+    let out = run_ok(vagrant(home.path()).arg("validate").current_dir(repo().join("vagrant")));
+    assert!(text(&out).contains("validated successfully"), "{}", text(&out));
+    // Without boxes it says what to do.
+    let empty = tempfile::tempdir().unwrap();
+    let o = vagrant(home.path())
+        .arg("validate")
+        .env("IMGBUILD_OUT", empty.path())
+        .current_dir(repo().join("vagrant"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("build the boxes first"), "{o:?}");
+}
+
+/// Stops libvirtd and the namespace however the test ends.
+struct Libvirt;
+
+impl Libvirt {
+    fn start() -> Libvirt {
+        require_tool("libvirtd");
+        run_ok(Command::new("bash").arg(repo().join("tests/libvirt.sh")).args(["start", NETNS]));
+        Libvirt
+    }
+}
+
+impl Drop for Libvirt {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(repo().join("tests/libvirt.sh")).args(["stop", NETNS]).status();
+    }
+}
+
+/// Destroys the machines however the test ends.
+struct Cluster<'a>(&'a Path);
+
+impl Drop for Cluster<'_> {
+    fn drop(&mut self) {
+        let _ = in_netns(self.0, &["destroy", "-f"]);
+    }
+}
+
+fn in_netns(home: &Path, args: &[&str]) -> Output {
+    let v = vagrant(home);
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", NETNS, "vagrant"]).args(args).current_dir(repo().join("vagrant"));
+    for (k, val) in v.get_envs() {
+        if let Some(val) = val {
+            c.env(k, val);
+        }
+    }
+    c.output().unwrap()
+}
+
+fn ssh(home: &Path, node: &str, cmd: &str) -> String {
+    let o = in_netns(home, &["ssh", node, "-c", cmd]);
+    assert!(o.status.success(), "vagrant ssh {node} -c {cmd:?}: {}{}", text(&o), String::from_utf8_lossy(&o.stderr));
+    text(&o)
+}
+
+fn subnet(env: &str) -> ipnet::Ipv4Net {
+    let line = env.lines().find_map(|l| l.strip_prefix("FLANNEL_SUBNET=")).expect("FLANNEL_SUBNET");
+    line.trim().parse::<ipnet::Ipv4Net>().unwrap().trunc()
+}
+
+#[test]
+fn vagrant_up_gives_a_cluster_whose_pods_reach_each_other() {
+    let home = tempfile::Builder::new().prefix("vagrant-home").tempdir_in(scratch()).unwrap();
+    let _libvirt = Libvirt::start();
+    let cluster = Cluster(home.path());
+    let up = in_netns(cluster.0, &["up"]);
+    assert!(up.status.success(), "vagrant up: {}{}", text(&up), String::from_utf8_lossy(&up.stderr));
+    let w2 = ssh(cluster.0, "worker-2", "cat /run/flannel/subnet.env");
+    let peer = std::net::Ipv4Addr::from(u32::from(subnet(&w2).broadcast()) - 1);
+    let w1 = ssh(
+        cluster.0,
+        "worker-1",
+        &format!("cat /run/flannel/subnet.env; node-agent probe send --netns /run/netns/probe --to {peer}:7946"),
+    );
+    assert!(w1.contains("FLANNEL_SUBNET=10.1."), "{w1}");
+    assert_ne!(subnet(&w1), subnet(&w2));
+    assert!(w1.contains(&format!("probe {peer}:7946: reached")), "{w1}");
+    let destroyed = in_netns(cluster.0, &["destroy", "-f"]);
+    assert!(destroyed.status.success(), "{}", String::from_utf8_lossy(&destroyed.stderr));
+}

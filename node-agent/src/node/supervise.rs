@@ -1,0 +1,48 @@
+//! Keeping a child program running: started with its output in a log file,
+//! killed when the agent dies, restarted with backoff when it exits.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::log;
+
+/// Runs `argv` for ever; `name` labels logs, `log_path` gets its stderr/stdout.
+pub async fn forever(name: &str, argv: &[String], log_path: &Path) {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let started = Instant::now();
+        match spawn(argv, log_path) {
+            Ok(mut child) => {
+                log::info(&format!("started {name} (pid {})", child.id().unwrap_or(0)));
+                let status = child.wait().await;
+                log::warn(&format!("{name} exited ({status:?}); see {}", log_path.display()));
+            }
+            Err(e) => log::error(&format!("starting {name} ({}): {e}", argv[0])),
+        }
+        // A program that ran a while gets a quick restart; a crash loop backs off.
+        if started.elapsed() > Duration::from_secs(60) {
+            delay = Duration::from_secs(1);
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+fn spawn(argv: &[String], log_path: &Path) -> std::io::Result<tokio::process::Child> {
+    if let Some(dir) = log_path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log_path)?;
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out).kill_on_drop(true);
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls prctl(2), which is async-signal-safe. The child dies with the
+    // agent, so a restarted agent never finds a stray one on its ports.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+    cmd.spawn()
+}
