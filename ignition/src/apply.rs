@@ -48,7 +48,7 @@ pub fn apply(config: &[u8], root: &Path, fetch: &dyn Fetch) -> Result<Applied> {
 /// Only 3.3.0 is read, and only its types are deserialized: the agent
 /// carries no other spec version's code (ignition-config's `parse_slice`
 /// would pull in all seven).
-fn parse(bytes: &[u8]) -> Result<ign::Config> {
+pub fn parse(bytes: &[u8]) -> Result<ign::Config> {
     let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| ApplyError::Parse(e.to_string()))?;
     let version = v["ignition"]["version"].as_str().unwrap_or("?");
     if version != crate::SPEC_VERSION {
@@ -93,8 +93,20 @@ fn apply_config(cfg: &ign::Config, root: &Path, fetch: &dyn Fetch, out: &mut App
     Ok(())
 }
 
+/// `path` under `root`, cleaned as Ignition cleans it (Go's `filepath.Join`):
+/// `..` stops at the root, so no config can write outside it.
 fn target(root: &Path, path: &str) -> PathBuf {
-    root.join(path.trim_start_matches('/'))
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.iter().fold(root.to_path_buf(), |acc, p| acc.join(p))
 }
 
 fn write(p: &Path, bytes: &[u8], mode: i64) -> Result<()> {
@@ -211,10 +223,18 @@ mod tests {
     }
 
     #[test]
+    fn paths_never_leave_the_root() {
+        let root = Path::new("/r");
+        assert_eq!(target(root, "/../../etc/x"), Path::new("/r/etc/x"));
+        assert_eq!(target(root, "/a/./b/../c"), Path::new("/r/a/c"));
+        assert_eq!(target(root, "/"), Path::new("/r"));
+    }
+
+    #[test]
     fn applies_what_we_build() {
         let cfg = ConfigBuilder::new()
             .directory("/etc/node-agent", 0o700)
-            .file("/opt/bin/tool", 0o755, &Payload::Inline(b"binary".to_vec()))
+            .file("/opt/bin/tool", 0o755, &Payload::inline(b"binary"))
             .text_file("/etc/node-agent/config.json", 0o600, "{}\n")
             .build();
         let root = tempfile::tempdir().unwrap();

@@ -34,6 +34,10 @@ enum Cmd {
         /// The node config to check.
         #[arg(long, default_value = "/etc/node-agent/config.json")]
         config: PathBuf,
+        /// Check an Ignition config instead, as the image's PID 1 reads one
+        /// (fw_cfg, URL): applied into a scratch root, then its node config.
+        #[arg(long, conflicts_with = "config")]
+        ignition: Option<PathBuf>,
     },
     /// Add or delete a pod's network by running the CNI plugins as kubelet does.
     Pod(PodArgs),
@@ -99,7 +103,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Run { config, debug } => run(&config, debug),
-        Cmd::Check { config } => check(&config),
+        Cmd::Check { config, ignition } => {
+            // Whatever is wrong with the checked file is bad input: status 2.
+            return match check(&config, ignition.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    log::error(&format!("{e:#}"));
+                    ExitCode::from(2)
+                }
+            };
+        }
         Cmd::Pod(args) => pod(&args),
         Cmd::Probe { cmd: ProbeCmd::Serve { listen } } => probe::serve(listen),
         Cmd::Probe { cmd: ProbeCmd::Send { to, tries, netns } } => probe_send(to, tries, netns),
@@ -129,8 +142,17 @@ fn run(config: &std::path::Path, debug: bool) -> Result<()> {
     runtime()?.block_on(node::run(cfg, node::Options::default()))
 }
 
-fn check(config: &std::path::Path) -> Result<()> {
-    let cfg = NodeConfig::load(config)?;
+fn check(config: &std::path::Path, ignition: Option<&std::path::Path>) -> Result<()> {
+    let (cfg, config) = match ignition {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let root = tempfile_root()?;
+            let cfg = node_agent::config::providers::apply_ignition(&bytes, root.path())
+                .with_context(|| format!("Ignition config {}", path.display()))?;
+            (cfg, path)
+        }
+        None => (NodeConfig::load(config)?, config),
+    };
     println!(
         "node-agent: config {} ok: node {} role {} address {}",
         config.display(),
@@ -159,6 +181,27 @@ fn pod(args: &PodArgs) -> Result<()> {
         runner.del(&sb)?;
     }
     Ok(())
+}
+
+/// A scratch root under /tmp for `check --ignition`, removed afterwards.
+fn tempfile_root() -> Result<ScratchDir> {
+    let path = std::env::temp_dir().join(format!("node-agent-check-{}", std::process::id()));
+    std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+    Ok(ScratchDir(path))
+}
+
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn probe_send(to: SocketAddr, tries: u32, netns: Option<PathBuf>) -> Result<()> {

@@ -42,3 +42,46 @@ fn check_names_the_bad_field() {
     assert_eq!(code, 2);
     assert!(err.contains("unknown field `extra`"), "{err}");
 }
+
+/// Every file in tests/bad-input is refused by `check` with status 2 and the
+/// one error line in its `.err` golden (`UPDATE_GOLDEN=1` rewrites them).
+#[test]
+fn bad_input_is_refused_with_its_golden_error() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad-input");
+    let mut cases: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json" || e == "ign"))
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 20, "{cases:?}");
+    for case in cases {
+        let flag = if case.extension().unwrap() == "ign" { "--ignition" } else { "--config" };
+        let out = agent().arg("check").arg(flag).arg(&case).output().unwrap();
+        let err =
+            scratch_free(&String::from_utf8(out.stderr).unwrap().replace(&dir.display().to_string(), "bad-input"));
+        assert_eq!(out.status.code(), Some(2), "{}: {err}", case.display());
+        assert_eq!(err.lines().count(), 1, "{}: one line, not:\n{err}", case.display());
+        let golden = case.with_extension(format!("{}.err", case.extension().unwrap().to_str().unwrap()));
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&golden, &err).unwrap();
+        }
+        let want = std::fs::read_to_string(&golden).unwrap_or_default();
+        assert_eq!(err, want, "{} differs from {}", case.display(), golden.display());
+    }
+    // `..` in an Ignition path stays inside the scratch root.
+    assert!(!std::path::Path::new("/tmp/imgbuild-escaped").exists(), "a config wrote outside its root");
+}
+
+/// `/tmp/node-agent-check-PID/` → `ROOT/`.
+fn scratch_free(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("/tmp/node-agent-check-") {
+        out.push_str(&rest[..i]);
+        out.push_str("ROOT");
+        rest = rest[i + "/tmp/node-agent-check-".len()..].trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    out.push_str(rest);
+    out
+}

@@ -95,7 +95,9 @@ pub fn imds_user_data(base: &str) -> Result<Vec<u8>> {
     Ok(data.to_vec())
 }
 
-fn apply_ignition(bytes: &[u8], root: &Path) -> Result<NodeConfig> {
+/// Applies an Ignition config's storage under `root` and reads the node
+/// config it wrote.
+pub fn apply_ignition(bytes: &[u8], root: &Path) -> Result<NodeConfig> {
     let applied = apply::apply(bytes, root, &Http).context("applying the Ignition config")?;
     log::info(&format!(
         "applied Ignition config: {} files, {} directories",
