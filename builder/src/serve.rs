@@ -11,6 +11,7 @@ use tiny_http::{Header, Request, Response, Server};
 
 use crate::formats::ipxe;
 use crate::formats::manifest::Manifest;
+use crate::token::TokenSecret;
 
 /// The nodes under `out`, by MAC, from their manifests.
 pub fn index(out: &Path) -> BTreeMap<MacAddr, Manifest> {
@@ -34,41 +35,42 @@ pub enum Answer {
     Bytes(&'static str, Vec<u8>),
     File(&'static str, PathBuf),
     NotFound,
+    /// The node exists but the request lacks its token.
+    Forbidden,
 }
 
-/// Routes one GET. `host` is the Host header the client used.
-pub fn route(out: &Path, url: &str, host: &str) -> Answer {
+/// Routes one GET. `host` is the Host header the client used; with a
+/// `secret`, everything of a node needs that node's `token=`.
+pub fn route(out: &Path, url: &str, host: &str, secret: Option<&TokenSecret>) -> Answer {
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
-    let mac = || {
-        query.split('&').find_map(|kv| kv.strip_prefix("mac=")).and_then(|m| percent_decode(m).parse::<MacAddr>().ok())
-    };
+    let param = |name: &str| query.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='));
+    let mac = || param("mac").and_then(|m| percent_decode(m).parse::<MacAddr>().ok());
     let node = |mac: Option<MacAddr>| mac.and_then(|m| index(out).remove(&m));
-    match path {
-        "/boot.ipxe" => Answer::Bytes("text/plain", ipxe::boot_script(&format!("http://{host}")).into_bytes()),
-        "/ipxe" => match node(mac()) {
-            Some(m) => Answer::File("text/plain", out.join(&m.node).join(format!("{}.ipxe", m.node))),
-            None => Answer::NotFound,
-        },
-        "/ignition" => match node(mac()) {
-            Some(m) => {
-                Answer::File("application/vnd.coreos.ignition+json", out.join(&m.node).join(format!("{}.ign", m.node)))
-            }
-            None => Answer::NotFound,
-        },
+    let allowed = |node: &str| secret.is_none_or(|s| param("token").is_some_and(|t| s.accepts(node, t)));
+    let answer = match path {
+        "/boot.ipxe" => {
+            return Answer::Bytes("text/plain", ipxe::boot_script(&format!("http://{host}")).into_bytes());
+        }
+        "/ipxe" => node(mac()).map(|m| (m.node.clone(), format!("{}.ipxe", m.node), "text/plain")),
+        "/ignition" => {
+            node(mac()).map(|m| (m.node.clone(), format!("{}.ign", m.node), "application/vnd.coreos.ignition+json"))
+        }
         _ => asset(out, path),
+    };
+    match answer {
+        Some((node, _, _)) if !allowed(&node) => Answer::Forbidden,
+        Some((node, file, ct)) => Answer::File(ct, out.join(node).join(file)),
+        None => Answer::NotFound,
     }
 }
 
 /// `/assets/NODE/FILE`: only a file the node's manifest lists.
-fn asset(out: &Path, path: &str) -> Answer {
-    let Some(rest) = path.strip_prefix("/assets/") else { return Answer::NotFound };
-    let Some((node, file)) = rest.split_once('/') else { return Answer::NotFound };
-    let Some(m) = index(out).into_values().find(|m| m.node == node) else { return Answer::NotFound };
-    if file == "manifest.json" || m.artifacts.iter().any(|a| a.file == file) {
-        Answer::File("application/octet-stream", out.join(node).join(file))
-    } else {
-        Answer::NotFound
-    }
+fn asset(out: &Path, path: &str) -> Option<(String, String, &'static str)> {
+    let rest = path.strip_prefix("/assets/")?;
+    let (node, file) = rest.split_once('/')?;
+    let m = index(out).into_values().find(|m| m.node == node)?;
+    (file == "manifest.json" || m.artifacts.iter().any(|a| a.file == file))
+        .then(|| (m.node.clone(), file.to_owned(), "application/octet-stream"))
 }
 
 fn percent_decode(s: &str) -> String {
@@ -76,16 +78,17 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Serves until killed, with a few worker threads.
-pub fn serve(listen: &str, out: &Path) -> Result<()> {
+pub fn serve(listen: &str, out: &Path, secret: Option<TokenSecret>) -> Result<()> {
     let server = std::sync::Arc::new(Server::http(listen).map_err(|e| anyhow::anyhow!("listening on {listen}: {e}"))?);
     eprintln!("imgbuild: serving {} on http://{}", out.display(), server.server_addr());
     let workers: Vec<_> = (0..4)
         .map(|_| {
             let server = server.clone();
             let out = out.to_owned();
+            let secret = secret.clone();
             std::thread::spawn(move || {
                 while let Ok(req) = server.recv() {
-                    if let Err(e) = respond(&out, req) {
+                    if let Err(e) = respond(&out, req, secret.as_ref()) {
                         eprintln!("imgbuild: serve: {e:#}");
                     }
                 }
@@ -98,12 +101,12 @@ pub fn serve(listen: &str, out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn respond(out: &Path, req: Request) -> Result<()> {
+fn respond(out: &Path, req: Request, secret: Option<&TokenSecret>) -> Result<()> {
     let host = req.headers().iter().find(|h| h.field.equiv("Host")).map(|h| h.value.to_string()).unwrap_or_default();
     let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
     let url = req.url().to_owned();
     let answer = if *req.method() == tiny_http::Method::Get || *req.method() == tiny_http::Method::Head {
-        route(out, &url, &host)
+        route(out, &url, &host, secret)
     } else {
         Answer::NotFound
     };
@@ -122,6 +125,10 @@ fn respond(out: &Path, req: Request) -> Result<()> {
             Err(_) => not_found(req)?,
         },
         Answer::NotFound => not_found(req)?,
+        Answer::Forbidden => {
+            req.respond(Response::from_string("forbidden: this node's token is required\n").with_status_code(403))?;
+            (403, 0)
+        }
     };
     eprintln!("imgbuild: {peer} GET {url} {status} {len}");
     Ok(())

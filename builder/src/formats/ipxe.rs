@@ -4,18 +4,23 @@
 
 use crate::plan::NodePlan;
 
-/// `NODE.ipxe`: the node's kernel, initramfs and config, all from `${base}`.
-pub fn node_script(plan: &NodePlan, cmdline: &str) -> String {
+/// `NODE.ipxe`: the node's kernel, initramfs and config, all from `${base}`;
+/// with `token`, every URL carries it (`imgbuild serve --token-secret`).
+pub fn node_script(plan: &NodePlan, cmdline: &str, token: Option<&str>) -> String {
     let name = &plan.node.name;
     let cmdline = cmdline.trim();
+    let (q, amp) = match token {
+        Some(t) => (format!("?token={t}"), format!("&token={t}")),
+        None => (String::new(), String::new()),
+    };
     format!(
         "#!ipxe\n\
          # {name} ({role}): imgbuild's image over HTTP.\n\
          isset ${{base}} || set base http://${{next-server}}:8080\n\
          set tries:int32 0\n\
          :fetch\n\
-         kernel ${{base}}/assets/{name}/vmlinuz initrd=initrd.img {cmdline} ignition.config.url=${{base}}/ignition?mac=${{net0/mac}} && \
-         initrd --name initrd.img ${{base}}/assets/{name}/initrd.img && goto boot\n\
+         kernel ${{base}}/assets/{name}/vmlinuz{q} initrd=initrd.img {cmdline} ignition.config.url=${{base}}/ignition?mac=${{net0/mac}}{amp} && \
+         initrd --name initrd.img ${{base}}/assets/{name}/initrd.img{q} && goto boot\n\
          inc tries\n\
          iseq ${{tries}} 10 && goto fail\n\
          echo download failed; retrying in 3 s\n\
@@ -57,7 +62,14 @@ mod tests {
     fn golden_scripts() {
         let p = plan(&Cluster::embedded_default(), &Selection { node: Some("worker-1".into()), ..Default::default() })
             .unwrap();
-        assert_golden("golden/ipxe/worker-1.ipxe", &node_script(&p[0], "console=ttyS0,115200n8 panic=10 quiet\n"));
+        assert_golden(
+            "golden/ipxe/worker-1.ipxe",
+            &node_script(&p[0], "console=ttyS0,115200n8 panic=10 quiet\n", None),
+        );
+        assert_golden(
+            "golden/ipxe/worker-1.token.ipxe",
+            &node_script(&p[0], "console=ttyS0,115200n8 panic=10 quiet\n", Some("0123456789abcdef0123456789abcdef")),
+        );
         assert_golden("golden/ipxe/boot.ipxe", &boot_script("http://10.0.2.2:8080"));
     }
 }
