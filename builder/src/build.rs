@@ -22,6 +22,10 @@ use crate::image::recipe::Recipe;
 use crate::output::{self, Artifact};
 use crate::plan::{self, NodePlan, Selection};
 use crate::sources::{self, kernel, Cache, SourceSpec};
+use crate::timing;
+use crate::token::TokenSecret;
+use imgbuild_ignition::Payload;
+use sha2::{Digest, Sha256};
 
 pub const DEFAULT_ETCD: &str = "apt:etcd-server";
 pub const DEFAULT_CNI: &str = "apt:containernetworking-plugins";
@@ -36,6 +40,8 @@ pub struct BuildConfig {
     pub agent_url: Option<String>,
     /// `--stub-url`: where the full config is served for the merge stub.
     pub stub_url: Option<String>,
+    /// `--token-secret`: per-node tokens in each node's boot URLs.
+    pub token_secret: Option<TokenSecret>,
     /// `--kernel`, overriding the cluster file's `artifacts.kernel`.
     pub kernel: Option<SourceSpec>,
     pub compression: Compression,
@@ -69,69 +75,97 @@ struct Shared {
     /// systemd-boot, when disks are wanted.
     bootloader: Option<Vec<u8>>,
     bases: BTreeMap<Role, Archive>,
-    /// Per role, the box image's base and the services it runs.
-    box_bases: BTreeMap<Role, (Archive, Vec<Service>)>,
+    /// Per role, what a box image adds to the role's (appended as a second
+    /// archive: the kernel unpacks both) and the services it runs.
+    box_overlays: BTreeMap<Role, (Archive, Vec<Service>)>,
+    /// The agent as Ignition carries it inline, compressed once.
+    agent_payload: Option<Payload>,
     mtime: u32,
 }
 
 pub fn run(cfg: &BuildConfig) -> Result<Vec<Built>> {
     let plans = plan::plan(&cfg.cluster, &cfg.selection)?;
-    let shared = prepare(cfg, &plans)?;
+    let shared = timing::phase("prepare", || prepare(cfg, &plans))?;
     // Render everything before writing anything: a failure leaves no output.
-    let rendered = render_all(cfg, &shared, &plans)?;
+    let rendered = timing::phase("render", || render_all(cfg, &shared, &plans))?;
     rendered
         .into_iter()
-        .map(|(p, arts)| {
-            let entries = arts.iter().map(|a| Entry::of(&a.name, &a.bytes)).collect();
+        .map(|(p, arts, entries)| {
             let manifest = Manifest::new(&p.node.name, p.node.role.as_str(), &p.node.mac.to_string(), entries);
             let mut all = arts;
             all.push(Artifact::new("manifest.json", manifest.render()));
-            let dir = output::write_node_dir(&cfg.out, &p.node.name, &all)?;
+            let dir = timing::phase(&format!("write {}", p.node.name), || {
+                output::write_node_dir(&cfg.out, &p.node.name, &all)
+            })?;
             Ok(Built { dir, manifest })
         })
         .collect()
 }
 
+/// A node's artifacts with their manifest entries.
+type Rendered<'a> = (&'a NodePlan, Vec<Artifact>, Vec<Entry>);
+
 /// Nodes render in parallel: compression dominates and uses its own threads too.
-fn render_all<'a>(
-    cfg: &BuildConfig,
-    shared: &Shared,
-    plans: &'a [NodePlan],
-) -> Result<Vec<(&'a NodePlan, Vec<Artifact>)>> {
+fn render_all<'a>(cfg: &BuildConfig, shared: &Shared, plans: &'a [NodePlan]) -> Result<Vec<Rendered<'a>>> {
     std::thread::scope(|s| {
-        let handles: Vec<_> =
-            plans.iter().map(|p| s.spawn(move || artifacts(cfg, shared, p).map(|a| (p, a)))).collect();
+        let handles: Vec<_> = plans
+            .iter()
+            .map(|p| {
+                s.spawn(move || {
+                    let arts = artifacts(cfg, shared, p)?;
+                    let entries = arts.iter().map(|a| Entry::of(&a.name, &a.bytes)).collect();
+                    Ok((p, arts, entries))
+                })
+            })
+            .collect();
         handles.into_iter().map(|h| h.join().expect("node render panicked")).collect()
     })
 }
 
 fn prepare(cfg: &BuildConfig, plans: &[NodePlan]) -> Result<Shared> {
+    // Compressing the agent for Ignition takes as long as the rest: overlap them.
+    std::thread::scope(|s| {
+        let payload = s.spawn(|| cfg.agent_url.is_none().then(|| inline_agent(cfg)).transpose());
+        let images = prepare_images(cfg, plans);
+        let agent_payload = payload.join().expect("agent compression panicked")?;
+        images.map(|shared| Shared { agent_payload, ..shared })
+    })
+}
+
+/// The agent gzip-compressed for Ignition, cached by the agent's digest.
+fn inline_agent(cfg: &BuildConfig) -> Result<Payload> {
+    let key: [u8; 32] =
+        Sha256::new().chain_update(b"ignition-inline-gzip-v1\0").chain_update(&cfg.agent.bytes).finalize().into();
+    let gzipped = cfg.cache.derived(&key, || imgbuild_ignition::gzip(&cfg.agent.bytes))?;
+    Ok(Payload::Inline { gzipped })
+}
+
+fn prepare_images(cfg: &BuildConfig, plans: &[NodePlan]) -> Result<Shared> {
     let spec = cfg.kernel.clone().or_else(|| cfg.cluster.artifacts.kernel.clone()).unwrap_or_else(kernel::default_spec);
     let k = kernel::resolve(&cfg.cache, &spec)?;
     let vmlinuz = std::fs::read(&k.vmlinuz).with_context(|| format!("reading {}", k.vmlinuz.display()))?;
     let modules = ModuleTree::open(&k.modules)?;
-    let (mut bases, mut box_bases) = (BTreeMap::new(), BTreeMap::new());
+    let (mut bases, mut box_overlays) = (BTreeMap::new(), BTreeMap::new());
     for role in plans.iter().map(|p| p.node.role) {
         if bases.contains_key(&role) {
             continue;
         }
         let recipe = Recipe::for_role(role)?;
-        let base = role_image(cfg, &modules, &recipe).with_context(|| format!("assembling the {role} image"))?;
+        let payloads = payloads(cfg, &recipe)?;
+        let base = timing::phase(&format!("image-assembly {role}"), || {
+            initramfs::role_base(&cfg.agent.bytes, &modules, &recipe, &payloads)
+        })
+        .with_context(|| format!("assembling the {role} image"))?;
         bases.insert(role, base);
         if cfg.vagrant.is_some() {
-            let recipe = recipe.with_vagrant_box()?;
-            let base =
-                role_image(cfg, &modules, &recipe).with_context(|| format!("assembling the {role} Vagrant box"))?;
-            box_bases.insert(role, (base, recipe.services));
+            let extra = Recipe::vagrant_box()?;
+            let overlay = initramfs::overlay(&extra, &payloads_for_tools(cfg, &extra)?)
+                .with_context(|| format!("assembling the {role} Vagrant box"))?;
+            box_overlays.insert(role, (overlay, extra.services));
         }
     }
     let bootloader = cfg.disk.then(|| bootloader(cfg)).transpose()?;
-    Ok(Shared { vmlinuz, bootloader, bases, box_bases, mtime: initramfs::mtime_from_env() })
-}
-
-fn role_image(cfg: &BuildConfig, modules: &ModuleTree, recipe: &Recipe) -> Result<Archive> {
-    let payloads = payloads(cfg, recipe)?;
-    initramfs::role_base(&cfg.agent.bytes, modules, recipe, &payloads)
+    Ok(Shared { vmlinuz, bootloader, bases, box_overlays, agent_payload: None, mtime: initramfs::mtime_from_env() })
 }
 
 /// systemd-boot from Debian's systemd-boot-efi package.
@@ -147,6 +181,15 @@ fn payloads(cfg: &BuildConfig, recipe: &Recipe) -> Result<Payloads> {
         let spec = spec.clone().unwrap_or_else(|| SourceSpec::parse_str(default).expect("valid default"));
         sources::tree(&cfg.cache, &spec).with_context(|| format!("{what} from {spec}"))
     };
+    Ok(Payloads {
+        etcd: recipe.etcd.then(|| fetch(&a.etcd, DEFAULT_ETCD, "etcd")).transpose()?,
+        cni: (!recipe.cni_plugins.is_empty()).then(|| fetch(&a.cni, DEFAULT_CNI, "CNI plugins")).transpose()?,
+        ..payloads_for_tools(cfg, recipe)?
+    })
+}
+
+/// The package trees of a recipe's tools (and their library packages).
+fn payloads_for_tools(cfg: &BuildConfig, recipe: &Recipe) -> Result<Payloads> {
     let apt = |pkg: &str| {
         sources::tree(&cfg.cache, &SourceSpec::Apt(pkg.to_owned())).with_context(|| format!("package {pkg}"))
     };
@@ -155,25 +198,28 @@ fn payloads(cfg: &BuildConfig, recipe: &Recipe) -> Result<Payloads> {
         .iter()
         .map(|t| Ok((apt(&t.package)?, t.library_packages.iter().map(|p| apt(p)).collect::<Result<Vec<_>>>()?)))
         .collect::<Result<Vec<_>>>()?;
-    Ok(Payloads {
-        etcd: recipe.etcd.then(|| fetch(&a.etcd, DEFAULT_ETCD, "etcd")).transpose()?,
-        cni: (!recipe.cni_plugins.is_empty()).then(|| fetch(&a.cni, DEFAULT_CNI, "CNI plugins")).transpose()?,
-        tools,
-    })
+    Ok(Payloads { tools, ..Default::default() })
 }
 
 /// Every artifact of one node except the manifest.
 fn artifacts(cfg: &BuildConfig, shared: &Shared, p: &NodePlan) -> Result<Vec<Artifact>> {
     let name = &p.node.name;
-    let delivery = match &cfg.agent_url {
-        Some(url) => AgentDelivery::Remote { base_url: url, bytes: &cfg.agent.bytes },
-        None => AgentDelivery::Embedded(&cfg.agent.bytes),
+    let token = cfg.token_secret.as_ref().map(|s| s.token(name));
+    let delivery = match (&cfg.agent_url, &shared.agent_payload) {
+        (Some(url), _) => AgentDelivery::Remote { base_url: url, bytes: &cfg.agent.bytes },
+        (None, Some(payload)) => AgentDelivery::Embedded(payload),
+        (None, None) => unreachable!("prepare compresses the agent when it is embedded"),
     };
     let base = &shared.bases[&p.node.role];
     let config = ignition::config_json(&image_config(p));
     let cmdline = initramfs::cmdline(cfg.debug_boot);
-    let initrd = initramfs::node_initrd(base, &config, shared.mtime, cfg.compression)?;
-    let ign = ignition::render(p, &delivery);
+    let initrd = timing::phase(&format!("initramfs {name}"), || {
+        initramfs::node_initrd(base, &config, shared.mtime, cfg.compression)
+    })?;
+    let ign = timing::phase(&format!("ignition {name}"), || ignition::render(p, &delivery));
+    let boxed = timing::phase(&format!("vagrant-box {name}"), || {
+        cfg.vagrant.as_ref().map(|v| vagrant_box(cfg, shared, p, v, &cmdline, &initrd)).transpose()
+    })?;
     let mut out = Vec::new();
     if let Some(bootloader) = &shared.bootloader {
         let spec = DiskSpec {
@@ -189,7 +235,10 @@ fn artifacts(cfg: &BuildConfig, shared: &Shared, p: &NodePlan) -> Result<Vec<Art
         out.push(Artifact::new(format!("{name}.raw"), raw));
     }
     if let Some(base) = &cfg.stub_url {
-        let url = format!("{}/ignition?mac={}", base.trim_end_matches('/'), p.node.mac);
+        let mut url = format!("{}/ignition?mac={}", base.trim_end_matches('/'), p.node.mac);
+        if let Some(t) = &token {
+            url.push_str(&format!("&token={t}"));
+        }
         let stub = imgbuild_ignition::render(&imgbuild_ignition::merge_stub(&url, &ign));
         out.push(Artifact::new(format!("{name}.stub.ign"), stub));
     }
@@ -198,14 +247,14 @@ fn artifacts(cfg: &BuildConfig, shared: &Shared, p: &NodePlan) -> Result<Vec<Art
         Artifact::new("vmlinuz", shared.vmlinuz.clone()),
         Artifact::new("initrd.img", initrd),
         Artifact::new("cmdline", cmdline.clone().into_bytes()),
-        Artifact::new(format!("{name}.ipxe"), ipxe::node_script(p, &cmdline).into_bytes()),
+        Artifact::new(format!("{name}.ipxe"), ipxe::node_script(p, &cmdline, token.as_deref()).into_bytes()),
     ]);
     if cfg.agent_url.is_some() {
         // Served beside the config for Ignition to fetch.
         out.push(Artifact { name: "node-agent".into(), bytes: cfg.agent.bytes.clone(), mode: 0o755 });
     }
-    if let Some(v) = &cfg.vagrant {
-        out.extend(vagrant_box(cfg, shared, p, v, &cmdline)?);
+    if let Some(boxed) = boxed {
+        out.extend(boxed);
     }
     Ok(out)
 }
@@ -217,12 +266,15 @@ fn vagrant_box(
     p: &NodePlan,
     v: &VagrantOptions,
     cmdline: &str,
+    node_initrd: &[u8],
 ) -> Result<[Artifact; 2]> {
     let name = &p.node.name;
-    let (base, services) = &shared.box_bases[&p.node.role];
+    let (overlay, services) = &shared.box_overlays[&p.node.role];
     let mut config = image_config(p);
     config.guest = Some(Guest { dhcp_other_links: true, services: services.clone() });
-    let initrd = initramfs::node_initrd(base, &ignition::config_json(&config), shared.mtime, cfg.compression)?;
+    // The node's image plus a second archive whose config replaces the first's.
+    let mut initrd = node_initrd.to_vec();
+    initrd.extend(initramfs::node_initrd(overlay, &ignition::config_json(&config), shared.mtime, cfg.compression)?);
     // The boot probe keeps a probe pod up that `vagrant ssh` can probe from.
     let cmdline = format!("{} node-agent.probe", cmdline.trim_end());
     let spec = vagrant::BoxSpec {

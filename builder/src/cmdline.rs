@@ -44,6 +44,10 @@ pub struct ServeArgs {
     /// The build output to serve.
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
+    /// Require each node's token (as `imgbuild --token-secret` put into its
+    /// boot URLs) for its iPXE script, config and assets; 403 otherwise.
+    #[arg(long, value_name = "FILE")]
+    pub token_secret: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -107,6 +111,11 @@ pub struct BuildArgs {
     /// from `URL/ignition?mac=MAC` (as `imgbuild serve` answers), sha512-checked.
     #[arg(long, value_name = "URL")]
     pub stub_url: Option<String>,
+    /// Put a per-node token (HMAC of the node name under this secret file,
+    /// mode 0600) into each node's iPXE script and merge stub, as
+    /// `imgbuild serve --token-secret` requires.
+    #[arg(long, value_name = "FILE")]
+    pub token_secret: Option<PathBuf>,
     /// The kernel and its modules: a folder (vmlinuz + lib/modules), a kernel
     /// .deb, apt:PACKAGE, or URL#sha256=HEX (default: the running kernel when
     /// its modules are present, else apt:linux-image-cloud-amd64).

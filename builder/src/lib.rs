@@ -13,4 +13,6 @@ pub mod serve;
 pub mod sources;
 #[cfg(test)]
 mod testutil;
+pub mod timing;
+pub mod token;
 pub mod up;

@@ -7,12 +7,13 @@ use clap::Parser;
 use imgbuild::agent::AgentBinary;
 use imgbuild::build::{self, BuildConfig, VagrantOptions};
 use imgbuild::cluster::{self, Cluster};
-use imgbuild::cmdline::{BuildArgs, Cli, Cmd, DownArgs, InitArgs, UpArgs};
+use imgbuild::cmdline::{BuildArgs, Cli, Cmd, DownArgs, InitArgs, ServeArgs, UpArgs};
 use imgbuild::error::InputError;
 use imgbuild::formats::vagrant;
 use imgbuild::output;
 use imgbuild::plan::Selection;
 use imgbuild::sources::Cache;
+use imgbuild::token::TokenSecret;
 use imgbuild::up;
 
 fn main() -> ExitCode {
@@ -21,7 +22,7 @@ fn main() -> ExitCode {
         Some(Cmd::Init(args)) => init(&args),
         Some(Cmd::Up(args)) => up(&args),
         Some(Cmd::Down(args)) => down(&args),
-        Some(Cmd::Serve(args)) => imgbuild::serve::serve(&args.listen, &args.out),
+        Some(Cmd::Serve(args)) => serve(&args),
         None => build(cli.build),
     };
     match result {
@@ -57,6 +58,7 @@ fn build(args: BuildArgs) -> Result<()> {
         agent: AgentBinary::locate(args.agent.as_deref())?,
         agent_url: args.agent_url,
         stub_url: args.stub_url,
+        token_secret: args.token_secret.as_deref().map(TokenSecret::load).transpose()?,
         kernel: args.kernel,
         compression: args.compression,
         debug_boot: args.debug_boot,
@@ -67,6 +69,11 @@ fn build(args: BuildArgs) -> Result<()> {
     let built = build::run(&cfg)?;
     print!("{}", build::summary(&built));
     Ok(())
+}
+
+fn serve(args: &ServeArgs) -> Result<()> {
+    let secret = args.token_secret.as_deref().map(TokenSecret::load).transpose()?;
+    imgbuild::serve::serve(&args.listen, &args.out, secret)
 }
 
 fn init(args: &InitArgs) -> Result<()> {
@@ -92,6 +99,7 @@ fn up(args: &UpArgs) -> Result<()> {
         agent,
         agent_url: None,
         stub_url: None,
+        token_secret: None,
         kernel: args.kernel.clone(),
         compression: Default::default(),
         debug_boot: false,

@@ -270,6 +270,16 @@ fn efi_disk_boots_under_ovmf_and_etcd_takes_the_data_partition() {
         assert!(a == std::fs::read(tmp.path().join("b/etcd-1").join(f)).unwrap(), "{f} is not reproducible");
     }
     let disk = tmp.path().join("a/etcd-1/etcd-1.qcow2");
+    // Our qcow2 writer, judged by QEMU's own tool: consistent, and the same
+    // disk as the raw image.
+    common::require_tool("qemu-img");
+    run_ok(std::process::Command::new("qemu-img").args(["check", "-f", "qcow2"]).arg(&disk));
+    run_ok(
+        std::process::Command::new("qemu-img")
+            .args(["compare", "-f", "raw", "-F", "qcow2"])
+            .arg(tmp.path().join("a/etcd-1/etcd-1.raw"))
+            .arg(&disk),
+    );
     let mut vm = std::process::Command::new("qemu-system-x86_64")
         .args(["-accel", "tcg", "-m", "512", "-nographic", "-no-reboot", "-bios", "/usr/share/ovmf/OVMF.fd"])
         .arg("-drive")

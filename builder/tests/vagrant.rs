@@ -199,6 +199,23 @@ fn ssh(home: &Path, node: &str, cmd: &str) -> String {
     text(&o)
 }
 
+/// Retries `cmd` over `vagrant ssh` until it succeeds (at most 3 minutes).
+fn wait_until(home: &Path, node: &str, cmd: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        let o = in_netns(home, &["ssh", node, "-c", cmd]);
+        if o.status.success() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{node}: `{cmd}` never succeeded: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+}
+
 fn subnet(env: &str) -> ipnet::Ipv4Net {
     let line = env.lines().find_map(|l| l.strip_prefix("FLANNEL_SUBNET=")).expect("FLANNEL_SUBNET");
     line.trim().parse::<ipnet::Ipv4Net>().unwrap().trunc()
@@ -211,6 +228,10 @@ fn vagrant_up_gives_a_cluster_whose_pods_reach_each_other() {
     let cluster = Cluster(home.path());
     let up = in_netns(cluster.0, &["up"]);
     assert!(up.status.success(), "vagrant up: {}{}", text(&up), String::from_utf8_lossy(&up.stderr));
+    // `vagrant up` returns once SSH answers; the overlay follows shortly.
+    for node in ["worker-1", "worker-2"] {
+        wait_until(cluster.0, node, "test -s /run/flannel/subnet.env");
+    }
     let w2 = ssh(cluster.0, "worker-2", "cat /run/flannel/subnet.env");
     let peer = std::net::Ipv4Addr::from(u32::from(subnet(&w2).broadcast()) - 1);
     let w1 = ssh(

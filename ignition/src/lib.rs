@@ -19,13 +19,19 @@ pub const SPEC_VERSION: &str = "3.3.0";
 /// How a file's bytes reach the machine.
 #[derive(Clone, Debug)]
 pub enum Payload {
-    /// Inline in the config, gzip-compressed: works offline.
-    Inline(Vec<u8>),
+    /// Inline in the config as these gzip-compressed bytes: works offline.
+    /// Made by [`Payload::inline`], once, however many configs carry it.
+    Inline { gzipped: Vec<u8> },
     /// Fetched by Ignition from `url` and checked against the bytes' sha512.
     Remote { url: String, bytes_sha512: [u8; 64] },
 }
 
 impl Payload {
+    /// An inline payload of `bytes`.
+    pub fn inline(bytes: &[u8]) -> Self {
+        Payload::Inline { gzipped: gzip(bytes) }
+    }
+
     /// A remote payload for `bytes` that will be served at `url`.
     pub fn remote(url: impl Into<String>, bytes: &[u8]) -> Self {
         Payload::Remote { url: url.into(), bytes_sha512: Sha512::digest(bytes).into() }
@@ -135,11 +141,9 @@ fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
 
 fn resource(payload: &Payload) -> ign::Resource {
     match payload {
-        Payload::Inline(bytes) => ign::Resource {
-            compression: Some("gzip".into()),
-            source: Some(data_url(&gzip(bytes))),
-            ..Default::default()
-        },
+        Payload::Inline { gzipped } => {
+            ign::Resource { compression: Some("gzip".into()), source: Some(data_url(gzipped)), ..Default::default() }
+        }
         Payload::Remote { url, bytes_sha512 } => ign::Resource {
             source: Some(url.clone()),
             verification: Some(ign::Verification { hash: Some(format!("sha512-{}", hex::encode(bytes_sha512))) }),
@@ -152,9 +156,11 @@ fn data_url(bytes: &[u8]) -> String {
     format!("data:;base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
-/// Deterministic gzip: flate2 writes mtime 0 and no file name.
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = GzEncoder::new(Vec::new(), Compression::best());
+/// Deterministic gzip: flate2 writes mtime 0 and no file name. The default
+/// level: `best` is twice as slow for 0.5% less on the agent. Public so a
+/// caller can cache what [`Payload::inline`] would compute.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = GzEncoder::new(Vec::new(), Compression::default());
     enc.write_all(bytes).expect("writing to a Vec cannot fail");
     enc.finish().expect("writing to a Vec cannot fail")
 }
@@ -173,7 +179,7 @@ mod tests {
 
     #[test]
     fn inline_payload_round_trips() {
-        let cfg = ConfigBuilder::new().file("/opt/bin/x", 0o755, &Payload::Inline(b"hello".to_vec())).build();
+        let cfg = ConfigBuilder::new().file("/opt/bin/x", 0o755, &Payload::inline(b"hello")).build();
         let cfg = parse(&render(&cfg));
         assert_eq!(cfg.ignition.version.as_deref(), Some(SPEC_VERSION));
         let f = &cfg.storage.unwrap().files.unwrap()[0];
@@ -200,7 +206,7 @@ mod tests {
 
     #[test]
     fn rendering_is_deterministic() {
-        let build = || render(&ConfigBuilder::new().file("/a", 0o600, &Payload::Inline(vec![7; 4096])).build());
+        let build = || render(&ConfigBuilder::new().file("/a", 0o600, &Payload::inline(&[7; 4096])).build());
         assert_eq!(build(), build());
     }
 }

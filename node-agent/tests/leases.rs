@@ -111,3 +111,25 @@ fn existing_network_config_wins() {
     });
     assert_eq!(etcd.get("/coreos.com/network/config").unwrap(), theirs);
 }
+
+/// Listing reads in pages at one revision: every key once, in order, and
+/// nothing written after the listing began.
+#[test]
+fn listing_many_leases_reads_every_key_once() {
+    let etcd = Etcd::start(None, "127.0.0.1");
+    let client = Client::new(std::slice::from_ref(&etcd.endpoint)).unwrap();
+    rt().block_on(async {
+        let puts = (0..1203u32).map(|i| {
+            let client = client.clone();
+            async move { client.put(&format!("/bench/list/{i:05}"), b"v", None).await }
+        });
+        for r in futures::future::join_all(puts).await {
+            r.unwrap();
+        }
+        let (kvs, rev) = client.get_prefix("/bench/list/").await.unwrap();
+        let keys: Vec<String> = kvs.iter().map(|kv| String::from_utf8(kv.key.clone()).unwrap()).collect();
+        let want: Vec<String> = (0..1203).map(|i| format!("/bench/list/{i:05}")).collect();
+        assert_eq!(keys, want);
+        assert!(rev >= 1203);
+    });
+}

@@ -14,8 +14,9 @@ pub const AGENT_UNIT: &str = "node-agent.service";
 /// How the agent binary travels in the config.
 #[derive(Clone, Debug)]
 pub enum AgentDelivery<'a> {
-    /// Embedded, gzip-compressed: the config works offline.
-    Embedded(&'a [u8]),
+    /// Embedded (a [`Payload::inline`], compressed once per build): the
+    /// config works offline.
+    Embedded(&'a Payload),
     /// Fetched from `base_url` + `/NODE/node-agent` and checked by sha512.
     Remote { base_url: &'a str, bytes: &'a [u8] },
 }
@@ -23,15 +24,18 @@ pub enum AgentDelivery<'a> {
 /// Renders the node's Ignition config as the bytes of `NODE.ign`.
 pub fn render(plan: &NodePlan, agent: &AgentDelivery) -> Vec<u8> {
     let cfg = &plan.config;
+    let remote;
     let payload = match agent {
-        AgentDelivery::Embedded(bytes) => Payload::Inline(bytes.to_vec()),
+        AgentDelivery::Embedded(payload) => *payload,
         AgentDelivery::Remote { base_url, bytes } => {
-            Payload::remote(format!("{}/{}/node-agent", base_url.trim_end_matches('/'), plan.node.name), bytes)
+            remote =
+                Payload::remote(format!("{}/{}/node-agent", base_url.trim_end_matches('/'), plan.node.name), bytes);
+            &remote
         }
     };
     let mut b = ConfigBuilder::new()
         .directory("/etc/node-agent", 0o700)
-        .file(AGENT_PATH, 0o755, &payload)
+        .file(AGENT_PATH, 0o755, payload)
         .text_file(AGENT_CONFIG_PATH, 0o600, &config_json(cfg))
         .text_file("/etc/hostname", 0o644, &format!("{}\n", cfg.node.name))
         .text_file("/etc/systemd/network/00-node.network", 0o644, &node_network_unit(cfg))
@@ -114,7 +118,7 @@ mod tests {
     fn golden_per_role() {
         for node in ["etcd-1", "master-1", "worker-1"] {
             let p = plan_for(node);
-            let text = String::from_utf8(render(&p, &AgentDelivery::Embedded(AGENT))).unwrap();
+            let text = String::from_utf8(render(&p, &AgentDelivery::Embedded(&Payload::inline(AGENT)))).unwrap();
             assert_golden(&format!("golden/ignition/{node}.ign"), &text);
             assert_golden(&format!("golden/node-config/{node}.json"), &config_json(&p.config));
         }

@@ -102,6 +102,60 @@ impl Archive {
     }
 }
 
+/// One entry as [`read`] finds it: path, permission bits, what it is.
+pub type ReadEntry = (String, u32, Node);
+
+/// Reads a newc archive back (the writer's inverse, for tests and fuzzing):
+/// every entry up to the trailer. Refuses anything malformed, never panics.
+pub fn read(bytes: &[u8]) -> Result<Vec<ReadEntry>> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    loop {
+        let header = bytes.get(at..at + 110).ok_or_else(|| anyhow::anyhow!("truncated header at {at}"))?;
+        if &header[..6] != b"070701" {
+            bail!("bad magic at {at}");
+        }
+        let field = |i: usize| -> Result<u32> {
+            let hex = std::str::from_utf8(&header[6 + i * 8..14 + i * 8])?;
+            Ok(u32::from_str_radix(hex, 16)?)
+        };
+        let (mode, size, rdev, namesize) =
+            (field(1)?, field(6)? as usize, (field(9)?, field(10)?), field(11)? as usize);
+        if namesize == 0 {
+            bail!("empty name at {at}");
+        }
+        let name_end = at.checked_add(110 + namesize).ok_or_else(|| anyhow::anyhow!("name too long"))?;
+        let name = bytes.get(at + 110..name_end - 1).ok_or_else(|| anyhow::anyhow!("truncated name at {at}"))?;
+        let name = std::str::from_utf8(name)?.to_owned();
+        let data_at = align4(name_end);
+        let data_end = data_at.checked_add(size).ok_or_else(|| anyhow::anyhow!("size too large"))?;
+        let data = bytes.get(data_at..data_end).ok_or_else(|| anyhow::anyhow!("truncated data of {name}"))?;
+        at = align4(data_end);
+        if name == "TRAILER!!!" {
+            return Ok(out);
+        }
+        let node = match mode & 0o170000 {
+            S_IFDIR => Node::Dir,
+            S_IFREG => Node::File(data.to_vec()),
+            S_IFLNK => Node::Symlink(String::from_utf8(data.to_vec())?),
+            S_IFCHR => Node::CharDev(rdev.0, rdev.1),
+            other => bail!("{name}: unsupported file type {other:o}"),
+        };
+        out.push((name, mode & 0o7777, node));
+    }
+}
+
+fn align4(n: usize) -> usize {
+    n.div_ceil(4) * 4
+}
+
+impl Archive {
+    /// Every entry in archive order, as [`read`] returns them.
+    pub fn entries(&self) -> Vec<ReadEntry> {
+        self.entries.iter().map(|(p, e)| (p.clone(), e.mode, e.node.clone())).collect()
+    }
+}
+
 /// `a//b/./c/` → `a/b/c`; refuses `..` and the empty path.
 fn normalize(path: &str) -> Result<String> {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
@@ -167,6 +221,15 @@ mod tests {
         assert_eq!(first, want);
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         crate::testutil::assert_golden("golden/cpio/sample.hex", &format!("{hex}\n"));
+    }
+
+    #[test]
+    fn read_inverts_write_and_refuses_garbage() {
+        let a = sample();
+        assert_eq!(read(&a.write(7)).unwrap(), a.entries());
+        let bytes = a.write(7);
+        assert!(read(&bytes[..bytes.len() - 200]).is_err());
+        assert!(read(b"070701zz").is_err() && read(b"").is_err());
     }
 
     #[test]

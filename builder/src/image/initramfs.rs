@@ -64,9 +64,28 @@ pub fn role_base(agent: &[u8], modules: &ModuleTree, recipe: &Recipe, payloads: 
             .with_context(|| format!("no CNI plugin {plugin} in {}", tree.display()))?;
         binaries.push(add_binary(&mut a, &bin, &format!("{CNI_BIN_DIR}/{plugin}"))?);
     }
+    add_tools_and_files(&mut a, recipe, payloads, binaries)?;
+    Ok(a)
+}
+
+/// What a recipe of tools and files alone adds, as an archive of its own
+/// that the kernel unpacks over a role's image (a Vagrant box's extras).
+pub fn overlay(recipe: &Recipe, payloads: &Payloads) -> Result<Archive> {
+    let mut a = Archive::new();
+    add_tools_and_files(&mut a, recipe, payloads, Vec::new())?;
+    Ok(a)
+}
+
+/// The recipe's tools and files, plus the libraries of every binary.
+fn add_tools_and_files(
+    a: &mut Archive,
+    recipe: &Recipe,
+    payloads: &Payloads,
+    mut binaries: Vec<Vec<u8>>,
+) -> Result<()> {
     for (tool, (tree, _)) in recipe.tools.iter().zip(&payloads.tools) {
         for f in &tool.files {
-            binaries.push(add_binary(&mut a, &tree.join(f), f)?);
+            binaries.push(add_binary(a, &tree.join(f), f)?);
         }
         for (link, target) in &tool.links {
             a.add(link, 0o777, Node::Symlink(target.clone()))?;
@@ -85,7 +104,7 @@ pub fn role_base(agent: &[u8], modules: &ModuleTree, recipe: &Recipe, payloads: 
         let bytes = std::fs::read(&so.source).with_context(|| format!("reading {}", so.source.display()))?;
         a.file(&so.image_path, 0o755, bytes)?;
     }
-    Ok(a)
+    Ok(())
 }
 
 fn add_binary(a: &mut Archive, src: &Path, dest: &str) -> Result<Vec<u8>> {

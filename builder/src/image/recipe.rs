@@ -86,14 +86,17 @@ impl Recipe {
         })
     }
 
-    /// This recipe plus what a Vagrant box adds (`images/vagrant-box.toml`).
-    pub fn with_vagrant_box(mut self) -> Result<Self> {
-        let extra: RecipeFile = toml::from_str(VAGRANT_BOX).context("images/vagrant-box.toml")?;
-        self.modules.extend(extra.modules);
-        self.tools.extend(extra.tools);
-        self.files.extend(extra.files);
-        self.services.extend(extra.services);
-        Ok(self)
+    /// What a Vagrant box adds to any role's image (`images/vagrant-box.toml`).
+    pub fn vagrant_box() -> Result<Self> {
+        let f: RecipeFile = toml::from_str(VAGRANT_BOX).context("images/vagrant-box.toml")?;
+        Ok(Recipe {
+            modules: f.modules,
+            cni_plugins: f.cni_plugins,
+            etcd: f.etcd,
+            tools: f.tools,
+            files: f.files,
+            services: f.services,
+        })
     }
 }
 
@@ -111,7 +114,7 @@ mod tests {
         assert_eq!(Recipe::for_role(Role::Master).unwrap().cni_plugins, w.cni_plugins);
         let e = Recipe::for_role(Role::Etcd).unwrap();
         assert!(e.etcd && e.cni_plugins.is_empty());
-        let b = Recipe::for_role(Role::Worker).unwrap().with_vagrant_box().unwrap();
+        let b = Recipe::vagrant_box().unwrap();
         assert!(b.tools.iter().any(|t| t.package == "dropbear-bin") && b.services.len() == 1);
         assert!(w.services.is_empty() && w.files.is_empty());
     }

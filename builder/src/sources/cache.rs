@@ -36,6 +36,21 @@ impl Cache {
         self.root.join("trees").join(hex::encode(sha256))
     }
 
+    /// Bytes derived from inputs whose digest is `key` (such as the agent
+    /// compressed for Ignition): made once, then read back on warm builds.
+    pub fn derived(&self, key: &[u8; 32], make: impl FnOnce() -> Vec<u8>) -> Result<Vec<u8>> {
+        let path = self.root.join("derived").join(hex::encode(key));
+        if let Ok(bytes) = std::fs::read(&path) {
+            return Ok(bytes);
+        }
+        let bytes = make();
+        let tmp = self.scratch()?;
+        let file = tmp.path().join("derived");
+        std::fs::write(&file, &bytes).with_context(|| format!("writing {}", file.display()))?;
+        self.commit(&file, &path)?;
+        Ok(bytes)
+    }
+
     /// A scratch dir inside the cache, so a finished file can be renamed in.
     pub fn scratch(&self) -> Result<tempfile::TempDir> {
         let dir = self.root.join("tmp");

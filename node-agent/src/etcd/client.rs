@@ -24,6 +24,9 @@ pub struct Client {
 }
 
 /// The end of the key range that holds every key starting with `prefix`.
+/// Keys per page when listing a prefix.
+const PAGE: usize = 500;
+
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
@@ -91,16 +94,37 @@ impl Client {
 
     /// One key, with the store's revision.
     pub async fn get(&self, key: &str) -> Result<(Option<KeyValue>, i64)> {
-        let r: RangeResponse =
-            self.call("/v3/kv/range", &RangeRequest { key: b64(key.as_bytes()), range_end: None }).await?;
+        let r: RangeResponse = self.call("/v3/kv/range", &RangeRequest::one(key)).await?;
         Ok((r.kvs.into_iter().next(), r.header.revision))
     }
 
-    /// Every key under `prefix`, with the store's revision.
+    /// Every key under `prefix`, with the store's revision. Read in pages
+    /// at one revision: a thousand nodes listing thousands of leases at once
+    /// would otherwise make etcd's gateway hold every full answer in memory.
     pub async fn get_prefix(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64)> {
-        let req = RangeRequest { key: b64(prefix.as_bytes()), range_end: Some(b64(&prefix_end(prefix.as_bytes()))) };
-        let r: RangeResponse = self.call("/v3/kv/range", &req).await?;
-        Ok((r.kvs, r.header.revision))
+        let end = b64(&prefix_end(prefix.as_bytes()));
+        let (mut kvs, mut start, mut rev) = (Vec::new(), prefix.as_bytes().to_vec(), 0i64);
+        loop {
+            let req = RangeRequest {
+                key: b64(&start),
+                range_end: Some(end.clone()),
+                limit: Some(PAGE.to_string()),
+                revision: (rev > 0).then(|| rev.to_string()),
+            };
+            let r: RangeResponse = self.call("/v3/kv/range", &req).await?;
+            if rev == 0 {
+                rev = r.header.revision;
+            }
+            let more = r.more && !r.kvs.is_empty();
+            if let Some(last) = r.kvs.last() {
+                // The next page starts just after the last key.
+                start = last.key.iter().copied().chain([0]).collect();
+            }
+            kvs.extend(r.kvs);
+            if !more {
+                return Ok((kvs, rev));
+            }
+        }
     }
 
     pub async fn put(&self, key: &str, value: &[u8], lease: Option<i64>) -> Result<()> {
@@ -125,8 +149,7 @@ impl Client {
     }
 
     pub async fn delete(&self, key: &str) -> Result<()> {
-        let _: serde_json::Value =
-            self.call("/v3/kv/deleterange", &RangeRequest { key: b64(key.as_bytes()), range_end: None }).await?;
+        let _: serde_json::Value = self.call("/v3/kv/deleterange", &RangeRequest::one(key)).await?;
         Ok(())
     }
 

@@ -55,6 +55,9 @@ pub struct RangeResponse {
     pub header: Header,
     #[serde(default)]
     pub kvs: Vec<KeyValue>,
+    /// More keys in the range than `limit` let through.
+    #[serde(default)]
+    pub more: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +65,18 @@ pub struct RangeRequest {
     pub key: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub range_end: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// Read at this revision (0 or absent: the latest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+}
+
+impl RangeRequest {
+    /// Just `key`.
+    pub fn one(key: &str) -> Self {
+        RangeRequest { key: b64(key.as_bytes()), range_end: None, limit: None, revision: None }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -25,7 +25,7 @@ pub fn is_pid1() -> bool {
 /// reaps every orphan. Keeping the work out of PID 1 means its own
 /// `wait()`s never race the reaper, and a crash never takes the node down.
 pub fn run() -> ! {
-    log("PID 1 starting");
+    log(&format!("PID 1 starting uptime={}", crate::node::uptime()));
     // The kernel starts init with no PATH; children (iptables, etcd) need one.
     // Still single-threaded here, so setting the environment is sound.
     std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");

@@ -20,7 +20,13 @@ pub async fn up(cfg: &NodeConfig) -> Result<()> {
         if let Some(link) = nl.links().await?.into_iter().find(|l| l.mac == Some(cfg.node.mac)) {
             nl.set_only_addr(link.index, cfg.node.address).await?;
             nl.set_up(link.index).await?;
-            log::info(&format!("node network: {} on {} ({})", cfg.node.address, link.name, cfg.node.mac));
+            log::info(&format!(
+                "node network: {} on {} ({}) uptime={}",
+                cfg.node.address,
+                link.name,
+                cfg.node.mac,
+                crate::node::uptime()
+            ));
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -118,8 +118,31 @@ pub fn free_port() -> u16 {
 pub struct Etcd {
     child: Child,
     pub endpoint: String,
+    peer_url: String,
     ns: Option<String>,
     _dir: tempfile::TempDir,
+}
+
+fn spawn_etcd(ns: Option<&str>, dir: &Path, endpoint: &str, peer_url: &str) -> Child {
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "etcd"]);
+            c
+        }
+        None => Command::new("etcd"),
+    };
+    cmd.arg("--name=test")
+        .arg(format!("--data-dir={}", dir.display()))
+        .arg(format!("--listen-client-urls={endpoint}"))
+        .arg(format!("--advertise-client-urls={endpoint}"))
+        .arg(format!("--listen-peer-urls={peer_url}"))
+        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+        .arg(format!("--initial-cluster=test={peer_url}"))
+        .arg("--enable-v2=false")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd.spawn().expect("etcd is installed (bash tests/install-deps.sh)")
 }
 
 impl Etcd {
@@ -132,28 +155,28 @@ impl Etcd {
         let dir = tempfile::tempdir().unwrap();
         let endpoint = format!("http://{ip}:{client}");
         let peer_url = format!("http://{ip}:{peer}");
-        let mut cmd = match ns {
-            Some(ns) => ns.cmd("etcd"),
-            None => Command::new("etcd"),
-        };
-        cmd.arg("--name=test")
-            .arg(format!("--data-dir={}", dir.path().display()))
-            .arg(format!("--listen-client-urls={endpoint}"))
-            .arg(format!("--advertise-client-urls={endpoint}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=test={peer_url}"))
-            .arg("--enable-v2=false")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = cmd.spawn().expect("etcd is installed (bash tests/install-deps.sh)");
-        let etcd = Etcd { child, endpoint, ns: ns.map(|n| n.name.clone()), _dir: dir };
+        let ns = ns.map(|n| n.name.clone());
+        let child = spawn_etcd(ns.as_deref(), dir.path(), &endpoint, &peer_url);
+        let etcd = Etcd { child, endpoint, peer_url, ns, _dir: dir };
+        etcd.wait_healthy();
+        etcd
+    }
+
+    /// SIGKILL, then the same member again on the same data dir.
+    pub fn kill_and_restart(&mut self, down_for: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down_for);
+        self.child = spawn_etcd(self.ns.as_deref(), self._dir.path(), &self.endpoint, &self.peer_url);
+        self.wait_healthy();
+    }
+
+    fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !etcd.ctl(&["endpoint", "health"]).0 {
+        while !self.ctl(&["endpoint", "health"]).0 {
             assert!(Instant::now() < deadline, "etcd did not become healthy");
             std::thread::sleep(Duration::from_millis(200));
         }
-        etcd
     }
 
     /// Runs etcdctl (v3) against this etcd.

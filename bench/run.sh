@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# imgbuild's benchmarks, each beside a baseline measured in the same run
+# (these machines are noisy: compare the ratios, not the absolute times).
+#
+#   bash bench/run.sh           full run: rewrites BENCHMARKS.md and bench/scale.png
+#   bash bench/run.sh --quick   every benchmark once at its smallest size (CI)
+#
+# As root on Debian (it installs what it measures against). Results also go
+# to bench/out/ (ignored by git).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+out=bench/out
+rm -rf "$out" && mkdir -p "$out"
+
+bash tests/install-deps.sh
+bash bench/install-deps.sh
+cargo build --release --locked -q
+img=target/x86_64-unknown-linux-gnu/release/imgbuild
+agent=target/x86_64-unknown-linux-gnu/release/node-agent
+export IMGBUILD_CACHE=${IMGBUILD_CACHE:-$PWD/target/imgbuild-cache}
+runs=$((quick ? 1 : 5))
+
+# The same kernel for us and for mkinitramfs: the installed cloud kernel.
+kver=$(ls /lib/modules | grep -- '-cloud-amd64$' | sort -V | tail -1)
+kernel="apt:linux-image-$kver"
+
+# Median wall time of a command over $runs runs, in seconds.
+median() {
+  local times=() i s
+  for ((i = 0; i < runs; i++)); do
+    s=$(date +%s.%N)
+    "$@" >/dev/null 2>&1
+    times+=("$(echo "$(date +%s.%N) - $s" | bc -l)")
+  done
+  printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR]=$1} END {printf "%.3f", a[int((NR+1)/2)]}'
+}
+ratio() { echo "scale=2; $1 / $2" | bc -l | sed 's/^\./0./'; }
+
+# --- build -----------------------------------------------------------------
+"$img" --node worker-1 --kernel "$kernel" --out "$out/build" >/dev/null # warm the caches
+t_ours=$(median "$img" --node worker-1 --kernel "$kernel" --out "$out/build")
+t_all=$(median "$img" --all --kernel "$kernel" --out "$out/build-all")
+t_mkinitramfs=$(median mkinitramfs -o "$out/mkinitramfs.img" "$kver")
+# Our initramfs step alone (assembling the tree, cpio, zstd) from the phase timings.
+IMGBUILD_TIMINGS=1 "$img" --node worker-1 --kernel "$kernel" --out "$out/build" 2>"$out/timings" >/dev/null
+t_step=$(awk '/timing (image-assembly worker|initramfs worker-1) / {s += substr($4, 1, length($4) - 1)} END {printf "%.3f", s}' "$out/timings")
+# The same tree through find | cpio | zstd (both cores, like ours).
+mkdir -p "$out/tree"
+(cd "$out/tree" && zstd -dc ../build/worker-1/initrd.img | cpio -id --quiet)
+t_cpio=$(median sh -c "cd $out/tree && find . | cpio -o -H newc --quiet | zstd -q -3 -T2 > ../find-cpio.zst")
+"$img" --node worker-1 --kernel "$kernel" --out "$out/build2" >/dev/null
+same=no
+cmp -s "$out/build/worker-1/initrd.img" "$out/build2/worker-1/initrd.img" && same=yes
+
+# --- sizes -----------------------------------------------------------------
+agent_bytes=$(stat -c %s "$agent")
+"$img" --all --kernel "$kernel" --agent-url http://192.0.2.1/agent --out "$out/remote" >/dev/null
+ign_rows=""
+for node in etcd-1 master-1 worker-1; do
+  role=${node%-1}
+  ign_rows+="| Ignition config, $role | $(stat -c %s "$out/build-all/$node/$node.ign") B | $(stat -c %s "$out/remote/$node/$node.ign") B (--agent-url) | agent embedded vs fetched by URL |"$'\n'
+done
+
+# --- control plane -----------------------------------------------------------
+cp_args=(--csv "$out/scale.csv")
+((quick)) && cp_args+=(--quick)
+cargo bench -q -p node-agent --bench control_plane -- "${cp_args[@]}" 2>"$out/control_plane.err" | grep '^|' | tail -n +3 >"$out/control_plane.md"
+
+# --- boot ------------------------------------------------------------------
+boot_rows="| first boot | skipped in quick mode | | | |"$'\n'
+if ((!quick)); then
+  # The floor: the same kernel and the worker's initramfs with no network,
+  # up to PID 1, under TCG.
+  s=$(date +%s.%N)
+  timeout 120 qemu-system-x86_64 -accel tcg -m 512 -nographic -no-reboot \
+    -kernel "$out/build/worker-1/vmlinuz" -initrd "$out/build/worker-1/initrd.img" \
+    -append "console=ttyS0 panic=-1 quiet rdinit=/nonexistent" </dev/null >"$out/floor.console" 2>&1 || true
+  t_floor=$(echo "$(date +%s.%N) - $s" | bc -l)
+  s=$(date +%s.%N)
+  "$img" up --check --kernel "$kernel" --out "$out/up" >"$out/up.log" 2>&1
+  t_up=$(echo "$(date +%s.%N) - $s" | bc -l)
+  c="$out/up/.up/worker-1.console"
+  at() { grep -a -m1 "$1" "$c" | sed -n 's/.*uptime=\([0-9.]*\)s.*/\1/p'; }
+  p1=$(at "PID 1 starting"); net=$(at "node network:"); etcd=$(at "etcd answered"); lease=$(at "acquired lease"); ready=$(at "ready role=worker")
+  own=$(echo "($net - $p1) + ($lease - $etcd) + ($ready - $lease)" | bc -l)
+  boot_rows="| \`imgbuild up --check\`, reference cluster (build + boot + probes) | $(printf %.1f "$t_up") s | $(printf %.1f "$t_floor") s (a kernel boot that panics at once) | $(ratio "$t_up" "$t_floor") | ≤ 60 s |"$'\n'
+  boot_rows+="| worker-1: kernel start → PID 1 | $(printf %.2f "$p1") s | | | kernel + initramfs unpack |"$'\n'
+  boot_rows+="| worker-1: agent early boot (mounts, modules, config, node network) | $(printf %.3f "$(echo "$net - $p1" | bc -l)") s | | | |"$'\n'
+  boot_rows+="| worker-1: waiting for etcd | $(printf %.2f "$(echo "$etcd - $net" | bc -l)") s | | | etcd-1 boots meanwhile |"$'\n'
+  boot_rows+="| worker-1: lease | $(printf %.3f "$(echo "$lease - $etcd" | bc -l)") s | | | |"$'\n'
+  boot_rows+="| worker-1: network setup → ready | $(printf %.3f "$(echo "$ready - $lease" | bc -l)") s | | | |"$'\n'
+  boot_rows+="| worker-1: the agent's own part | $(printf %.3f "$own") s | | | ≤ 0.3 s |"$'\n'
+fi
+
+# --- plot --------------------------------------------------------------------
+if [ "$(wc -l <"$out/scale.csv")" -gt 2 ]; then
+  gnuplot <<EOF
+set terminal png size 900,520
+set output "$out/scale.png"
+set datafile separator ","
+set key top left
+set logscale xy
+set xlabel "nodes (peers)"
+set ylabel "seconds"
+set title "imgbuild node-agent: lease storm and route programming vs node count"
+plot "$out/scale.csv" every ::1 using 1:2 with linespoints title "lease storm (agent)", \
+     "" every ::1 using 1:3 with linespoints title "baseline: plain creates", \
+     "" every ::1 using 1:4 with linespoints title "programming peers (agent)", \
+     "" every ::1 using 1:5 with linespoints title "baseline: ip/bridge -batch"
+EOF
+fi
+
+# --- report ------------------------------------------------------------------
+report="$out/BENCHMARKS.md"
+{
+  echo "Produced by \`bash bench/run.sh\` on $(date -u +%Y-%m-%d) ($(nproc) cores, $(uname -r); QEMU under TCG)."
+  echo "Every row has a baseline measured in the same run; the machine is noisy, so read the ratios."
+  echo "Rerun: \`bash bench/run.sh\` (as root; \`--quick\` runs each benchmark once at its smallest size)."
+  echo
+  echo "## Build and size"
+  echo
+  echo "| benchmark | ours | baseline | ratio | target |"
+  echo "| --- | ---: | ---: | ---: | --- |"
+  echo "| warm worker build (kernel, modules, CNI, iptables, zstd, Ignition, Vagrant box), median of $runs | $t_ours s | mkinitramfs: $t_mkinitramfs s | $(ratio "$t_ours" "$t_mkinitramfs") | ≤ 0.25 |"
+  echo "| initramfs step (assemble + cpio + zstd -T2), reproducible: $same | $t_step s | find \\| cpio \\| zstd -T2: $t_cpio s | $(ratio "$t_step" "$t_cpio") | ≤ 1.2 |"
+  echo "| all four nodes of the reference cluster | $t_all s | | | |"
+  echo "| static agent, stripped | $agent_bytes B | | | ≤ 6 MiB (6291456 B) |"
+  printf '%s' "$ign_rows"
+  echo
+  echo "## Control plane (real etcd 3.4, own network namespace)"
+  echo
+  echo "| benchmark | N | ours | baseline | ratio | check / target |"
+  echo "| --- | ---: | ---: | ---: | ---: | --- |"
+  cat "$out/control_plane.md"
+  echo
+  echo "## First boot (TCG, 2 cores)"
+  echo
+  echo "| benchmark | ours | baseline | ratio | target / note |"
+  echo "| --- | ---: | ---: | ---: | --- |"
+  printf '%s' "$boot_rows"
+} >"$report"
+cat "$report"
+if ((!quick)); then
+  # The tables replace what lies between the markers; the prose stays.
+  awk -v report="$report" '
+    /<!-- bench:begin -->/ { print; while ((getline line < report) > 0) print line; skip = 1; next }
+    /<!-- bench:end -->/ { skip = 0 }
+    !skip { print }' BENCHMARKS.md >"$out/BENCHMARKS.new" && mv "$out/BENCHMARKS.new" BENCHMARKS.md
+  [ -f "$out/scale.png" ] && cp "$out/scale.png" bench/scale.png
+fi

@@ -1,0 +1,104 @@
+//! Faults against the real agent and a real etcd, in namespaces this test
+//! makes: a peer's lease expiring, and etcd killed and restarted while the
+//! agent watches.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const NET_PREFIX: &str = "/coreos.com/network/subnets/";
+
+/// A peer lease as flanneld writes it; on an etcd lease of `ttl` seconds if given.
+fn put_peer(etcd: &Etcd, subnet: &str, public_ip: &str, mac: &str, ttl: Option<u32>) {
+    let key = format!("{NET_PREFIX}{}", subnet.replace('/', "-"));
+    let value = format!(
+        r#"{{"PublicIP":"{public_ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#
+    );
+    let mut args = vec!["put".to_owned(), key, value];
+    if let Some(ttl) = ttl {
+        let (ok, out) = etcd.ctl(&["lease", "grant", &ttl.to_string()]);
+        assert!(ok, "{out}");
+        let id = out.split_whitespace().nth(1).unwrap().to_owned();
+        args.push(format!("--lease={id}"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out) = etcd.ctl(&args);
+    assert!(ok, "{out}");
+}
+
+/// What the kernel holds for a peer: (route, neighbour, FDB entry).
+fn programmed(ns: &Ns, subnet: &str, mac: &str) -> (bool, bool, bool) {
+    let gw = subnet.trim_end_matches("/24");
+    let route = ns.sh(&format!("ip route show {subnet}"));
+    let neigh = ns.sh("ip neigh show dev flannel.1");
+    let fdb = ns.sh("bridge fdb show dev flannel.1");
+    (
+        route.contains(&format!("via {gw} dev flannel.1 onlink")),
+        neigh.contains(&format!("{gw} lladdr {mac}")),
+        fdb.contains(mac),
+    )
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: not within {secs}s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_peer_whose_lease_expires_is_unprogrammed() {
+    let lan = Lan::new();
+    let etcd_ns = Ns::new("etcd");
+    lan.attach(&etcd_ns, "172.17.8.101/24");
+    let etcd = Etcd::start(Some(&etcd_ns), "172.17.8.101");
+    let ns = Ns::new("w1");
+    lan.attach(&ns, "172.17.8.103/24");
+    let dir = tempfile::tempdir().unwrap();
+    let config = node_config(dir.path(), "w1", "worker", "172.17.8.103/24", &etcd.endpoint, "vxlan");
+    let agent = start_agent(&ns, &config);
+    agent.wait_for("node-agent: ready role=worker", 60);
+
+    let (subnet, mac) = ("10.1.200.0/24", "0a:58:0a:01:c8:00");
+    put_peer(&etcd, subnet, "172.17.8.150", mac, Some(6));
+    wait_until("the peer programmed", 20, || programmed(&ns, subnet, mac) == (true, true, true));
+    // Nobody renews it: etcd expires the lease and deletes the key.
+    wait_until("route, neighbour and FDB entry removed", 30, || programmed(&ns, subnet, mac) == (false, false, false));
+    assert!(etcd.keys(NET_PREFIX).iter().all(|k| !k.ends_with("10.1.200.0-24")));
+}
+
+#[test]
+fn etcd_killed_and_restarted_mid_watch_leaves_no_stale_or_missed_peer() {
+    let lan = Lan::new();
+    let etcd_ns = Ns::new("etcd");
+    lan.attach(&etcd_ns, "172.17.8.101/24");
+    let mut etcd = Etcd::start(Some(&etcd_ns), "172.17.8.101");
+    let ns = Ns::new("w1");
+    lan.attach(&ns, "172.17.8.103/24");
+    let dir = tempfile::tempdir().unwrap();
+    let config = node_config(dir.path(), "w1", "worker", "172.17.8.103/24", &etcd.endpoint, "vxlan");
+    let agent = start_agent(&ns, &config);
+    agent.wait_for("node-agent: ready role=worker", 60);
+
+    let (b, b_mac) = ("10.1.201.0/24", "0a:58:0a:01:c9:00");
+    put_peer(&etcd, b, "172.17.8.151", b_mac, None);
+    wait_until("peer B programmed", 20, || programmed(&ns, b, b_mac) == (true, true, true));
+
+    // etcd dies under the agent's watch and comes back on the same data.
+    let seen = agent.line_count();
+    etcd.kill_and_restart(Duration::from_secs(3));
+    // Changes right after the restart, while the agent may still be reconnecting.
+    let (c, c_mac) = ("10.1.202.0/24", "0a:58:0a:01:ca:00");
+    assert!(etcd.ctl(&["del", &format!("{NET_PREFIX}10.1.201.0-24")]).0);
+    put_peer(&etcd, c, "172.17.8.152", c_mac, None);
+
+    wait_until("peer C programmed after the restart", 30, || programmed(&ns, c, c_mac) == (true, true, true));
+    wait_until("peer B's entries gone", 30, || programmed(&ns, b, b_mac) == (false, false, false));
+    // The agent kept running and its own lease is still there.
+    assert!(agent.log().lines().skip(seen).all(|l| !l.contains("panicked")), "{}", agent.log());
+    let own: Vec<String> = etcd.keys(NET_PREFIX).into_iter().filter(|k| !k.ends_with("10.1.202.0-24")).collect();
+    assert_eq!(own.len(), 1, "our own lease survives: {own:?}");
+}
