@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
-out=bench/out
+out=$PWD/bench/out
 rm -rf "$out" && mkdir -p "$out"
 
 bash tests/install-deps.sh
@@ -45,7 +45,7 @@ t_all=$(median "$img" --all --kernel "$kernel" --out "$out/build-all")
 t_mkinitramfs=$(median mkinitramfs -o "$out/mkinitramfs.img" "$kver")
 # Our initramfs step alone (assembling the tree, cpio, zstd) from the phase timings.
 IMGBUILD_TIMINGS=1 "$img" --node worker-1 --kernel "$kernel" --out "$out/build" 2>"$out/timings" >/dev/null
-t_step=$(awk '/timing (image-assembly worker|initramfs worker-1) / {s += substr($4, 1, length($4) - 1)} END {printf "%.3f", s}' "$out/timings")
+t_step=$(awk '/timing (image-assembly worker|initramfs worker-1) / {s += substr($NF, 1, length($NF) - 1)} END {printf "%.3f", s}' "$out/timings")
 # The same tree through find | cpio | zstd (both cores, like ours).
 mkdir -p "$out/tree"
 (cd "$out/tree" && zstd -dc ../build/worker-1/initrd.img | cpio -id --quiet)
@@ -83,15 +83,18 @@ if ((!quick)); then
   t_up=$(echo "$(date +%s.%N) - $s" | bc -l)
   c="$out/up/.up/worker-1.console"
   at() { grep -a -m1 "$1" "$c" | sed -n 's/.*uptime=\([0-9.]*\)s.*/\1/p'; }
+  ms() { grep -a -m1 "$1" "$c" | sed -n 's/.*cpu=\([0-9]*\)ms.*/\1/p'; }
   p1=$(at "PID 1 starting"); net=$(at "node network:"); etcd=$(at "etcd answered"); lease=$(at "acquired lease"); ready=$(at "ready role=worker")
-  own=$(echo "($net - $p1) + ($lease - $etcd) + ($ready - $lease)" | bc -l)
+  # The agent's own part: CPU time of PID 1 before the node process, plus the
+  # node process's (and the tools it ran) up to ready; the rest is waiting.
+  own=$(echo "($(ms "starting the node process") + $(ms "ready role=worker")) / 1000" | bc -l)
   boot_rows="| \`imgbuild up --check\`, reference cluster (build + boot + probes) | $(printf %.1f "$t_up") s | $(printf %.1f "$t_floor") s (a kernel boot that panics at once) | $(ratio "$t_up" "$t_floor") | ≤ 60 s |"$'\n'
   boot_rows+="| worker-1: kernel start → PID 1 | $(printf %.2f "$p1") s | | | kernel + initramfs unpack |"$'\n'
   boot_rows+="| worker-1: agent early boot (mounts, modules, config, node network) | $(printf %.3f "$(echo "$net - $p1" | bc -l)") s | | | |"$'\n'
   boot_rows+="| worker-1: waiting for etcd | $(printf %.2f "$(echo "$etcd - $net" | bc -l)") s | | | etcd-1 boots meanwhile |"$'\n'
   boot_rows+="| worker-1: lease | $(printf %.3f "$(echo "$lease - $etcd" | bc -l)") s | | | |"$'\n'
   boot_rows+="| worker-1: network setup → ready | $(printf %.3f "$(echo "$ready - $lease" | bc -l)") s | | | |"$'\n'
-  boot_rows+="| worker-1: the agent's own part | $(printf %.3f "$own") s | | | ≤ 0.3 s |"$'\n'
+  boot_rows+="| worker-1: the agent's own part (CPU time of PID 1 and the node process until ready) | $(printf %.3f "$own") s | wall, PID 1 → ready: $(printf %.2f "$(echo "$ready - $p1" | bc -l)") s | | ≤ 0.3 s |"$'\n'
 fi
 
 # --- plot --------------------------------------------------------------------

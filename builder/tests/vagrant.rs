@@ -242,6 +242,24 @@ fn vagrant_up_gives_a_cluster_whose_pods_reach_each_other() {
     assert!(w1.contains("FLANNEL_SUBNET=10.1."), "{w1}");
     assert_ne!(subnet(&w1), subnet(&w2));
     assert!(w1.contains(&format!("probe {peer}:7946: reached")), "{w1}");
+
+    // A crashing node process never takes the node down: PID 1 restarts it,
+    // and it comes back with the same lease.
+    // PID 1 runs it as `/proc/self/exe boot`.
+    const NODE_PID: &str = "ps | awk '$NF == \"boot\" {print $1}'";
+    let pid = ssh(cluster.0, "worker-1", NODE_PID).trim().to_owned();
+    assert!(pid.parse::<u32>().is_ok(), "no node process in ps: {pid:?}");
+    // SIGABRT, as a failed assertion or abort would end it (sshd, its child,
+    // goes with it, so this session may end before it answers).
+    let _ = in_netns(cluster.0, &["ssh", "worker-1", "-c", &format!("kill -ABRT {pid}")]);
+    wait_until(cluster.0, "worker-1", &format!("p=$({NODE_PID}) && [ -n \"$p\" ] && [ \"$p\" != {pid} ]"));
+    wait_until(
+        cluster.0,
+        "worker-1",
+        &format!("node-agent probe send --netns /run/netns/probe --to {peer}:7946 --tries 5"),
+    );
+    let after = ssh(cluster.0, "worker-1", "cat /run/flannel/subnet.env");
+    assert_eq!(subnet(&after), subnet(&w1), "the restarted node process kept its lease");
     let destroyed = in_netns(cluster.0, &["destroy", "-f"]);
     assert!(destroyed.status.success(), "{}", String::from_utf8_lossy(&destroyed.stderr));
 }

@@ -34,6 +34,21 @@ pub fn uptime() -> String {
     text.split_whitespace().next().map(|s| format!("{s}s")).unwrap_or_else(|| "?".into())
 }
 
+/// CPU time this process and the children it waited for have used, for
+/// boot timings: the agent's own work, as opposed to waiting.
+pub fn cpu() -> String {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().skip(11).take(4).filter_map(|f| f.parse().ok()).collect())
+        .unwrap_or_default();
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as u64;
+    match fields.len() {
+        4 => format!("{}ms", fields.iter().sum::<u64>() * 1000 / ticks.max(1)),
+        _ => "?".into(),
+    }
+}
+
 /// Runs the node's role; returns only on a setup error.
 pub async fn run(cfg: NodeConfig, opts: Options) -> Result<()> {
     let client = Client::new(&cfg.etcd.endpoints)?;
@@ -54,7 +69,7 @@ pub async fn run(cfg: NodeConfig, opts: Options) -> Result<()> {
             manager::ensure_network_config(&client, &cfg.network)
         })
         .await;
-        log::info(&format!("ready role={role} uptime={}", uptime()));
+        log::info(&format!("ready role={role} uptime={} cpu={}", uptime(), cpu()));
         return std::future::pending().await;
     }
     let mut pods = PodNetwork::start(cfg.clone(), client.clone()).await?;
@@ -66,7 +81,7 @@ pub async fn run(cfg: NodeConfig, opts: Options) -> Result<()> {
         tokio::time::sleep(retry::MAX).await;
     };
     let subnet = pods.subnet();
-    log::info(&format!("ready role={role} subnet={subnet} uptime={}", uptime()));
+    log::info(&format!("ready role={role} subnet={subnet} uptime={} cpu={}", uptime(), cpu()));
     if opts.probe {
         tokio::spawn(async move {
             if let Err(e) = probe::run(cfg, client, subnet).await {

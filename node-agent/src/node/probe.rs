@@ -30,6 +30,10 @@ fn make_netns(name: &str) -> Result<PathBuf> {
     let dir = PathBuf::from("/run/netns");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(name);
+    if path.exists() {
+        // A previous node process's namespace: detach it, start afresh.
+        let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+    }
     File::create(&path)?;
     let target = path.clone();
     // unshare affects only the calling thread: do it on a thread of its own.
@@ -74,7 +78,13 @@ pub async fn run(cfg: NodeConfig, client: Client, ours: Ipv4Net) -> Result<()> {
         name: format!("probe-{}", cfg.node.name),
         extra_args: vec![("IP".into(), ip.to_string())],
     };
-    tokio::task::spawn_blocking(move || runner.add(&sb)).await??;
+    tokio::task::spawn_blocking(move || {
+        // A node process restarted by PID 1 finds its predecessor's pod:
+        // delete it (CNI DEL is idempotent) so the address is free again.
+        let _ = runner.del(&sb);
+        runner.add(&sb)
+    })
+    .await??;
     log::info(&format!("probe pod up at {ip}"));
     let _server = in_netns(ns.clone(), || probe::serve(SocketAddr::from(([0, 0, 0, 0], PORT))));
     let mut reached = std::collections::BTreeSet::new();

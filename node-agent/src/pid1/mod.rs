@@ -25,11 +25,13 @@ pub fn is_pid1() -> bool {
 /// reaps every orphan. Keeping the work out of PID 1 means its own
 /// `wait()`s never race the reaper, and a crash never takes the node down.
 pub fn run() -> ! {
-    log(&format!("PID 1 starting uptime={}", crate::node::uptime()));
     // The kernel starts init with no PATH; children (iptables, etcd) need one.
     // Still single-threaded here, so setting the environment is sound.
     std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-    if let Err(e) = mounts::early() {
+    let mounted = mounts::early();
+    // After the mounts: /proc tells the uptime.
+    log(&format!("PID 1 starting uptime={}", crate::node::uptime()));
+    if let Err(e) = mounted {
         log(&format!("warning: early mounts: {e:#}"));
     }
     let release = kernel_release();
@@ -39,6 +41,7 @@ pub fn run() -> ! {
         Err(e) => log(&format!("warning: loading modules: {e:#}")),
     }
     shutdown::install();
+    log(&format!("starting the node process uptime={} cpu={}", crate::node::uptime(), crate::node::cpu()));
     supervise_forever()
 }
 
