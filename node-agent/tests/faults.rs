@@ -49,8 +49,18 @@ fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn a_peer_whose_lease_expires_is_unprogrammed() {
+/// An etcd host and a ready worker `w1` on one LAN (fields drop in order:
+/// the agent first, the LAN last).
+struct World {
+    agent: Agent,
+    _dir: tempfile::TempDir,
+    ns: Ns,
+    etcd: Etcd,
+    _etcd_ns: Ns,
+    _lan: Lan,
+}
+
+fn world() -> World {
     let lan = Lan::new();
     let etcd_ns = Ns::new("etcd");
     lan.attach(&etcd_ns, "172.17.8.101/24");
@@ -61,44 +71,43 @@ fn a_peer_whose_lease_expires_is_unprogrammed() {
     let config = node_config(dir.path(), "w1", "worker", "172.17.8.103/24", &etcd.endpoint, "vxlan");
     let agent = start_agent(&ns, &config);
     agent.wait_for("node-agent: ready role=worker", 60);
+    World { agent, _dir: dir, ns, etcd, _etcd_ns: etcd_ns, _lan: lan }
+}
+
+#[test]
+fn a_peer_whose_lease_expires_is_unprogrammed() {
+    let w = world();
 
     let (subnet, mac) = ("10.1.200.0/24", "0a:58:0a:01:c8:00");
-    put_peer(&etcd, subnet, "172.17.8.150", mac, Some(6));
-    wait_until("the peer programmed", 20, || programmed(&ns, subnet, mac) == (true, true, true));
+    put_peer(&w.etcd, subnet, "172.17.8.150", mac, Some(6));
+    wait_until("the peer programmed", 20, || programmed(&w.ns, subnet, mac) == (true, true, true));
     // Nobody renews it: etcd expires the lease and deletes the key.
-    wait_until("route, neighbour and FDB entry removed", 30, || programmed(&ns, subnet, mac) == (false, false, false));
-    assert!(etcd.keys(NET_PREFIX).iter().all(|k| !k.ends_with("10.1.200.0-24")));
+    wait_until("route, neighbour and FDB entry removed", 30, || {
+        programmed(&w.ns, subnet, mac) == (false, false, false)
+    });
+    assert!(w.etcd.keys(NET_PREFIX).iter().all(|k| !k.ends_with("10.1.200.0-24")));
 }
 
 #[test]
 fn etcd_killed_and_restarted_mid_watch_leaves_no_stale_or_missed_peer() {
-    let lan = Lan::new();
-    let etcd_ns = Ns::new("etcd");
-    lan.attach(&etcd_ns, "172.17.8.101/24");
-    let mut etcd = Etcd::start(Some(&etcd_ns), "172.17.8.101");
-    let ns = Ns::new("w1");
-    lan.attach(&ns, "172.17.8.103/24");
-    let dir = tempfile::tempdir().unwrap();
-    let config = node_config(dir.path(), "w1", "worker", "172.17.8.103/24", &etcd.endpoint, "vxlan");
-    let agent = start_agent(&ns, &config);
-    agent.wait_for("node-agent: ready role=worker", 60);
+    let mut w = world();
 
     let (b, b_mac) = ("10.1.201.0/24", "0a:58:0a:01:c9:00");
-    put_peer(&etcd, b, "172.17.8.151", b_mac, None);
-    wait_until("peer B programmed", 20, || programmed(&ns, b, b_mac) == (true, true, true));
+    put_peer(&w.etcd, b, "172.17.8.151", b_mac, None);
+    wait_until("peer B programmed", 20, || programmed(&w.ns, b, b_mac) == (true, true, true));
 
     // etcd dies under the agent's watch and comes back on the same data.
-    let seen = agent.line_count();
-    etcd.kill_and_restart(Duration::from_secs(3));
+    let seen = w.agent.line_count();
+    w.etcd.kill_and_restart(Duration::from_secs(3));
     // Changes right after the restart, while the agent may still be reconnecting.
     let (c, c_mac) = ("10.1.202.0/24", "0a:58:0a:01:ca:00");
-    assert!(etcd.ctl(&["del", &format!("{NET_PREFIX}10.1.201.0-24")]).0);
-    put_peer(&etcd, c, "172.17.8.152", c_mac, None);
+    assert!(w.etcd.ctl(&["del", &format!("{NET_PREFIX}10.1.201.0-24")]).0);
+    put_peer(&w.etcd, c, "172.17.8.152", c_mac, None);
 
-    wait_until("peer C programmed after the restart", 30, || programmed(&ns, c, c_mac) == (true, true, true));
-    wait_until("peer B's entries gone", 30, || programmed(&ns, b, b_mac) == (false, false, false));
+    wait_until("peer C programmed after the restart", 30, || programmed(&w.ns, c, c_mac) == (true, true, true));
+    wait_until("peer B's entries gone", 30, || programmed(&w.ns, b, b_mac) == (false, false, false));
     // The agent kept running and its own lease is still there.
-    assert!(agent.log().lines().skip(seen).all(|l| !l.contains("panicked")), "{}", agent.log());
-    let own: Vec<String> = etcd.keys(NET_PREFIX).into_iter().filter(|k| !k.ends_with("10.1.202.0-24")).collect();
+    assert!(w.agent.log().lines().skip(seen).all(|l| !l.contains("panicked")), "{}", w.agent.log());
+    let own: Vec<String> = w.etcd.keys(NET_PREFIX).into_iter().filter(|k| !k.ends_with("10.1.202.0-24")).collect();
     assert_eq!(own.len(), 1, "our own lease survives: {own:?}");
 }
