@@ -68,10 +68,20 @@ pub fn load(source: &Source, root: &Path) -> Result<NodeConfig> {
             apply_ignition(&bytes, root)
         }
         Source::Url(url) => {
+            check_url(url)?;
             let bytes = Http.fetch_retrying(url)?;
             apply_ignition(&bytes, root)
         }
         Source::Imds(base) => apply_ignition(&imds_user_data(base)?, root),
+    }
+}
+
+/// A malformed `ignition.config.url=` fails at once: retrying cannot fix it.
+pub fn check_url(url: &str) -> Result<()> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => Ok(()),
+        Ok(u) => bail!("ignition.config.url={url}: {} URLs are not supported (http and https are)", u.scheme()),
+        Err(e) => bail!("ignition.config.url={url:?}: not a URL ({e})"),
     }
 }
 
@@ -172,6 +182,29 @@ mod tests {
             }
         });
         format!("http://{addr}")
+    }
+
+    #[test]
+    fn bad_config_urls_on_the_command_line_fail_at_once_with_the_reason() {
+        let err = |cmdline: &str| {
+            let none = Path::new("/nonexistent");
+            let sources = sources(cmdline, none, none);
+            let e = load(&sources[0], none).unwrap_err();
+            format!("{e:#}")
+        };
+        assert_eq!(err("ignition.config.url="), "ignition.config.url=\"\": not a URL (relative URL without a base)");
+        assert_eq!(
+            err("quiet ignition.config.url=ftp://10.0.2.2/x.ign"),
+            "ignition.config.url=ftp://10.0.2.2/x.ign: ftp URLs are not supported (http and https are)"
+        );
+        assert_eq!(
+            err("ignition.config.url=http//x"),
+            "ignition.config.url=\"http//x\": not a URL (relative URL without a base)"
+        );
+        assert_eq!(
+            err("ignition.config.url=file:///etc/x.ign"),
+            "ignition.config.url=file:///etc/x.ign: file URLs are not supported (http and https are)"
+        );
     }
 
     #[test]
