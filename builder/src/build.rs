@@ -75,9 +75,9 @@ struct Shared {
     /// systemd-boot, when disks are wanted.
     bootloader: Option<Vec<u8>>,
     bases: BTreeMap<Role, Archive>,
-    /// Per role, what a box image adds to the role's (appended as a second
-    /// archive: the kernel unpacks both) and the services it runs.
-    box_overlays: BTreeMap<Role, (Archive, Vec<Service>)>,
+    /// What a box image adds to any role's (appended as a second archive:
+    /// the kernel unpacks both) and the services it runs.
+    box_overlay: Option<(Archive, Vec<Service>)>,
     /// The agent as Ignition carries it inline, compressed once.
     agent_payload: Option<Payload>,
     mtime: u32,
@@ -145,7 +145,7 @@ fn prepare_images(cfg: &BuildConfig, plans: &[NodePlan]) -> Result<Shared> {
     let k = kernel::resolve(&cfg.cache, &spec)?;
     let vmlinuz = std::fs::read(&k.vmlinuz).with_context(|| format!("reading {}", k.vmlinuz.display()))?;
     let modules = ModuleTree::open(&k.modules)?;
-    let (mut bases, mut box_overlays) = (BTreeMap::new(), BTreeMap::new());
+    let mut bases = BTreeMap::new();
     for role in plans.iter().map(|p| p.node.role) {
         if bases.contains_key(&role) {
             continue;
@@ -157,15 +157,18 @@ fn prepare_images(cfg: &BuildConfig, plans: &[NodePlan]) -> Result<Shared> {
         })
         .with_context(|| format!("assembling the {role} image"))?;
         bases.insert(role, base);
-        if cfg.vagrant.is_some() {
-            let extra = Recipe::vagrant_box()?;
-            let overlay = initramfs::overlay(&extra, &payloads_for_tools(cfg, &extra)?)
-                .with_context(|| format!("assembling the {role} Vagrant box"))?;
-            box_overlays.insert(role, (overlay, extra.services));
-        }
     }
+    // The same for every role: made once.
+    let box_overlay = cfg.vagrant.is_some().then(|| box_overlay(cfg)).transpose()?;
     let bootloader = cfg.disk.then(|| bootloader(cfg)).transpose()?;
-    Ok(Shared { vmlinuz, bootloader, bases, box_overlays, agent_payload: None, mtime: initramfs::mtime_from_env() })
+    Ok(Shared { vmlinuz, bootloader, bases, box_overlay, agent_payload: None, mtime: initramfs::mtime_from_env() })
+}
+
+fn box_overlay(cfg: &BuildConfig) -> Result<(Archive, Vec<Service>)> {
+    let extra = Recipe::vagrant_box()?;
+    let overlay =
+        initramfs::overlay(&extra, &payloads_for_tools(cfg, &extra)?).context("assembling the Vagrant box image")?;
+    Ok((overlay, extra.services))
 }
 
 /// systemd-boot from Debian's systemd-boot-efi package.
@@ -269,7 +272,7 @@ fn vagrant_box(
     node_initrd: &[u8],
 ) -> Result<[Artifact; 2]> {
     let name = &p.node.name;
-    let (overlay, services) = &shared.box_overlays[&p.node.role];
+    let (overlay, services) = shared.box_overlay.as_ref().expect("prepared when boxes are wanted");
     let mut config = image_config(p);
     config.guest = Some(Guest { dhcp_other_links: true, services: services.clone() });
     // The node's image plus a second archive whose config replaces the first's.

@@ -49,16 +49,9 @@ async fn lease_other_links(node_mac: MacAddr) -> Result<u32> {
     let mut shortest = u32::MAX;
     for l in nics {
         nl.set_up(l.index).await?;
-        let (name, mac) = (l.name.clone(), l.mac.expect("filtered"));
         // Sequential: every client binds UDP port 68.
-        let lease =
-            tokio::task::spawn_blocking(move || super::dhcp::acquire(&name, mac, Duration::from_secs(10))).await??;
-        let net = ipnet::Ipv4Net::new(lease.address, lease.prefix_len)?;
-        nl.set_only_addr(l.index, net).await?;
-        if let Some(gw) = lease.router {
-            let _ = nl.replace_route("0.0.0.0/0".parse().expect("valid"), gw, l.index, false).await;
-        }
-        log::info(&format!("guest dhcp: {net} on {} from {}", l.name, lease.server));
+        let lease = super::net::dhcp_link(&nl, &l).await?;
+        log::info(&format!("guest dhcp: {}/{} on {} from {}", lease.address, lease.prefix_len, l.name, lease.server));
         shortest = shortest.min(lease.lease_secs.unwrap_or(3600));
     }
     Ok(shortest)

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::config::NodeConfig;
 use crate::log;
@@ -44,17 +44,12 @@ pub async fn dhcp_any() -> Result<()> {
             nl.set_up(l.index).await?;
         }
         for l in links {
-            let (name, mac) = (l.name.clone(), l.mac.expect("filtered"));
-            let got =
-                tokio::task::spawn_blocking(move || super::dhcp::acquire(&name, mac, Duration::from_secs(10))).await?;
-            match got {
+            match dhcp_link(&nl, &l).await {
                 Ok(lease) => {
-                    let net = ipnet::Ipv4Net::new(lease.address, lease.prefix_len)?;
-                    nl.set_only_addr(l.index, net).await?;
-                    if let Some(gw) = lease.router {
-                        let _ = nl.replace_route("0.0.0.0/0".parse().expect("valid"), gw, l.index, false).await;
-                    }
-                    log::info(&format!("dhcp: {net} on {} from {}", l.name, lease.server));
+                    log::info(&format!(
+                        "dhcp: {}/{} on {} from {}",
+                        lease.address, lease.prefix_len, l.name, lease.server
+                    ));
                     return Ok(());
                 }
                 Err(e) => log::warn(&format!("dhcp on {}: {e:#}", l.name)),
@@ -63,4 +58,17 @@ pub async fn dhcp_any() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     bail!("no interface got a DHCP lease")
+}
+
+/// One DHCP exchange on `link` (already up), then its address and default
+/// route as the lease says.
+pub async fn dhcp_link(nl: &Netlink, link: &crate::netlink::LinkInfo) -> Result<super::dhcp::DhcpLease> {
+    let (name, mac) = (link.name.clone(), link.mac.context("a link without a MAC")?);
+    let lease =
+        tokio::task::spawn_blocking(move || super::dhcp::acquire(&name, mac, Duration::from_secs(10))).await??;
+    nl.set_only_addr(link.index, ipnet::Ipv4Net::new(lease.address, lease.prefix_len)?).await?;
+    if let Some(gw) = lease.router {
+        let _ = nl.replace_route("0.0.0.0/0".parse().expect("valid"), gw, link.index, false).await;
+    }
+    Ok(lease)
 }
