@@ -20,6 +20,7 @@ use crate::image::initramfs::{self, Compression, Payloads};
 use crate::image::modules::ModuleTree;
 use crate::image::recipe::Recipe;
 use crate::output::{self, Artifact};
+use crate::pki::Pki;
 use crate::plan::{self, NodePlan, Selection};
 use crate::sources::{self, kernel, Cache, SourceSpec};
 use crate::timing;
@@ -34,6 +35,8 @@ pub const DEFAULT_CNI: &str = "apt:containernetworking-plugins";
 #[derive(Debug)]
 pub struct BuildConfig {
     pub cluster: Cluster,
+    /// The cluster CA, when its etcd uses TLS.
+    pub pki: Option<Pki>,
     pub selection: Selection,
     pub out: PathBuf,
     pub agent: AgentBinary,
@@ -84,7 +87,7 @@ struct Shared {
 }
 
 pub fn run(cfg: &BuildConfig) -> Result<Vec<Built>> {
-    let plans = plan::plan(&cfg.cluster, &cfg.selection)?;
+    let plans = plan::plan(&cfg.cluster, &cfg.selection, cfg.pki.as_ref())?;
     let shared = timing::phase("prepare", || prepare(cfg, &plans))?;
     // Render everything before writing anything: a failure leaves no output.
     let rendered = timing::phase("render", || render_all(cfg, &shared, &plans))?;
@@ -259,7 +262,24 @@ fn artifacts(cfg: &BuildConfig, shared: &Shared, p: &NodePlan) -> Result<Vec<Art
     if let Some(boxed) = boxed {
         out.extend(boxed);
     }
+    if p.config.etcd.tls.is_some() {
+        keep_private(&mut out, name);
+    }
     Ok(out)
+}
+
+/// The artifacts that carry the node's private keys are for its owner only.
+fn keep_private(artifacts: &mut [Artifact], node: &str) {
+    let secret = [
+        format!("{node}.ign"),
+        "initrd.img".into(),
+        format!("{node}.raw"),
+        format!("{node}.qcow2"),
+        format!("{node}.box"),
+    ];
+    for a in artifacts.iter_mut().filter(|a| secret.contains(&a.name)) {
+        a.mode = 0o600;
+    }
 }
 
 /// `NODE.box` and its catalog `NODE.box.json`.

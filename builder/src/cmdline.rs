@@ -68,6 +68,12 @@ pub struct UpArgs {
     /// workers, print the report, stop the cluster, and exit 0 only if all passed.
     #[arg(long)]
     pub check: bool,
+    /// The cluster's etcd CA (`ca.key`, `ca.crt`): created there on first
+    /// use, reused after (default: $XDG_DATA_HOME/imgbuild/pki/CLUSTER, i.e.
+    /// ~/.local/share/imgbuild/pki/CLUSTER). Every node's certificates derive
+    /// from it, so the same CA gives the same bytes.
+    #[arg(long, value_name = "DIR")]
+    pub pki: Option<PathBuf>,
     /// How long to wait for readiness (and probes) before giving up, in seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
@@ -111,6 +117,12 @@ pub struct BuildArgs {
     /// from `URL/ignition?mac=MAC` (as `imgbuild serve` answers), sha512-checked.
     #[arg(long, value_name = "URL")]
     pub stub_url: Option<String>,
+    /// The cluster's etcd CA (`ca.key`, `ca.crt`): created there on first
+    /// use, reused after (default: $XDG_DATA_HOME/imgbuild/pki/CLUSTER, i.e.
+    /// ~/.local/share/imgbuild/pki/CLUSTER). Every node's certificates derive
+    /// from it, so the same CA gives the same bytes.
+    #[arg(long, value_name = "DIR")]
+    pub pki: Option<PathBuf>,
     /// Put a per-node token (HMAC of the node name under this secret file,
     /// mode 0600) into each node's iPXE script and merge stub, as
     /// `imgbuild serve --token-secret` requires.

@@ -8,6 +8,7 @@ pub mod error;
 pub mod formats;
 pub mod image;
 pub mod output;
+pub mod pki;
 pub mod plan;
 pub mod serve;
 pub mod sources;

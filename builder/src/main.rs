@@ -11,6 +11,7 @@ use imgbuild::cmdline::{BuildArgs, Cli, Cmd, DownArgs, InitArgs, ServeArgs, UpAr
 use imgbuild::error::InputError;
 use imgbuild::formats::vagrant;
 use imgbuild::output;
+use imgbuild::pki::{self, Pki};
 use imgbuild::plan::Selection;
 use imgbuild::sources::Cache;
 use imgbuild::token::TokenSecret;
@@ -46,13 +47,33 @@ fn load_cluster(path: Option<&std::path::Path>) -> Result<Cluster, InputError> {
     }
 }
 
+/// The cluster CA when its etcd uses TLS: from `--pki`, else the default
+/// place for the cluster's name; created on first use.
+fn load_pki(cluster: &Cluster, dir: Option<&std::path::Path>) -> Result<Option<Pki>> {
+    if !cluster.etcd.tls {
+        return Ok(None);
+    }
+    let dir = match dir {
+        Some(d) => d.to_owned(),
+        None => pki::default_dir(&cluster.name)?,
+    };
+    let fresh = !dir.join(pki::CA_KEY).exists() && !dir.join(pki::CA_CERT).exists();
+    let loaded = Pki::load_or_create(&dir, &cluster.name)?;
+    if fresh {
+        eprintln!("imgbuild: created the cluster's etcd CA in {} (keep it: nodes trust only it)", dir.display());
+    }
+    Ok(Some(loaded))
+}
+
 fn build(args: BuildArgs) -> Result<()> {
     if !vagrant::valid_version(&args.box_version) {
         return Err(InputError::new("--box-version", "", "must be numbers separated by dots, such as 1.2.0").into());
     }
     let cluster = load_cluster(args.cluster.as_deref())?;
+    let pki = load_pki(&cluster, args.pki.as_deref())?;
     let cfg = BuildConfig {
         cluster,
+        pki,
         selection: Selection { role: args.role, node: args.node, all: args.all },
         out: args.out,
         agent: AgentBinary::locate(args.agent.as_deref())?,
@@ -92,8 +113,10 @@ fn init(args: &InitArgs) -> Result<()> {
 fn up(args: &UpArgs) -> Result<()> {
     let cluster = load_cluster(args.cluster.as_deref())?;
     let agent = AgentBinary::locate(args.agent.as_deref())?;
+    let pki = load_pki(&cluster, args.pki.as_deref())?;
     let cfg = BuildConfig {
         cluster: cluster.clone(),
+        pki,
         selection: Selection { all: true, ..Default::default() },
         out: args.out.clone(),
         agent,

@@ -2,11 +2,12 @@
 //! node config each agent gets. Pure.
 
 use ipnet::Ipv4Net;
-use node_agent::config::{EtcdConfig, EtcdMember, NetworkConfig, NodeConfig, NodeIdentity, Paths};
+use node_agent::config::{ClientTls, EtcdConfig, EtcdMember, KeyPair, NetworkConfig, NodeConfig, NodeIdentity, Paths};
 use node_agent::types::Role;
 
 use crate::cluster::{Cluster, Node};
 use crate::error::InputError;
+use crate::pki::{Pem, Pki};
 
 /// Which nodes a build covers.
 #[derive(Debug, Clone, Default)]
@@ -24,10 +25,15 @@ pub struct NodePlan {
     pub config: NodeConfig,
 }
 
-/// Plans the selected nodes, in cluster-file order.
-pub fn plan(cluster: &Cluster, sel: &Selection) -> Result<Vec<NodePlan>, InputError> {
+/// Plans the selected nodes, in cluster-file order. `pki` is the cluster CA,
+/// required when the cluster's etcd uses TLS.
+pub fn plan(cluster: &Cluster, sel: &Selection, pki: Option<&Pki>) -> Result<Vec<NodePlan>, InputError> {
     let nodes = select(cluster, sel)?;
-    Ok(nodes.into_iter().map(|n| NodePlan { node: n.clone(), config: node_config(cluster, n) }).collect())
+    let pki = match (cluster.etcd.tls, pki) {
+        (true, None) => panic!("a TLS cluster is planned with its CA"),
+        (tls, pki) => pki.filter(|_| tls),
+    };
+    Ok(nodes.into_iter().map(|n| NodePlan { node: n.clone(), config: node_config(cluster, n, pki) }).collect())
 }
 
 fn select<'a>(cluster: &'a Cluster, sel: &Selection) -> Result<Vec<&'a Node>, InputError> {
@@ -58,8 +64,15 @@ fn select<'a>(cluster: &'a Cluster, sel: &Selection) -> Result<Vec<&'a Node>, In
     Ok(nodes)
 }
 
-/// The config one node's agent runs from.
-pub fn node_config(cluster: &Cluster, node: &Node) -> NodeConfig {
+/// The config one node's agent runs from; with `pki`, it carries the node's
+/// own certificates and nobody else's.
+pub fn node_config(cluster: &Cluster, node: &Node, pki: Option<&Pki>) -> NodeConfig {
+    let is_member = node.role == Role::Etcd && cluster.etcd.external_endpoints.is_empty();
+    let certs = pki.map(|p| p.issue(node, is_member));
+    let mut member = (node.role == Role::Etcd).then(|| etcd_member(cluster, node));
+    if let (Some(m), Some(pem)) = (member.as_mut(), certs.as_ref().and_then(|c| c.member.as_ref())) {
+        m.tls = Some(key_pair(pem));
+    }
     NodeConfig {
         cluster: cluster.name.clone(),
         node: NodeIdentity {
@@ -70,7 +83,8 @@ pub fn node_config(cluster: &Cluster, node: &Node) -> NodeConfig {
         },
         etcd: EtcdConfig {
             endpoints: cluster.etcd_endpoints(),
-            member: (node.role == Role::Etcd).then(|| etcd_member(cluster, node)),
+            tls: certs.map(|c| ClientTls { ca: c.ca, cert: c.client.cert, key: c.client.key }),
+            member,
         },
         network: NetworkConfig {
             network: cluster.pod_network,
@@ -85,15 +99,21 @@ pub fn node_config(cluster: &Cluster, node: &Node) -> NodeConfig {
     }
 }
 
+fn key_pair(pem: &Pem) -> KeyPair {
+    KeyPair { cert: pem.cert.clone(), key: pem.key.clone() }
+}
+
 fn etcd_member(cluster: &Cluster, node: &Node) -> EtcdMember {
-    let peer = |n: &Node| format!("http://{}:{}", n.ip, cluster.etcd.peer_port);
+    let scheme = cluster.etcd.scheme();
+    let peer = |n: &Node| format!("{scheme}://{}:{}", n.ip, cluster.etcd.peer_port);
     EtcdMember {
         name: node.name.clone(),
-        client_url: format!("http://{}:{}", node.ip, cluster.etcd.client_port),
+        client_url: format!("{scheme}://{}:{}", node.ip, cluster.etcd.client_port),
         peer_url: peer(node),
         initial_cluster: cluster.etcd_nodes().map(|n| format!("{}={}", n.name, peer(n))).collect(),
         initial_cluster_token: cluster.name.clone(),
         supervise: false,
+        tls: None,
     }
 }
 
@@ -109,6 +129,8 @@ mod tests {
     fn selects_by_role_and_node() {
         let c = Cluster::embedded_default();
         let sel = |role, node: Option<&str>| Selection { role, node: node.map(str::to_owned), all: false };
+        let pki = crate::pki::test_pki();
+        let plan = |c: &Cluster, s: &Selection| plan(c, s, Some(&pki));
         assert_eq!(names(&plan(&c, &sel(Some(Role::Worker), None)).unwrap()), ["worker-1", "worker-2"]);
         assert_eq!(names(&plan(&c, &sel(None, Some("master-1"))).unwrap()), ["master-1"]);
         assert_eq!(names(&plan(&c, &sel(Some(Role::Worker), Some("worker-2"))).unwrap()), ["worker-2"]);
@@ -122,10 +144,47 @@ mod tests {
     #[test]
     fn etcd_member_lists_every_member() {
         let c = Cluster::embedded_default();
-        let etcd = &plan(&c, &Selection { role: Some(Role::Etcd), ..Default::default() }).unwrap()[0].config;
+        let sel = Selection { role: Some(Role::Etcd), ..Default::default() };
+        let etcd = &plan(&c, &sel, Some(&crate::pki::test_pki())).unwrap()[0].config;
         let m = etcd.etcd.member.as_ref().unwrap();
-        assert_eq!(m.initial_cluster, ["etcd-1=http://172.17.8.101:2380"]);
-        assert_eq!(etcd.etcd.endpoints, ["http://172.17.8.101:2379"]);
+        assert_eq!(m.initial_cluster, ["etcd-1=https://172.17.8.101:2380"]);
+        assert_eq!(etcd.etcd.endpoints, ["https://172.17.8.101:2379"]);
+        assert!(m.tls.is_some() && etcd.etcd.tls.is_some());
         etcd.validate().unwrap();
+    }
+
+    #[test]
+    fn each_node_carries_only_its_own_keys() {
+        let pki = crate::pki::test_pki();
+        let plans = plan(&Cluster::embedded_default(), &Selection { all: true, ..Default::default() }, Some(&pki));
+        let plans = plans.unwrap();
+        let keys: Vec<String> = plans
+            .iter()
+            .flat_map(|p| {
+                let e = &p.config.etcd;
+                e.tls
+                    .iter()
+                    .map(|t| t.key.clone())
+                    .chain(e.member.iter().flat_map(|m| m.tls.iter().map(|t| t.key.clone())))
+            })
+            .collect();
+        assert_eq!(keys.len(), 5, "four agents and one member");
+        for p in &plans {
+            let text = serde_json::to_string(&p.config).unwrap();
+            let own = keys.iter().filter(|k| text.contains(&k.replace('\n', "\\n"))).count();
+            assert_eq!(own, if p.node.role == Role::Etcd { 2 } else { 1 }, "{}", p.node.name);
+        }
+    }
+
+    #[test]
+    fn a_plain_cluster_has_no_certificates_and_speaks_http() {
+        let text = crate::cluster::DEFAULT_TOML.replace("tls = true", "tls = false");
+        let c = crate::cluster::parse(&text, "c.toml").unwrap();
+        let plans = plan(&c, &Selection { all: true, ..Default::default() }, None).unwrap();
+        for p in &plans {
+            assert!(p.config.etcd.tls.is_none());
+            assert!(p.config.etcd.endpoints.iter().all(|e| e.starts_with("http://")));
+            p.config.validate().unwrap();
+        }
     }
 }

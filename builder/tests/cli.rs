@@ -92,3 +92,59 @@ fn refuses_a_dynamic_agent() {
     assert_eq!(code, 1);
     assert!(err.contains("is not static"), "{err}");
 }
+
+#[test]
+fn the_cluster_ca_is_created_once_kept_private_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let worker = ["--node", "worker-1", "--kernel", TEST_KERNEL, "--pki"];
+    let out = run_ok(imgbuild_with_agent().args(worker).arg(&pki).arg("--out").arg(dir.path().join("a")));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains(&format!("created the cluster's etcd CA in {}", pki.display())), "{said}");
+    let key = pki.join("ca.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    // The node's private key travels in its config: only its owner reads them.
+    let ign = dir.path().join("a/worker-1/worker-1.ign");
+    assert_eq!(std::fs::metadata(&ign).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // The same CA again: same bytes, and nothing new said.
+    let out = run_ok(imgbuild_with_agent().args(worker).arg(&pki).arg("--out").arg(dir.path().join("b")));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("created"));
+    assert!(std::fs::read(&ign).unwrap() == std::fs::read(dir.path().join("b/worker-1/worker-1.ign")).unwrap());
+
+    // A CA key others may read is refused before anything is written.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let c = dir.path().join("c");
+    let (code, err) = stderr_of(imgbuild_with_agent().args(worker).arg(&pki).arg("--out").arg(&c));
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        err,
+        format!("imgbuild: error: {}: the CA key is readable by others (mode 644); chmod 600 it\n", key.display())
+    );
+    assert!(!c.exists(), "bad input left output behind");
+}
+
+#[test]
+fn a_plain_http_cluster_makes_no_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cluster.toml");
+    std::fs::write(&file, imgbuild::cluster::DEFAULT_TOML.replace("tls = true", "tls = false")).unwrap();
+    let data_home = dir.path().join("data");
+    let mut cmd = imgbuild_with_agent();
+    cmd.args(["--node", "worker-1", "--kernel", TEST_KERNEL, "--cluster"]).arg(&file);
+    run_ok(cmd.env("XDG_DATA_HOME", &data_home).arg("--out").arg(dir.path().join("o")));
+    assert!(!data_home.exists(), "a cluster without TLS needs no CA");
+    // The agent's config, as Ignition would install it: plain HTTP, no keys.
+    struct Offline;
+    impl imgbuild_ignition::apply::Fetch for Offline {
+        fn fetch(&self, url: &str) -> Result<Vec<u8>, String> {
+            Err(format!("offline: {url}"))
+        }
+    }
+    let ign = std::fs::read(dir.path().join("o/worker-1/worker-1.ign")).unwrap();
+    let root = dir.path().join("root");
+    imgbuild_ignition::apply::apply(&ign, &root, &Offline).unwrap();
+    let config = std::fs::read_to_string(root.join("etc/node-agent/config.json")).unwrap();
+    assert!(config.contains("\"http://172.17.8.101:2379\"") && !config.contains("PRIVATE KEY"), "{config}");
+}

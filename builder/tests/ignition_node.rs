@@ -1,7 +1,8 @@
-//! The agent that the real Ignition installs from a worker config does the
-//! whole network job with nothing but the files Ignition wrote: it runs
-//! chrooted into the applied root, inside a test host namespace that has the
-//! reference cluster's node IP, against a real etcd at the etcd node's IP.
+//! The agents that the real Ignition installs from the reference cluster's
+//! configs do the whole network job with nothing but the files Ignition
+//! wrote: each runs chrooted into its applied root, inside a test host
+//! namespace with its node IP, and etcd runs from the etcd node's drop-in
+//! with the TLS files Ignition wrote, as Flatcar's etcd-member would.
 
 mod common;
 #[path = "../../node-agent/tests/common/mod.rs"]
@@ -11,13 +12,20 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{imgbuild_with_agent, run_ok, TEST_KERNEL};
-use hosts::{node_config, start_agent, Agent, Etcd, Lan, Ns};
+use hosts::{Agent, Lan, Ns};
 
 const IGNITION: &str = "/usr/lib/dracut/modules.d/30ignition/ignition";
 
 fn apply(config: &Path, root: &Path) {
     std::fs::create_dir_all(root.join("etc/selinux")).unwrap();
     std::fs::write(root.join("etc/selinux/config"), "SELINUX=disabled\nSELINUXTYPE=targeted\n").unwrap();
+    // The users Flatcar's base layout has that our configs name.
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/bash\netcd:x:232:232:etcd:/dev/null:/sbin/nologin\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\netcd:x:232:\n").unwrap();
     for stage in ["fetch", "files"] {
         // The files stage ends with an SELinux relabel that needs the host's
         // setfiles; the files are all written before it.
@@ -55,61 +63,96 @@ fn unshare(ns: &Ns, line: &str) -> Command {
     c
 }
 
+/// etcd as Flatcar's etcd-member.service runs it, from the applied etcd
+/// node's drop-in: its `ETCD_*` environment, `$ETCD_SSL_DIR` mounted at
+/// `/etc/ssl/certs` as etcd-wrapper mounts it into etcd's container.
+fn etcd_member_line(root: &Path) -> String {
+    let dropin =
+        std::fs::read_to_string(root.join("etc/systemd/system/etcd-member.service.d/20-imgbuild.conf")).unwrap();
+    let env: Vec<String> = dropin
+        .lines()
+        .filter_map(|l| l.strip_prefix("Environment=\"")?.strip_suffix('"').map(|kv| format!("'{kv}'")))
+        .collect();
+    let ssl_dir = env.iter().find_map(|kv| kv.strip_prefix("'ETCD_SSL_DIR=")?.strip_suffix('\'')).unwrap().to_owned();
+    let r = root.display();
+    format!(
+        "mkdir -p {r}/etc/ssl/certs {r}/var/lib/etcd; mount --bind {r}{ssl_dir} {r}/etc/ssl/certs; {}",
+        in_root(root, &format!("env {} /usr/bin/etcd", env.join(" ")))
+    )
+}
+
+/// Builds `node` of the reference cluster under the CA in `pki` and applies
+/// its Ignition config to a fresh root.
+fn installed(tmp: &Path, pki: &Path, node: &str) -> std::path::PathBuf {
+    let out = tmp.join("out");
+    let args = ["--node", node, "--kernel", TEST_KERNEL, "--pki"];
+    run_ok(imgbuild_with_agent().args(args).arg(pki).arg("--out").arg(&out));
+    let root = tmp.join(format!("root-{node}"));
+    apply(&out.join(node).join(format!("{node}.ign")), &root);
+    if node.starts_with("worker") {
+        // Flatcar ships the CNI plugins; this root gets Debian's.
+        std::fs::create_dir_all(root.join("opt/cni/bin")).unwrap();
+        for e in std::fs::read_dir("/usr/lib/cni").unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), root.join("opt/cni/bin").join(e.file_name())).unwrap();
+        }
+    }
+    root
+}
+
+/// Starts the installed agent of `root` inside `ns`.
+fn start_installed(ns: &Ns, root: &Path) -> Agent {
+    Agent::spawn(unshare(ns, &in_root(root, "/opt/bin/node-agent run --config /etc/node-agent/config.json")))
+}
+
+/// A pod in `pod` through the installed agent's conflist and /opt/cni/bin,
+/// as kubelet would add it; returns its IP.
+fn add_pod(host: &Ns, root: &Path, pod: &Ns, name: &str) -> String {
+    let add =
+        format!("/opt/bin/node-agent pod add --name {name} --id {} --netns /var/run/netns/{}", pod.name, pod.name);
+    String::from_utf8(run_ok(&mut unshare(host, &in_root(root, &add))).stdout).unwrap().trim().to_owned()
+}
+
 #[test]
 fn ignition_installed_agent_runs_the_node_from_its_config_alone() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out");
-    run_ok(imgbuild_with_agent().args(["--node", "worker-1", "--kernel", TEST_KERNEL, "--out"]).arg(&out));
-    let root = tmp.path().join("root");
-    apply(&out.join("worker-1/worker-1.ign"), &root);
-    // Flatcar ships the CNI plugins; this root gets Debian's.
-    std::fs::create_dir_all(root.join("opt/cni/bin")).unwrap();
-    for e in std::fs::read_dir("/usr/lib/cni").unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), root.join("opt/cni/bin").join(e.file_name())).unwrap();
-    }
+    let pki = tmp.path().join("pki");
+    let etcd_root = installed(tmp.path(), &pki, "etcd-1");
+    let root = installed(tmp.path(), &pki, "worker-1");
+    let root2 = installed(tmp.path(), &pki, "worker-2");
 
     // The reference cluster's addresses, inside namespaces of this test.
     let lan = Lan::new();
     let etcd_ns = Ns::new("etcd");
     lan.attach(&etcd_ns, "172.17.8.101/24");
-    let etcd = Etcd::start(Some(&etcd_ns), "172.17.8.101");
+    let etcd = Agent::spawn(unshare(&etcd_ns, &etcd_member_line(&etcd_root)));
+    // etcd's agent waits for it, then puts the network config.
+    let etcd_agent = start_installed(&etcd_ns, &etcd_root);
+    etcd_agent.wait_for("ready role=etcd", 60);
+    assert!(etcd.log().contains("ClientTLS: cert = /etc/ssl/certs/etcd.crt"), "{}", etcd.log());
+
     let w1 = Ns::new("w1");
     lan.attach(&w1, "172.17.8.103/24");
-    let agent =
-        Agent::spawn(unshare(&w1, &in_root(&root, "/opt/bin/node-agent run --config /etc/node-agent/config.json")));
+    let agent = start_installed(&w1, &root);
     agent.wait_for("node-agent: config from file /etc/node-agent/config.json", 30);
     let ready = agent.wait_for("node-agent: ready role=worker subnet=", 60);
     let subnet = ready.split("subnet=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
-    let key = format!("/coreos.com/network/subnets/{}", subnet.replace('/', "-"));
-    let lease = etcd.get(&key).expect("lease in etcd");
-    assert!(lease.starts_with(r#"{"PublicIP":"172.17.8.103","PublicIPv6":null,"BackendType":"vxlan""#), "{lease}");
     let env = std::fs::read_to_string(root.join("run/flannel/subnet.env")).unwrap();
     assert!(env.contains(&format!("FLANNEL_SUBNET={}", subnet.replace(".0/24", ".1/24"))), "{env}");
     assert!(root.join("etc/cni/net.d/10-imgbuild.conflist").is_file());
 
-    // A second, ordinary test host, and a pod on each; kubelet's side runs
-    // through the installed agent's conflist and /opt/cni/bin.
     let w2 = Ns::new("w2");
     lan.attach(&w2, "172.17.8.104/24");
-    let dir2 = tempfile::tempdir().unwrap();
-    let cfg2 = node_config(dir2.path(), "w2", "worker", "172.17.8.104/24", &etcd.endpoint, "vxlan");
-    let agent2 = start_agent(&w2, &cfg2);
+    let agent2 = start_installed(&w2, &root2);
     agent2.wait_for("ready role=worker", 60);
 
+    // A pod on each worker; kubelet's side runs through each installed agent.
     let pod1 = Ns::new("p1");
-    let add = format!("/opt/bin/node-agent pod add --name p1 --id {} --netns /var/run/netns/{}", pod1.name, pod1.name);
-    let ip1 = String::from_utf8(run_ok(&mut unshare(&w1, &in_root(&root, &add))).stdout).unwrap().trim().to_owned();
+    let ip1 = add_pod(&w1, &root, &pod1, "p1");
     assert!(ip1.starts_with(subnet.trim_end_matches("0/24")), "{ip1} not in {subnet}");
     let pod2 = Ns::new("p2");
+    let ip2 = add_pod(&w2, &root2, &pod2, "p2");
     let agent_bin = hosts::agent_bin();
-    let add2 = format!(
-        "{agent_bin} pod add --name p2 --id {} --netns {} --config {}",
-        pod2.name,
-        pod2.path().display(),
-        cfg2.display()
-    );
-    let ip2 = w2.sh(&add2).trim().to_owned();
     let _serve = {
         let mut c = pod2.cmd(agent_bin);
         c.args(["probe", "serve"]);

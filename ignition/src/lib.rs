@@ -71,6 +71,15 @@ impl ConfigBuilder {
         self
     }
 
+    /// A small text file owned by the user named `user` on the machine
+    /// (looked up by Ignition in the machine's own passwd).
+    pub fn text_file_owned(self, path: &str, mode: u32, user: &str, text: &str) -> Self {
+        let mut b = self.text_file(path, mode, text);
+        let f = b.files.last_mut().expect("just added");
+        f.user = Some(ign::NodeUser { name: Some(user.to_owned()), ..Default::default() });
+        b
+    }
+
     pub fn directory(mut self, path: &str, mode: u32) -> Self {
         let mut d = ign::Directory::new(path.to_owned());
         d.mode = Some(i64::from(mode));

@@ -218,7 +218,7 @@ async fn lease_storm(endpoint: &str, n: usize) -> Result<Storm> {
     let start = Instant::now();
     let tasks: Vec<_> = (0..n)
         .map(|i| {
-            let client = Client::new(&[endpoint.to_owned()]);
+            let client = Client::new(&[endpoint.to_owned()], None);
             tokio::spawn(async move {
                 let mgr = SubnetManager { client: client?, net, attrs: attrs(i), ttl: 3600 };
                 // As the agent does: an etcd error (a timeout under load) is retried.
@@ -259,7 +259,7 @@ async fn plain_creates(endpoint: &str, n: usize) -> Result<Duration> {
     let start = Instant::now();
     let tasks: Vec<_> = (0..n)
         .map(|i| {
-            let client = Client::new(&[endpoint.to_owned()]);
+            let client = Client::new(&[endpoint.to_owned()], None);
             tokio::spawn(async move {
                 let client = client?;
                 let id = client.grant(3600).await?;
@@ -340,7 +340,7 @@ struct WatchResult {
 async fn watch_latency(endpoint: &str, etcd_pid: u32, n: usize, quick: bool) -> Result<WatchResult> {
     let dir = tempfile::tempdir()?;
     let mut agent = start_agent(endpoint, dir.path())?;
-    let client = Client::new(&[endpoint.to_owned()])?;
+    let client = Client::new(&[endpoint.to_owned()], None)?;
     // Route notifications, as the kernel sends them.
     let (mut conn, _handle, mut routes) = rtnetlink::new_connection()?;
     const RTMGRP_IPV4_ROUTE: u32 = 0x40;

@@ -153,6 +153,9 @@ fn check(config: &std::path::Path, ignition: Option<&std::path::Path>) -> Result
         }
         None => (NodeConfig::load(config)?, config),
     };
+    // The TLS material must load as `run` will load it.
+    node_agent::etcd::Client::new(&cfg.etcd.endpoints, cfg.etcd.tls.as_ref())
+        .with_context(|| format!("node config {}", config.display()))?;
     println!(
         "node-agent: config {} ok: node {} role {} address {}",
         config.display(),

@@ -39,7 +39,7 @@ fn rt() -> tokio::runtime::Runtime {
 fn fifty_nodes_at_once_get_fifty_distinct_subnets() {
     let etcd = Etcd::start(None, "127.0.0.1");
     rt().block_on(async {
-        let client = Client::new(std::slice::from_ref(&etcd.endpoint)).unwrap();
+        let client = Client::new(std::slice::from_ref(&etcd.endpoint), None).unwrap();
         let net = manager::ensure_network_config(&client, &network()).await.unwrap();
         let tasks: Vec<_> = (1..=50)
             .map(|i| {
@@ -66,7 +66,7 @@ fn fifty_nodes_at_once_get_fifty_distinct_subnets() {
 fn renewal_keeps_a_lease_and_expiry_drops_it() {
     let etcd = Etcd::start(None, "127.0.0.1");
     rt().block_on(async {
-        let client = Client::new(std::slice::from_ref(&etcd.endpoint)).unwrap();
+        let client = Client::new(std::slice::from_ref(&etcd.endpoint), None).unwrap();
         let net = manager::ensure_network_config(&client, &network()).await.unwrap();
         let renewed = manager(&client, net, 1, 3);
         let idle = manager(&client, net, 2, 3);
@@ -89,10 +89,10 @@ fn client_fails_over_to_a_live_endpoint() {
     let etcd = Etcd::start(None, "127.0.0.1");
     rt().block_on(async {
         let dead = format!("http://127.0.0.1:{}", free_port());
-        let client = Client::new(&[dead, etcd.endpoint.clone()]).unwrap();
+        let client = Client::new(&[dead, etcd.endpoint.clone()], None).unwrap();
         client.put("/x", b"1", None).await.unwrap();
         assert_eq!(client.get("/x").await.unwrap().0.unwrap().value, b"1");
-        let none = Client::new(&[format!("http://127.0.0.1:{}", free_port())]).unwrap();
+        let none = Client::new(&[format!("http://127.0.0.1:{}", free_port())], None).unwrap();
         assert!(none.get("/x").await.is_err());
     });
 }
@@ -103,7 +103,7 @@ fn existing_network_config_wins() {
     let theirs = r#"{"network":"10.9.0.0/16","subnetlen":26,"backend":{"type":"host-gw"}}"#;
     assert!(etcd.ctl(&["put", "/coreos.com/network/config", theirs]).0);
     rt().block_on(async {
-        let client = Client::new(std::slice::from_ref(&etcd.endpoint)).unwrap();
+        let client = Client::new(std::slice::from_ref(&etcd.endpoint), None).unwrap();
         let net = manager::ensure_network_config(&client, &network()).await.unwrap();
         assert_eq!(net.network.to_string(), "10.9.0.0/16");
         assert_eq!(net.subnet_len, 26);
@@ -117,7 +117,7 @@ fn existing_network_config_wins() {
 #[test]
 fn listing_many_leases_reads_every_key_once() {
     let etcd = Etcd::start(None, "127.0.0.1");
-    let client = Client::new(std::slice::from_ref(&etcd.endpoint)).unwrap();
+    let client = Client::new(std::slice::from_ref(&etcd.endpoint), None).unwrap();
     rt().block_on(async {
         let puts = (0..1203u32).map(|i| {
             let client = client.clone();

@@ -42,6 +42,19 @@ pub struct EtcdSettings {
     pub external_endpoints: Vec<String>,
     pub client_port: u16,
     pub peer_port: u16,
+    /// etcd with TLS and client certificates from the cluster CA.
+    pub tls: bool,
+}
+
+impl EtcdSettings {
+    /// The URL scheme of every etcd client and peer URL.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -83,7 +96,7 @@ impl Cluster {
         if !self.etcd.external_endpoints.is_empty() {
             return self.etcd.external_endpoints.clone();
         }
-        self.etcd_nodes().map(|n| format!("http://{}:{}", n.ip, self.etcd.client_port)).collect()
+        self.etcd_nodes().map(|n| format!("{}://{}:{}", self.etcd.scheme(), n.ip, self.etcd.client_port)).collect()
     }
 
     pub fn node(&self, name: &str) -> Option<&Node> {

@@ -80,6 +80,14 @@ pub struct EtcdSection {
     pub client_port: u16,
     #[serde(default = "default_peer_port")]
     pub peer_port: u16,
+    /// TLS with client certificates from the cluster CA; `false` runs etcd
+    /// over plain HTTP, for networks where that is acceptable.
+    #[serde(default = "default_tls")]
+    pub tls: bool,
+}
+
+fn default_tls() -> bool {
+    true
 }
 
 fn default_client_port() -> u16 {
@@ -92,7 +100,12 @@ fn default_peer_port() -> u16 {
 
 impl Default for EtcdSection {
     fn default() -> Self {
-        EtcdSection { endpoints: Vec::new(), client_port: default_client_port(), peer_port: default_peer_port() }
+        EtcdSection {
+            endpoints: Vec::new(),
+            client_port: default_client_port(),
+            peer_port: default_peer_port(),
+            tls: default_tls(),
+        }
     }
 }
 

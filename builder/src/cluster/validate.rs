@@ -181,6 +181,12 @@ fn etcd(errs: &Errs, s: &EtcdSection, nodes: &[Node]) -> Result<EtcdSettings> {
         if !ok {
             return Err(errs.at(format!("etcd.endpoints[{i}]"), format!("{url:?} is not an http(s) URL")));
         }
+        // The scheme follows etcd.tls, so a node never speaks plain HTTP by a typo.
+        let scheme = if s.tls { "https://" } else { "http://" };
+        if !url.starts_with(scheme) {
+            let why = if s.tls { "etcd.tls is true (the default)" } else { "etcd.tls is false" };
+            return Err(errs.at(format!("etcd.endpoints[{i}]"), format!("{url:?} must start with {scheme}: {why}")));
+        }
     }
     let members = nodes.iter().filter(|n| n.role == Role::Etcd).count();
     if members == 0 && s.endpoints.is_empty() {
@@ -200,7 +206,12 @@ fn etcd(errs: &Errs, s: &EtcdSection, nodes: &[Node]) -> Result<EtcdSettings> {
     if s.client_port == s.peer_port {
         return Err(errs.at("etcd.peer_port", "must differ from etcd.client_port"));
     }
-    Ok(EtcdSettings { external_endpoints: s.endpoints.clone(), client_port: s.client_port, peer_port: s.peer_port })
+    Ok(EtcdSettings {
+        external_endpoints: s.endpoints.clone(),
+        client_port: s.client_port,
+        peer_port: s.peer_port,
+        tls: s.tls,
+    })
 }
 
 fn artifacts(errs: &Errs, a: &ArtifactsSection) -> Result<Artifacts> {

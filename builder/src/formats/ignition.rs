@@ -41,7 +41,16 @@ pub fn render(plan: &NodePlan, agent: &AgentDelivery) -> Vec<u8> {
         .text_file("/etc/systemd/network/00-node.network", 0o644, &node_network_unit(cfg))
         .unit(AGENT_UNIT, &agent_unit(cfg.node.role), true);
     if let Some(member) = &cfg.etcd.member {
-        b = b.dropin("etcd-member.service", "20-imgbuild.conf", &etcd_member_dropin(member), true);
+        let tls = cfg.etcd.tls.as_ref().zip(member.tls.as_ref());
+        if let Some((ca, pair)) = tls {
+            // etcd-member runs as user etcd; only it and root read the key.
+            b = b
+                .directory(ETCD_SSL_DIR, 0o755)
+                .text_file(&format!("{ETCD_SSL_DIR}/ca.crt"), 0o644, &ca.ca)
+                .text_file(&format!("{ETCD_SSL_DIR}/etcd.crt"), 0o644, &pair.cert)
+                .text_file_owned(&format!("{ETCD_SSL_DIR}/etcd.key"), 0o600, "etcd", &pair.key);
+        }
+        b = b.dropin("etcd-member.service", "20-imgbuild.conf", &etcd_member_dropin(member, tls.is_some()), true);
     }
     imgbuild_ignition::render(&b.build())
 }
@@ -78,12 +87,19 @@ fn node_network_unit(cfg: &NodeConfig) -> String {
     format!("[Match]\nMACAddress={}\n\n[Network]\nAddress={}\nLinkLocalAddressing=no\n", cfg.node.mac, cfg.node.address)
 }
 
+/// Where the member's certificates go on Container Linux. Flatcar's
+/// etcd-wrapper mounts `$ETCD_SSL_DIR` at `/etc/ssl/certs` in etcd's
+/// container, so the flags name them there.
+const ETCD_SSL_DIR: &str = "/etc/ssl/etcd";
+const ETCD_SSL_IN_CONTAINER: &str = "/etc/ssl/certs";
+
 /// Flatcar's etcd-member.service reads its flags from ETCD_* variables.
-fn etcd_member_dropin(m: &EtcdMember) -> String {
-    let env = [
+fn etcd_member_dropin(m: &EtcdMember, tls: bool) -> String {
+    let local = if tls { "https://127.0.0.1:2379" } else { "http://127.0.0.1:2379" };
+    let mut env = vec![
         ("ETCD_NAME", m.name.clone()),
         ("ETCD_DATA_DIR", "/var/lib/etcd".into()),
-        ("ETCD_LISTEN_CLIENT_URLS", format!("{},http://127.0.0.1:2379", m.client_url)),
+        ("ETCD_LISTEN_CLIENT_URLS", format!("{},{local}", m.client_url)),
         ("ETCD_ADVERTISE_CLIENT_URLS", m.client_url.clone()),
         ("ETCD_LISTEN_PEER_URLS", m.peer_url.clone()),
         ("ETCD_INITIAL_ADVERTISE_PEER_URLS", m.peer_url.clone()),
@@ -92,6 +108,20 @@ fn etcd_member_dropin(m: &EtcdMember) -> String {
         ("ETCD_INITIAL_CLUSTER_STATE", "new".into()),
         ("ETCD_ENABLE_V2", "false".into()),
     ];
+    if tls {
+        let file = |name: &str| format!("{ETCD_SSL_IN_CONTAINER}/{name}");
+        env.extend([
+            ("ETCD_SSL_DIR", ETCD_SSL_DIR.to_owned()),
+            ("ETCD_TRUSTED_CA_FILE", file("ca.crt")),
+            ("ETCD_CERT_FILE", file("etcd.crt")),
+            ("ETCD_KEY_FILE", file("etcd.key")),
+            ("ETCD_CLIENT_CERT_AUTH", "true".into()),
+            ("ETCD_PEER_TRUSTED_CA_FILE", file("ca.crt")),
+            ("ETCD_PEER_CERT_FILE", file("etcd.crt")),
+            ("ETCD_PEER_KEY_FILE", file("etcd.key")),
+            ("ETCD_PEER_CLIENT_CERT_AUTH", "true".into()),
+        ]);
+    }
     let mut s = String::from("[Service]\n");
     for (k, v) in env {
         s.push_str(&format!("Environment=\"{k}={v}\"\n"));
@@ -103,6 +133,7 @@ fn etcd_member_dropin(m: &EtcdMember) -> String {
 mod tests {
     use super::*;
     use crate::cluster::Cluster;
+    use crate::pki::test_pki;
     use crate::plan::{plan, Selection};
     use crate::testutil::assert_golden;
 
@@ -111,7 +142,7 @@ mod tests {
 
     fn plan_for(node: &str) -> NodePlan {
         let sel = Selection { node: Some(node.into()), ..Default::default() };
-        plan(&Cluster::embedded_default(), &sel).unwrap().remove(0)
+        plan(&Cluster::embedded_default(), &sel, Some(&test_pki())).unwrap().remove(0)
     }
 
     #[test]

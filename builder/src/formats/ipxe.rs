@@ -60,8 +60,12 @@ mod tests {
 
     #[test]
     fn golden_scripts() {
-        let p = plan(&Cluster::embedded_default(), &Selection { node: Some("worker-1".into()), ..Default::default() })
-            .unwrap();
+        let p = plan(
+            &Cluster::embedded_default(),
+            &Selection { node: Some("worker-1".into()), ..Default::default() },
+            Some(&crate::pki::test_pki()),
+        )
+        .unwrap();
         assert_golden(
             "golden/ipxe/worker-1.ipxe",
             &node_script(&p[0], "console=ttyS0,115200n8 panic=10 quiet\n", None),

@@ -4,8 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// `imgbuild`, keeping the cluster CA it creates by default (under
+/// `$XDG_DATA_HOME`) inside `target/`, not in the user's home.
 pub fn imgbuild() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_imgbuild"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_imgbuild"));
+    c.env("XDG_DATA_HOME", Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-data-home"));
+    c
 }
 
 /// The agent cargo built beside imgbuild (the workspace builds both).

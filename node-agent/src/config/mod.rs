@@ -5,5 +5,8 @@ mod node;
 mod paths;
 pub mod providers;
 
-pub use node::{Backend, BackendType, EtcdConfig, EtcdMember, Guest, NetworkConfig, NodeConfig, NodeIdentity, Service};
+pub use node::{
+    Backend, BackendType, ClientTls, EtcdConfig, EtcdMember, Guest, KeyPair, NetworkConfig, NodeConfig, NodeIdentity,
+    Service,
+};
 pub use paths::Paths;

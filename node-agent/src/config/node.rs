@@ -67,8 +67,13 @@ impl NodeIdentity {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EtcdConfig {
-    /// Client URLs of every etcd member (`http://IP:2379`).
+    /// Client URLs of every etcd member (`https://IP:2379`, or `http://`
+    /// when the cluster runs etcd without TLS).
     pub endpoints: Vec<String>,
+    /// The cluster CA and this node's client certificate: set when etcd
+    /// requires TLS with client certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
     /// Set on etcd nodes: this node runs a member of a static initial cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member: Option<EtcdMember>,
@@ -87,6 +92,61 @@ pub struct EtcdMember {
     /// (Container Linux's etcd-member.service).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub supervise: bool,
+    /// The member's certificate for clients and peers (both uses), signed by
+    /// the CA in `etcd.tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<KeyPair>,
+}
+
+/// At least one PEM certificate, and nothing unreadable.
+fn check_certificates(field: &str, pem: &str) -> Result<()> {
+    use rustls_pki_types::{pem::PemObject, CertificateDer};
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("{field}: not PEM: {e}"))?;
+    if certs.is_empty() {
+        bail!("{field}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it");
+    }
+    Ok(())
+}
+
+fn check_private_key(field: &str, pem: &str) -> Result<()> {
+    use rustls_pki_types::{pem::PemObject, PrivateKeyDer};
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| anyhow::anyhow!("{field}: no PEM private key: {e}"))?;
+    Ok(())
+}
+
+/// How the agent proves itself to etcd and knows it is talking to the
+/// cluster's etcd: PEM text.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTls {
+    /// The cluster CA certificate, the only root the agent trusts for etcd.
+    pub ca: String,
+    /// This node's client certificate.
+    pub cert: String,
+    pub key: String,
+}
+
+/// A certificate and its private key (PKCS#8), as PEM text.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPair {
+    pub cert: String,
+    pub key: String,
+}
+
+// Never print a private key, even in a debug log.
+impl std::fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyPair").field("cert", &self.cert).field("key", &"<redacted>").finish()
+    }
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls").field("ca", &self.ca).field("cert", &self.cert).field("key", &"<redacted>").finish()
+    }
 }
 
 /// The flannel network config this cluster puts into etcd.
@@ -164,11 +224,45 @@ impl NodeConfig {
         if self.node.role == Role::Etcd && self.etcd.member.is_none() {
             bail!("etcd.member: an etcd node needs its member settings");
         }
+        self.validate_etcd_tls()?;
         if let Some(s) = self.guest.iter().flat_map(|g| &g.services).find(|s| s.argv.is_empty()) {
             bail!("guest.services: service {:?} has an empty argv", s.name);
         }
         if net.backend.kind == BackendType::Vxlan && net.backend.vni > 0x00ff_ffff {
             bail!("network.backend.vni: {} is larger than 24 bits", net.backend.vni);
+        }
+        Ok(())
+    }
+
+    /// TLS material and URL schemes agree: https exactly when there are
+    /// certificates, so a node never sends etcd traffic in the clear by a typo.
+    fn validate_etcd_tls(&self) -> Result<()> {
+        let etcd = &self.etcd;
+        let scheme = if etcd.tls.is_some() { "https://" } else { "http://" };
+        let why = if etcd.tls.is_some() { "etcd.tls is set" } else { "etcd.tls is not set" };
+        if let Some(e) = etcd.endpoints.iter().find(|e| !e.starts_with(scheme)) {
+            bail!("etcd.endpoints: {e:?} must start with {scheme} ({why})");
+        }
+        if let Some(t) = &etcd.tls {
+            check_certificates("etcd.tls.ca", &t.ca)?;
+            check_certificates("etcd.tls.cert", &t.cert)?;
+            check_private_key("etcd.tls.key", &t.key)?;
+        }
+        let Some(m) = &etcd.member else { return Ok(()) };
+        if let Some(pair) = &m.tls {
+            check_certificates("etcd.member.tls.cert", &pair.cert)?;
+            check_private_key("etcd.member.tls.key", &pair.key)?;
+        }
+        if m.tls.is_some() && etcd.tls.is_none() {
+            bail!("etcd.member.tls: a member certificate needs the cluster CA in etcd.tls");
+        }
+        let peers = m.initial_cluster.iter().filter_map(|p| p.split_once('=').map(|(_, url)| url));
+        let urls = [m.client_url.as_str(), m.peer_url.as_str()].into_iter().chain(peers);
+        for url in urls {
+            if m.tls.is_some() != url.starts_with("https://") {
+                let why = if m.tls.is_some() { "etcd.member.tls is set" } else { "etcd.member.tls is not set" };
+                bail!("etcd.member: {url:?} must use {} ({why})", if m.tls.is_some() { "https" } else { "http" });
+            }
         }
         Ok(())
     }

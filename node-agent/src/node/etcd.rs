@@ -1,14 +1,37 @@
 //! Running etcd on etcd nodes of the image: a supervised child with a static
 //! initial cluster, restarted with backoff when it exits.
 
-use crate::config::{EtcdMember, Paths};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
-/// etcd's command line for this member.
-pub fn args(m: &EtcdMember, paths: &Paths) -> Vec<String> {
-    vec![
+use anyhow::{Context, Result};
+
+use crate::config::{EtcdMember, Paths};
+use crate::log;
+
+/// Where the member's TLS files are, as etcd's flags name them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    pub fn in_dir(dir: &Path) -> Self {
+        TlsFiles { ca: dir.join("ca.crt"), cert: dir.join("etcd.crt"), key: dir.join("etcd.key") }
+    }
+}
+
+/// etcd's command line for this member. With `tls`, clients and peers
+/// must both present a certificate signed by the cluster CA.
+pub fn args(m: &EtcdMember, paths: &Paths, tls: Option<&TlsFiles>) -> Vec<String> {
+    let local = if tls.is_some() { "https://127.0.0.1:2379" } else { "http://127.0.0.1:2379" };
+    let mut args = vec![
         format!("--name={}", m.name),
         format!("--data-dir={}", paths.etcd_data_dir.display()),
-        format!("--listen-client-urls={},http://127.0.0.1:2379", m.client_url),
+        format!("--listen-client-urls={},{local}", m.client_url),
         format!("--advertise-client-urls={}", m.client_url),
         format!("--listen-peer-urls={}", m.peer_url),
         format!("--initial-advertise-peer-urls={}", m.peer_url),
@@ -16,12 +39,123 @@ pub fn args(m: &EtcdMember, paths: &Paths) -> Vec<String> {
         format!("--initial-cluster-token={}", m.initial_cluster_token),
         "--initial-cluster-state=new".into(),
         "--enable-v2=false".into(),
-    ]
+    ];
+    if let Some(t) = tls {
+        let (ca, cert, key) = (t.ca.display(), t.cert.display(), t.key.display());
+        args.extend([
+            format!("--trusted-ca-file={ca}"),
+            format!("--cert-file={cert}"),
+            format!("--key-file={key}"),
+            "--client-cert-auth".into(),
+            format!("--peer-trusted-ca-file={ca}"),
+            format!("--peer-cert-file={cert}"),
+            format!("--peer-key-file={key}"),
+            "--peer-client-cert-auth".into(),
+        ]);
+    }
+    args
 }
 
-/// Starts etcd and keeps it running for ever.
-pub async fn supervise(m: EtcdMember, paths: Paths) {
+/// Writes the member's CA, certificate and key where etcd reads them:
+/// a directory only root may enter, files only root may read.
+pub fn write_tls(dir: &Path, ca: &str, cert: &str, key: &str) -> Result<TlsFiles> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let files = TlsFiles::in_dir(dir);
+    for (path, text) in [(&files.ca, ca), (&files.cert, cert), (&files.key, key)] {
+        write_private(path, text.as_bytes())?;
+    }
+    Ok(files)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))
+}
+
+/// Starts etcd and keeps it running for ever. `ca` is the cluster CA when
+/// the member has a certificate.
+pub async fn supervise(m: EtcdMember, ca: Option<String>, paths: Paths) {
+    let tls = match (&m.tls, &ca) {
+        (Some(pair), Some(ca)) => match write_tls(&paths.state_dir.join("etcd-tls"), ca, &pair.cert, &pair.key) {
+            Ok(files) => Some(files),
+            Err(e) => {
+                // Without its certificate etcd would serve nobody; say so and stop here.
+                log::error(&format!("etcd member {}: {e:#}; not starting etcd", m.name));
+                return std::future::pending().await;
+            }
+        },
+        _ => None,
+    };
     let mut argv = vec![paths.etcd_bin.display().to_string()];
-    argv.extend(args(&m, &paths));
+    argv.extend(args(&m, &paths, tls.as_ref()));
     super::supervise::forever(&format!("etcd member {}", m.name), &argv, &paths.state_dir.join("etcd.log")).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn member(tls: bool) -> EtcdMember {
+        let s = if tls { "https" } else { "http" };
+        EtcdMember {
+            name: "etcd-1".into(),
+            client_url: format!("{s}://172.17.8.101:2379"),
+            peer_url: format!("{s}://172.17.8.101:2380"),
+            initial_cluster: vec![format!("etcd-1={s}://172.17.8.101:2380")],
+            initial_cluster_token: "c".into(),
+            supervise: true,
+            tls: None,
+        }
+    }
+
+    #[test]
+    fn plain_member_listens_on_http_only() {
+        let a = args(&member(false), &Paths::default(), None);
+        assert!(a.contains(&"--listen-client-urls=http://172.17.8.101:2379,http://127.0.0.1:2379".to_owned()));
+        assert!(!a.iter().any(|x| x.contains("cert")), "{a:?}");
+    }
+
+    #[test]
+    fn tls_member_requires_client_certificates_from_clients_and_peers() {
+        let files = TlsFiles::in_dir(Path::new("/run/tls"));
+        let a = args(&member(true), &Paths::default(), Some(&files));
+        for want in [
+            "--listen-client-urls=https://172.17.8.101:2379,https://127.0.0.1:2379",
+            "--trusted-ca-file=/run/tls/ca.crt",
+            "--cert-file=/run/tls/etcd.crt",
+            "--key-file=/run/tls/etcd.key",
+            "--client-cert-auth",
+            "--peer-trusted-ca-file=/run/tls/ca.crt",
+            "--peer-cert-file=/run/tls/etcd.crt",
+            "--peer-key-file=/run/tls/etcd.key",
+            "--peer-client-cert-auth",
+        ] {
+            assert!(a.contains(&want.to_owned()), "missing {want} in {a:?}");
+        }
+    }
+
+    #[test]
+    fn tls_files_are_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("etcd-tls");
+        let files = write_tls(&dir, "CA", "CERT", "KEY").unwrap();
+        assert_eq!(std::fs::read_to_string(&files.key).unwrap(), "KEY");
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        for f in [&files.ca, &files.cert, &files.key] {
+            assert_eq!(std::fs::metadata(f).unwrap().permissions().mode() & 0o777, 0o600, "{}", f.display());
+        }
+    }
 }

@@ -51,7 +51,7 @@ pub fn cpu() -> String {
 
 /// Runs the node's role; returns only on a setup error.
 pub async fn run(cfg: NodeConfig, opts: Options) -> Result<()> {
-    let client = Client::new(&cfg.etcd.endpoints)?;
+    let client = Client::new(&cfg.etcd.endpoints, cfg.etcd.tls.as_ref())?;
     let role = cfg.node.role;
     if let Some(m) = cfg.etcd.member.clone().filter(|m| m.supervise) {
         // Only the image's PID 1 child owns the machine's disks.
@@ -60,7 +60,8 @@ pub async fn run(cfg: NodeConfig, opts: Options) -> Result<()> {
                 log::error(&format!("etcd data disk: {e:#}; keeping etcd data in memory"));
             }
         }
-        tokio::spawn(etcd::supervise(m, cfg.paths.clone()));
+        let ca = cfg.etcd.tls.as_ref().map(|t| t.ca.clone());
+        tokio::spawn(etcd::supervise(m, ca, cfg.paths.clone()));
     }
     if !role.has_pods() {
         // etcd answers once it has a quorum; then the network config goes in,

@@ -1,0 +1,121 @@
+//! etcd with TLS and client certificates, as imgbuild plans it for the
+//! reference cluster: the etcd node's agent runs etcd with its member
+//! certificate, a worker's agent takes its lease with its client certificate,
+//! and nobody without a certificate from the cluster CA gets in — not a
+//! client without one, not a node of another cluster.
+
+#[path = "../../node-agent/tests/common/mod.rs"]
+mod hosts;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use hosts::{start_agent, Lan, Ns};
+use imgbuild::cluster::Cluster;
+use imgbuild::pki::Pki;
+use imgbuild::plan::{plan, Selection};
+use node_agent::config::{NodeConfig, Paths};
+
+/// Every node's config for the reference cluster under the CA in `pki_dir`.
+fn configs(pki_dir: &Path) -> BTreeMap<String, NodeConfig> {
+    let cluster = Cluster::embedded_default();
+    let pki = Pki::load_or_create(pki_dir, &cluster.name).unwrap();
+    let plans = plan(&cluster, &Selection { all: true, ..Default::default() }, Some(&pki)).unwrap();
+    plans.into_iter().map(|p| (p.node.name.clone(), p.config)).collect()
+}
+
+/// Writes `cfg` with every path inside `dir`; etcd nodes run etcd themselves,
+/// as in the image.
+fn write(dir: &Path, mut cfg: NodeConfig) -> PathBuf {
+    let p = |s: &str| dir.join(s);
+    cfg.paths = Paths {
+        run_flannel: p("run/flannel"),
+        cni_conf_dir: p("etc/cni/net.d"),
+        cni_bin_dir: "/usr/lib/cni".into(),
+        cni_ipam_dir: p("var/lib/cni/networks"),
+        state_dir: p("var/lib/node-agent"),
+        etcd_data_dir: p("var/lib/etcd"),
+        ..Paths::default()
+    };
+    if let Some(m) = cfg.etcd.member.as_mut() {
+        m.supervise = true;
+    }
+    let path = dir.join("config.json");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    path
+}
+
+/// etcdctl inside `ns` against the etcd node, with the given TLS files.
+fn etcdctl(ns: &Ns, tls: &str, args: &str) -> (bool, String) {
+    ns.try_sh(&format!(
+        "ETCDCTL_API=3 etcdctl --endpoints=https://172.17.8.101:2379 --dial-timeout=3s --command-timeout=5s {tls} {args}"
+    ))
+}
+
+/// Writes a node's client CA, certificate and key for etcdctl.
+fn client_files(dir: &Path, cfg: &NodeConfig) -> String {
+    let tls = cfg.etcd.tls.as_ref().unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, text) in [("ca.crt", &tls.ca), ("client.crt", &tls.cert), ("client.key", &tls.key)] {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let d = dir.display();
+    format!("--cacert={d}/ca.crt --cert={d}/client.crt --key={d}/client.key")
+}
+
+#[test]
+fn only_holders_of_the_cluster_ca_certificates_reach_etcd() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ours = configs(&tmp.path().join("pki/ours"));
+    let theirs = configs(&tmp.path().join("pki/theirs"));
+
+    let lan = Lan::new();
+    let etcd_ns = Ns::new("etcd");
+    lan.attach(&etcd_ns, "172.17.8.101/24");
+    let etcd_dir = tmp.path().join("etcd-1");
+    let etcd = start_agent(&etcd_ns, &write(&etcd_dir, ours["etcd-1"].clone()));
+    etcd.wait_for("ready role=etcd", 60);
+    // The member's key sits where only root reads it.
+    let tls_dir = etcd_dir.join("var/lib/node-agent/etcd-tls");
+    assert_eq!(std::fs::metadata(&tls_dir).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(std::fs::metadata(tls_dir.join("etcd.key")).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let w1 = Ns::new("w1");
+    lan.attach(&w1, "172.17.8.103/24");
+    let worker = start_agent(&w1, &write(&tmp.path().join("worker-1"), ours["worker-1"].clone()));
+    let ready = worker.wait_for("ready role=worker subnet=", 60);
+    let subnet = ready.split("subnet=").nth(1).unwrap().split_whitespace().next().unwrap().replace('/', "-");
+
+    // A worker's own certificate reads its lease; etcd speaks only TLS.
+    let mine = client_files(&tmp.path().join("mine"), &ours["worker-1"]);
+    let (ok, out) = etcdctl(&w1, &mine, &format!("get --print-value-only /coreos.com/network/subnets/{subnet}"));
+    assert!(ok && out.contains(r#""PublicIP":"172.17.8.103""#), "{out}");
+    let (ok, out) = w1.try_sh(
+        "ETCDCTL_API=3 etcdctl --endpoints=http://172.17.8.101:2379 --dial-timeout=3s --command-timeout=5s get /x",
+    );
+    assert!(!ok, "plain HTTP answered: {out}");
+
+    // No client certificate, or one from another cluster's CA: refused.
+    let ca_only = format!("--cacert={}/ca.crt", tmp.path().join("mine").display());
+    let (ok, out) = etcdctl(&w1, &ca_only, "get /coreos.com/network/config");
+    assert!(!ok, "no client certificate, yet etcd answered: {out}");
+    let mut foreign = ours["worker-1"].clone();
+    foreign.etcd.tls.as_mut().unwrap().cert = theirs["worker-1"].etcd.tls.as_ref().unwrap().cert.clone();
+    foreign.etcd.tls.as_mut().unwrap().key = theirs["worker-1"].etcd.tls.as_ref().unwrap().key.clone();
+    let foreign_files = client_files(&tmp.path().join("foreign"), &foreign);
+    let (ok, out) = etcdctl(&w1, &foreign_files, "get /coreos.com/network/config");
+    assert!(!ok, "another cluster's certificate, yet etcd answered: {out}");
+
+    // A node of another cluster, at a free address of this one: its agent
+    // neither trusts this etcd nor is trusted by it, and never gets ready.
+    let w2 = Ns::new("w2");
+    lan.attach(&w2, "172.17.8.104/24");
+    let stranger = start_agent(&w2, &write(&tmp.path().join("worker-2"), theirs["worker-2"].clone()));
+    let said = stranger.wait_for("certificate", 30);
+    assert!(said.contains("etcd"), "{said}");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(!stranger.log().contains("ready"), "{}", stranger.log());
+    assert!(etcd.log().contains("ready role=etcd"));
+}
