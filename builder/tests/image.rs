@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{boot_console_with, imgbuild_with_agent, run_ok, test_cache, TEST_KERNEL};
+use common::{boot_console_until, boot_console_with, imgbuild_with_agent, run_ok, test_cache, TEST_KERNEL};
 use imgbuild::image::modules::ModuleTree;
 use imgbuild::sources::{kernel, Cache, SourceSpec};
 
@@ -221,6 +221,25 @@ fn ctrl_alt_del_reboots_cleanly() {
     assert!(sent, "never reached the node network:\n{console}");
     assert!(console.contains("node-agent: rebooting: stopping all processes"), "{console}");
     assert!(exited, "QEMU did not exit after the reboot:\n{console}");
+    assert!(!console.contains("Kernel panic"), "{console}");
+}
+
+/// As PID 1: a panic in a task of the node process ends that process, and
+/// PID 1 restarts it, which becomes ready again; a panic in PID 1's own loop
+/// is caught. The kernel never panics. (Failpoints armed on the command line.)
+#[test]
+fn a_panic_in_a_task_or_in_pid1_never_takes_the_node_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    run_ok(imgbuild_with_agent().args(["--node", "etcd-1", "--kernel", TEST_KERNEL, "--out"]).arg(tmp.path()));
+    let args = ["-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:44:53:ef"];
+    let failpoints = "NODE_AGENT_FAILPOINT=panic-in-task,panic-in-pid1";
+    let ready_twice = |c: &str| c.matches("node-agent: ready role=etcd").count() >= 2;
+    let console = boot_console_until(&tmp.path().join("etcd-1"), &args, failpoints, ready_twice, 240);
+    assert!(ready_twice(&console), "{console}");
+    assert!(console.contains("PID 1 recovered from a panic (failpoint panic-in-pid1)"), "{console}");
+    assert!(console.contains("failpoint panic-in-task: a task panicked on purpose"), "{console}");
+    assert!(console.contains("the node process exits so that it is restarted whole"), "{console}");
+    assert!(console.contains("the node process was killed by SIGABRT; restarting"), "{console}");
     assert!(!console.contains("Kernel panic"), "{console}");
 }
 

@@ -5,6 +5,7 @@ pub mod backend;
 pub mod cni;
 pub mod config;
 pub mod etcd;
+pub mod failpoint;
 pub mod flannel;
 pub mod log;
 pub mod netlink;

@@ -136,6 +136,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn run(config: &std::path::Path, debug: bool) -> Result<()> {
+    node::exit_on_panic();
     log::set_debug(debug);
     let cfg = NodeConfig::load(config)?;
     log::info(&format!("config from file {}", config.display()));
@@ -222,6 +223,7 @@ fn probe_send(to: SocketAddr, tries: u32, netns: Option<PathBuf>) -> Result<()> 
 /// The node's work under PID 1: find the config, bring up the node network,
 /// run the role; on any error, log it and start over. Never returns.
 fn boot() -> Result<()> {
+    node::exit_on_panic();
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     log::set_debug(cmdline.split_whitespace().any(|w| w == "node-agent.debug"));
     let opts = node::Options { probe: cmdline.split_whitespace().any(|w| w == "node-agent.probe"), in_image: true };

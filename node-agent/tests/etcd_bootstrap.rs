@@ -48,6 +48,24 @@ fn one_member() {
     agent.wait_for("ready role=etcd", 60);
     let (ok, out) = etcdctl(&m[0].0, "http://172.17.8.101:2379", "get /coreos.com/network/config --print-value-only");
     assert!(ok && out.contains("\"Network\":\"10.1.0.0/16\""), "{out}");
+
+    // The child crashes: the agent starts it again on the same data.
+    let started = agent.wait_for("started etcd member e0", 1);
+    let pid = started.split("(pid ").nth(1).unwrap().trim_end_matches(')').to_owned();
+    let seen = agent.line_count();
+    m[0].0.sh(&format!("kill -KILL {pid}"));
+    agent.wait_for_after(seen, "etcd member e0 exited", 10);
+    agent.wait_for_after(seen, "started etcd member e0", 30);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (ok, out) =
+            etcdctl(&m[0].0, "http://172.17.8.101:2379", "get /coreos.com/network/config --print-value-only");
+        if ok && out.contains("10.1.0.0/16") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "etcd did not come back with its data: {out}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }
 
 #[test]

@@ -64,8 +64,14 @@ pub const TEST_KERNEL: &str = "apt:linux-image-cloud-amd64";
 /// Boots `dir`'s image in QEMU (TCG), with `extra` QEMU arguments, until
 /// `until` appears on the console or `secs` pass; returns the console text.
 pub fn boot_console_with(dir: &Path, extra: &[&str], until: &str, secs: u64) -> String {
+    boot_console_until(dir, extra, "", |console| console.contains(until), secs)
+}
+
+/// As [`boot_console_with`], with `append` added to the kernel command line,
+/// until `done` says the console shows what the test waits for.
+pub fn boot_console_until(dir: &Path, extra: &[&str], append: &str, done: impl Fn(&str) -> bool, secs: u64) -> String {
     require_tool("qemu-system-x86_64");
-    let cmdline = std::fs::read_to_string(dir.join("cmdline")).unwrap();
+    let cmdline = format!("{} {append}", std::fs::read_to_string(dir.join("cmdline")).unwrap().trim());
     let mut child = Command::new("qemu-system-x86_64")
         .args(["-accel", "tcg", "-m", "512", "-nographic", "-no-reboot", "-kernel"])
         .arg(dir.join("vmlinuz"))
@@ -85,7 +91,7 @@ pub fn boot_console_with(dir: &Path, extra: &[&str], until: &str, secs: u64) -> 
     while std::time::Instant::now() < deadline {
         if let Ok(chunk) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
             console.extend(chunk);
-            if String::from_utf8_lossy(&console).contains(until) {
+            if done(&String::from_utf8_lossy(&console)) {
                 // Give the guest a moment to show what happens after.
                 std::thread::sleep(std::time::Duration::from_secs(2));
                 while let Ok(c) = rx.try_recv() {

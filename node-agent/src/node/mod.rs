@@ -49,6 +49,26 @@ pub fn cpu() -> String {
     }
 }
 
+/// A panic in any task or thread ends the node process at once, so its
+/// supervisor (PID 1 in the image, systemd on Container Linux) restarts it
+/// whole: a task that died quietly would leave a node that looks alive but
+/// no longer renews its lease or follows its peers.
+pub fn exit_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        log::error(&format!("{info}; the node process exits so that it is restarted whole"));
+        std::process::abort();
+    }));
+}
+
+/// The `panic-in-task` failpoint: a spawned task panics once the node is ready.
+fn panic_in_task_failpoint(cfg: &NodeConfig) {
+    if crate::failpoint::once_per_boot("panic-in-task", &cfg.paths.state_dir) {
+        tokio::spawn(async { panic!("failpoint panic-in-task: a task panicked on purpose") });
+    }
+}
+
 /// Runs the node's role; returns only on a setup error.
 pub async fn run(cfg: NodeConfig, opts: Options) -> Result<()> {
     let client = Client::new(&cfg.etcd.endpoints, cfg.etcd.tls.as_ref())?;
@@ -71,6 +91,7 @@ pub async fn run(cfg: NodeConfig, opts: Options) -> Result<()> {
         })
         .await;
         log::info(&format!("ready role={role} uptime={} cpu={}", uptime(), cpu()));
+        panic_in_task_failpoint(&cfg);
         return std::future::pending().await;
     }
     let mut pods = PodNetwork::start(cfg.clone(), client.clone()).await?;
@@ -83,6 +104,7 @@ pub async fn run(cfg: NodeConfig, opts: Options) -> Result<()> {
     };
     let subnet = pods.subnet();
     log::info(&format!("ready role={role} subnet={subnet} uptime={} cpu={}", uptime(), cpu()));
+    panic_in_task_failpoint(&cfg);
     if opts.probe {
         tokio::spawn(async move {
             if let Err(e) = probe::run(cfg, client, subnet).await {

@@ -28,6 +28,14 @@ pub fn run() -> ! {
     // The kernel starts init with no PATH; children (iptables, etcd) need one.
     // Still single-threaded here, so setting the environment is sound.
     std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    if std::panic::catch_unwind(early_setup).is_err() {
+        log("error: PID 1's early setup panicked; starting the node process anyway");
+    }
+    log(&format!("starting the node process uptime={} cpu={}", crate::node::uptime(), crate::node::cpu()));
+    supervise_forever()
+}
+
+fn early_setup() {
     let mounted = mounts::early();
     // After the mounts: /proc tells the uptime.
     log(&format!("PID 1 starting uptime={}", crate::node::uptime()));
@@ -41,8 +49,6 @@ pub fn run() -> ! {
         Err(e) => log(&format!("warning: loading modules: {e:#}")),
     }
     shutdown::install();
-    log(&format!("starting the node process uptime={} cpu={}", crate::node::uptime(), crate::node::cpu()));
-    supervise_forever()
 }
 
 fn spawn_worker() -> Option<u32> {
@@ -56,34 +62,59 @@ fn spawn_worker() -> Option<u32> {
 }
 
 /// Reaps children; restarts the node process (with backoff) when it ends.
+/// A panic here is caught and the loop goes on: PID 1 exiting would panic
+/// the kernel.
 fn supervise_forever() -> ! {
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    use nix::unistd::Pid;
-    let mut worker = spawn_worker();
-    let mut delay = Duration::from_secs(1);
+    let mut sup = Supervisor { worker: spawn_worker(), delay: Duration::from_secs(1) };
     loop {
+        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sup.step())) {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            log(&format!("error: PID 1 recovered from a panic ({what}); still supervising"));
+        }
+    }
+}
+
+struct Supervisor {
+    worker: Option<u32>,
+    delay: Duration,
+}
+
+static PID1_FAILPOINT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl Supervisor {
+    /// One reaped child (or one retry to start the node process).
+    fn step(&mut self) {
+        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+        use nix::unistd::Pid;
         if let Some(mode) = shutdown::pending() {
             shutdown::shutdown(mode);
+        }
+        if crate::failpoint::once_per_process("panic-in-pid1", &PID1_FAILPOINT) {
+            panic!("failpoint panic-in-pid1");
         }
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::empty())) {
             Ok(status) => {
                 let pid = status.pid().map(|p| p.as_raw() as u32);
-                if pid.is_some() && pid == worker {
+                if pid.is_some() && pid == self.worker {
                     let how = match status {
                         WaitStatus::Exited(_, code) => format!("exited with {code}"),
                         WaitStatus::Signaled(_, sig, _) => format!("was killed by {sig}"),
                         other => format!("{other:?}"),
                     };
-                    log(&format!("error: the node process {how}; restarting in {}s", delay.as_secs()));
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(30));
-                    worker = spawn_worker();
+                    log(&format!("error: the node process {how}; restarting in {}s", self.delay.as_secs()));
+                    std::thread::sleep(self.delay);
+                    self.delay = (self.delay * 2).min(Duration::from_secs(30));
+                    self.worker = spawn_worker();
                 }
             }
             Err(_) => {
                 std::thread::sleep(Duration::from_millis(500));
-                if worker.is_none() {
-                    worker = spawn_worker();
+                if self.worker.is_none() {
+                    self.worker = spawn_worker();
                 }
             }
         }
