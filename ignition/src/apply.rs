@@ -95,7 +95,7 @@ fn apply_config(cfg: &ign::Config, root: &Path, fetch: &dyn Fetch, out: &mut App
 
 /// `path` under `root`, cleaned as Ignition cleans it (Go's `filepath.Join`):
 /// `..` stops at the root, so no config can write outside it.
-fn target(root: &Path, path: &str) -> PathBuf {
+pub fn target(root: &Path, path: &str) -> PathBuf {
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
         match part {

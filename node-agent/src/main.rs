@@ -147,7 +147,8 @@ fn check(config: &std::path::Path, ignition: Option<&std::path::Path>) -> Result
     let (cfg, config) = match ignition {
         Some(path) => {
             let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            let root = tempfile_root()?;
+            let root =
+                tempfile::Builder::new().prefix("node-agent-check-").tempdir().context("creating a scratch root")?;
             let cfg = node_agent::config::providers::apply_ignition(&bytes, root.path())
                 .with_context(|| format!("Ignition config {}", path.display()))?;
             (cfg, path)
@@ -187,27 +188,6 @@ fn pod(args: &PodArgs) -> Result<()> {
     Ok(())
 }
 
-/// A scratch root under /tmp for `check --ignition`, removed afterwards.
-fn tempfile_root() -> Result<ScratchDir> {
-    let path = std::env::temp_dir().join(format!("node-agent-check-{}", std::process::id()));
-    std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-    Ok(ScratchDir(path))
-}
-
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn probe_send(to: SocketAddr, tries: u32, netns: Option<PathBuf>) -> Result<()> {
     let o = match netns {
         Some(ns) => node::probe::in_netns(ns, move || probe::send(to, tries))
@@ -225,9 +205,13 @@ fn probe_send(to: SocketAddr, tries: u32, netns: Option<PathBuf>) -> Result<()> 
 fn boot() -> Result<()> {
     node::exit_on_panic();
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    log::set_debug(cmdline.split_whitespace().any(|w| w == "node-agent.debug"));
-    let opts = node::Options { probe: cmdline.split_whitespace().any(|w| w == "node-agent.probe"), in_image: true };
-    if cmdline.contains("ignition.config.url=") || cmdline.contains("ignition.platform.id=aws") {
+    let parsed = node_agent::config::Cmdline::parse(&cmdline);
+    log::set_debug(parsed.debug);
+    for w in &parsed.warnings {
+        log::warn(&format!("kernel command line: {w}"));
+    }
+    let opts = node::Options { probe: parsed.probe, in_image: true };
+    if parsed.config_by_network() {
         // The config comes over the network: get an address first.
         if let Err(e) = runtime()?.block_on(pid1::net::dhcp_any()) {
             log::error(&format!("{e:#}"));

@@ -1,10 +1,12 @@
 //! The node config: everything one node's agent needs, written by `imgbuild`
 //! as `/etc/node-agent/config.json` (or embedded in the image).
 
+pub mod cmdline;
 mod node;
 mod paths;
 pub mod providers;
 
+pub use cmdline::Cmdline;
 pub use node::{
     Backend, BackendType, ClientTls, EtcdConfig, EtcdMember, Guest, KeyPair, NetworkConfig, NodeConfig, NodeIdentity,
     Service,

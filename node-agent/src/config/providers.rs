@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use imgbuild_ignition::apply::{self, Fetch};
 
-use super::NodeConfig;
+use super::{Cmdline, NodeConfig};
 use crate::log;
 
 pub const CONFIG_PATH: &str = "/etc/node-agent/config.json";
@@ -43,11 +43,12 @@ impl std::fmt::Display for Source {
 
 /// The sources present on this boot, best first.
 pub fn sources(cmdline: &str, fw_cfg: &Path, embedded: &Path) -> Vec<Source> {
+    let cmdline = Cmdline::parse(cmdline);
     let mut out = Vec::new();
-    if let Some(url) = cmdline.split_whitespace().find_map(|w| w.strip_prefix("ignition.config.url=")) {
-        out.push(Source::Url(url.to_owned()));
+    if let Some(url) = &cmdline.config_url {
+        out.push(Source::Url(url.clone()));
     }
-    if cmdline.split_whitespace().any(|w| w == "ignition.platform.id=aws" || w == "ignition.platform.id=ec2") {
+    if cmdline.imds() {
         out.push(Source::Imds(IMDS.to_owned()));
     }
     if fw_cfg.exists() {
@@ -67,13 +68,31 @@ pub fn load(source: &Source, root: &Path) -> Result<NodeConfig> {
             let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
             apply_ignition(&bytes, root)
         }
-        Source::Url(url) => {
-            check_url(url)?;
-            let bytes = Http.fetch_retrying(url)?;
-            apply_ignition(&bytes, root)
-        }
+        Source::Url(url) => apply_ignition(&fetch_config(url, 8)?, root),
         Source::Imds(base) => apply_ignition(&imds_user_data(base)?, root),
     }
+}
+
+/// The config at `url`, tried up to `attempts` times with backoff: the
+/// network or the server may come up after us. A malformed URL fails at once.
+pub fn fetch_config(url: &str, attempts: u32) -> Result<Vec<u8>> {
+    check_url(url)?;
+    let mut delay = Duration::from_millis(500);
+    let mut last = String::new();
+    for attempt in 1..=attempts {
+        match Http.fetch(url) {
+            Ok(b) => return Ok(b),
+            Err(e) => {
+                log::warn(&format!("fetching {url} (try {attempt}): {e}"));
+                last = e;
+            }
+        }
+        if attempt < attempts {
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+    bail!("could not fetch {url}: {last}")
 }
 
 /// A malformed `ignition.config.url=` fails at once: retrying cannot fix it.
@@ -106,43 +125,78 @@ pub fn imds_user_data(base: &str) -> Result<Vec<u8>> {
 }
 
 /// Applies an Ignition config's storage under `root` and reads the node
-/// config it wrote.
+/// config it wrote. Staged first: a config whose node config is bad writes
+/// nothing, so it can never replace a good embedded one.
 pub fn apply_ignition(bytes: &[u8], root: &Path) -> Result<NodeConfig> {
-    let applied = apply::apply(bytes, root, &Http).context("applying the Ignition config")?;
+    let stage = tempfile::Builder::new()
+        .prefix(".node-agent-stage-")
+        .tempdir_in(root)
+        .with_context(|| format!("creating a staging directory in {}", root.display()))?;
+    let applied = apply::apply(bytes, stage.path(), &Http).context("applying the Ignition config")?;
+    let cfg = NodeConfig::load(&stage.path().join(CONFIG_PATH.trim_start_matches('/')))
+        .map_err(|e| anyhow::anyhow!("{}", format!("{e:#}").replace(&stage.path().display().to_string(), "")))?;
+    // The modes the config asked for, before the merge moves the staged dirs.
+    let modes: Vec<(PathBuf, std::fs::Permissions)> = applied
+        .directories
+        .iter()
+        .filter_map(|d| {
+            Some((apply::target(root, d), std::fs::metadata(apply::target(stage.path(), d)).ok()?.permissions()))
+        })
+        .collect();
+    merge_tree(stage.path(), root).context("moving the applied files into place")?;
+    for (dir, mode) in modes {
+        std::fs::set_permissions(&dir, mode).with_context(|| format!("setting the mode of {}", dir.display()))?;
+    }
     log::info(&format!(
         "applied Ignition config: {} files, {} directories",
         applied.files.len(),
         applied.directories.len()
     ));
-    NodeConfig::load(&root.join(CONFIG_PATH.trim_start_matches('/')))
+    Ok(cfg)
+}
+
+/// Moves everything under `from` into `to`: into directories that exist,
+/// by rename (replacing files) otherwise.
+fn merge_tree(from: &Path, to: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        let existing_dir = std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir());
+        if entry.file_type()?.is_dir() && existing_dir {
+            merge_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::rename(entry.path(), &target)
+                .with_context(|| format!("moving {} to {}", entry.path().display(), target.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// HTTP(S) for config URLs and the resources they reference.
 struct Http;
 
-impl Http {
-    /// Retries with backoff: the network or the server may come up after us.
-    fn fetch_retrying(&self, url: &str) -> Result<Vec<u8>> {
-        let mut delay = Duration::from_millis(500);
-        for attempt in 1..=8 {
-            match self.fetch(url) {
-                Ok(b) => return Ok(b),
-                Err(e) => log::warn(&format!("fetching {url} (try {attempt}): {e}")),
-            }
-            std::thread::sleep(delay);
-            delay = (delay * 2).min(Duration::from_secs(10));
-        }
-        bail!("could not fetch {url}")
-    }
-}
-
 impl Fetch for Http {
     fn fetch(&self, url: &str) -> std::result::Result<Vec<u8>, String> {
         let client =
-            reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| e.to_string())?;
-        let resp = client.get(url).send().and_then(|r| r.error_for_status()).map_err(|e| e.to_string())?;
-        resp.bytes().map(|b| b.to_vec()).map_err(|e| e.to_string())
+            reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| chain(&e))?;
+        let resp = client.get(url).send().and_then(|r| r.error_for_status()).map_err(|e| chain(&e))?;
+        resp.bytes().map(|b| b.to_vec()).map_err(|e| chain(&e))
     }
+}
+
+/// An error with its causes: reqwest's own message omits why a request
+/// failed (refused, reset, too many redirects).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 #[cfg(test)]
