@@ -50,10 +50,13 @@ fn one_member() {
     assert!(ok && out.contains("\"Network\":\"10.1.0.0/16\""), "{out}");
 
     // The child crashes: the agent starts it again on the same data.
-    let started = agent.wait_for("started etcd member e0", 1);
+    // The latest start: etcd may have been restarted already while it came up.
+    let log = agent.log();
+    let started = log.lines().rfind(|l| l.contains("started etcd member e0")).unwrap();
     let pid = started.split("(pid ").nth(1).unwrap().trim_end_matches(')').to_owned();
     let seen = agent.line_count();
-    m[0].0.sh(&format!("kill -KILL {pid}"));
+    let (killed, said) = m[0].0.try_sh(&format!("kill -KILL {pid}"));
+    assert!(killed, "{said}\n{log}");
     agent.wait_for_after(seen, "etcd member e0 exited", 10);
     agent.wait_for_after(seen, "started etcd member e0", 30);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

@@ -38,14 +38,16 @@ pub fn run() -> ! {
 fn early_setup() {
     let mounted = mounts::early();
     // After the mounts: /proc tells the uptime.
-    log(&format!("PID 1 starting uptime={}", crate::node::uptime()));
+    // cpu= here is the kernel's own boot (initcalls run as PID 1 before
+    // /init): the agent's part is what PID 1 adds after this line.
+    log(&format!("PID 1 starting uptime={} cpu={}", crate::node::uptime(), crate::node::cpu()));
     if let Err(e) = mounted {
         log(&format!("warning: early mounts: {e:#}"));
     }
     let release = kernel_release();
     log(&format!("kernel {release}"));
     match load_module_list(Path::new(MODULE_LIST), &Path::new("/lib/modules").join(release)) {
-        Ok(n) => log(&format!("loaded {n} kernel modules")),
+        Ok(n) => log(&format!("loaded {n} kernel modules uptime={} cpu={}", crate::node::uptime(), crate::node::cpu())),
         Err(e) => log(&format!("warning: loading modules: {e:#}")),
     }
     shutdown::install();
