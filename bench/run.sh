@@ -84,17 +84,23 @@ if ((!quick)); then
   c="$out/up/.up/worker-1.console"
   at() { grep -a -m1 "$1" "$c" | sed -n 's/.*uptime=\([0-9.]*\)s.*/\1/p'; }
   ms() { grep -a -m1 "$1" "$c" | sed -n 's/.*cpu=\([0-9]*\)ms.*/\1/p'; }
-  p1=$(at "PID 1 starting"); net=$(at "node network:"); etcd=$(at "etcd answered"); lease=$(at "acquired lease"); ready=$(at "ready role=worker")
-  # The agent's own part: CPU time of PID 1 before the node process, plus the
-  # node process's (and the tools it ran) up to ready; the rest is waiting.
-  own=$(echo "($(ms "starting the node process") + $(ms "ready role=worker")) / 1000" | bc -l)
+  p1=$(at "PID 1 starting"); mods=$(at "starting the node process"); net=$(at "node network:"); etcd=$(at "etcd answered"); lease=$(at "acquired lease"); ready=$(at "ready role=worker")
+  # The agent's own part: what PID 1 adds after its first line (the kernel's
+  # initcalls run as PID 1 before /init and are counted in its CPU time) up
+  # to loading the pod modules, plus the node process's CPU time (and the
+  # tools it ran) up to ready; the rest is waiting.
+  pid1_own=$(echo "($(ms "loaded [0-9]* pod modules") - $(ms "PID 1 starting")) / 1000" | bc -l)
+  boot_mods=$(echo "($(ms "starting the node process") - $(ms "PID 1 starting")) / 1000" | bc -l)
+  node_own=$(echo "$(ms "ready role=worker") / 1000" | bc -l)
+  own=$(echo "$pid1_own + $node_own" | bc -l)
   boot_rows="| \`imgbuild up --check\`, reference cluster (build + boot + probes) | $(printf %.1f "$t_up") s | $(printf %.1f "$t_floor") s (a kernel boot that panics at once) | $(ratio "$t_up" "$t_floor") | ≤ 60 s |"$'\n'
   boot_rows+="| worker-1: kernel start → PID 1 | $(printf %.2f "$p1") s | | | kernel + initramfs unpack |"$'\n'
+  boot_rows+="| worker-1: PID 1 mounts and boot modules (wall / CPU) | $(printf %.3f "$(echo "$mods - $p1" | bc -l)") s / $(printf %.3f "$boot_mods") s | | | |"$'\n'
   boot_rows+="| worker-1: agent early boot (mounts, modules, config, node network) | $(printf %.3f "$(echo "$net - $p1" | bc -l)") s | | | |"$'\n'
   boot_rows+="| worker-1: waiting for etcd | $(printf %.2f "$(echo "$etcd - $net" | bc -l)") s | | | etcd-1 boots meanwhile |"$'\n'
   boot_rows+="| worker-1: lease | $(printf %.3f "$(echo "$lease - $etcd" | bc -l)") s | | | |"$'\n'
   boot_rows+="| worker-1: network setup → ready | $(printf %.3f "$(echo "$ready - $lease" | bc -l)") s | | | |"$'\n'
-  boot_rows+="| worker-1: the agent's own part (CPU time of PID 1 and the node process until ready) | $(printf %.3f "$own") s | wall, PID 1 → ready: $(printf %.2f "$(echo "$ready - $p1" | bc -l)") s | | ≤ 0.3 s |"$'\n'
+  boot_rows+="| worker-1: the agent's own part (CPU: PID 1 $(printf %.3f "$pid1_own") s incl. pod modules, node process $(printf %.3f "$node_own") s) | $(printf %.3f "$own") s | wall, PID 1 → ready: $(printf %.2f "$(echo "$ready - $p1" | bc -l)") s | | ≤ 0.3 s |"$'\n'
 fi
 
 # --- plot --------------------------------------------------------------------

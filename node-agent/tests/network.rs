@@ -102,6 +102,11 @@ fn lease_is_flannels_and_survives_deletion_and_restart() {
     assert_eq!(ready_subnet(&again), subnet);
     assert_eq!(h.ns.sh("cat /sys/class/net/flannel.1/address").trim(), vtep);
     assert_eq!(etcd.keys(NET_PREFIX), [lease_key(&subnet)]);
+    // The jumps into flannel's chains are not added twice.
+    let nat = h.ns.sh("iptables -t nat -S POSTROUTING");
+    assert_eq!(nat.matches("-j FLANNEL-POSTRTG").count(), 1, "{nat}");
+    let filter = h.ns.sh("iptables -t filter -S FORWARD");
+    assert_eq!(filter.matches("-j FLANNEL-FWD").count(), 1, "{filter}");
 }
 
 /// Creates a pod in a fresh namespace by running the CNI plugins from the

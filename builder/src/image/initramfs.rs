@@ -15,6 +15,8 @@ use crate::sources::find_in_tree;
 /// Where the agent finds things in the image.
 pub const CONFIG_PATH: &str = "etc/node-agent/config.json";
 pub const MODULE_LIST_PATH: &str = "etc/node-agent/modules";
+/// Modules PID 1 loads in the background (see `Recipe::pod_modules`).
+pub const POD_MODULE_LIST_PATH: &str = "etc/node-agent/modules.pods";
 pub const CNI_BIN_DIR: &str = "opt/cni/bin";
 pub const ETCD_PATH: &str = "usr/bin/etcd";
 
@@ -50,7 +52,7 @@ pub fn role_base(agent: &[u8], modules: &ModuleTree, recipe: &Recipe, payloads: 
     // The kernel opens /dev/console for PID 1 before anything is mounted.
     a.add("dev/console", 0o600, Node::CharDev(5, 1))?;
     a.add("dev/null", 0o666, Node::CharDev(1, 3))?;
-    add_modules(&mut a, modules, &recipe.modules)?;
+    add_modules(&mut a, modules, &recipe.modules, &recipe.pod_modules)?;
     let mut binaries = Vec::new();
     if recipe.etcd {
         let tree = payloads.etcd.as_deref().context("the etcd role needs artifacts.etcd")?;
@@ -113,17 +115,29 @@ fn add_binary(a: &mut Archive, src: &Path, dest: &str) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn add_modules(a: &mut Archive, tree: &ModuleTree, wanted: &[String]) -> Result<()> {
-    let closure = tree.closure(wanted)?;
+/// Both module lists, each in load order; a module both need loads with
+/// the boot list.
+fn add_modules(a: &mut Archive, tree: &ModuleTree, boot: &[String], pods: &[String]) -> Result<()> {
     let version = tree.dir.file_name().and_then(|v| v.to_str()).context("module dir has no version name")?;
-    let mut list = String::new();
-    for m in &closure.modules {
-        let rel = m.rel_path.to_str().context("module path is not UTF-8")?;
-        a.file(&format!("lib/modules/{version}/{rel}"), 0o644, tree.read(&m.name)?)?;
-        list.push_str(rel);
-        list.push('\n');
+    let boot = tree.closure(boot)?;
+    let in_boot: std::collections::BTreeSet<&str> = boot.modules.iter().map(|m| m.name.as_str()).collect();
+    let pods = tree.closure(pods)?;
+    let pod_only: Vec<_> = pods.modules.iter().filter(|m| !in_boot.contains(m.name.as_str())).collect();
+    for (list_path, modules) in
+        [(MODULE_LIST_PATH, boot.modules.iter().collect::<Vec<_>>()), (POD_MODULE_LIST_PATH, pod_only)]
+    {
+        if modules.is_empty() && list_path == POD_MODULE_LIST_PATH {
+            continue;
+        }
+        let mut list = String::new();
+        for m in modules {
+            let rel = m.rel_path.to_str().context("module path is not UTF-8")?;
+            a.file(&format!("lib/modules/{version}/{rel}"), 0o644, tree.read(&m.name)?)?;
+            list.push_str(rel);
+            list.push('\n');
+        }
+        a.file(list_path, 0o644, list.into_bytes())?;
     }
-    a.file(MODULE_LIST_PATH, 0o644, list.into_bytes())?;
     Ok(())
 }
 

@@ -17,6 +17,8 @@ struct RecipeFile {
     #[serde(default)]
     modules: Vec<String>,
     #[serde(default)]
+    pod_modules: Vec<String>,
+    #[serde(default)]
     cni_plugins: Vec<String>,
     #[serde(default)]
     etcd: bool,
@@ -56,7 +58,10 @@ pub struct Tool {
 /// A role's recipe merged with the common one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipe {
+    /// Loaded by PID 1 before the node process starts.
     pub modules: Vec<String>,
+    /// Loaded by PID 1 in the background; `ready` waits for them.
+    pub pod_modules: Vec<String>,
     pub cni_plugins: Vec<String>,
     pub etcd: bool,
     pub tools: Vec<Tool>,
@@ -78,6 +83,7 @@ impl Recipe {
         modules.extend(own.modules);
         Ok(Recipe {
             modules,
+            pod_modules: own.pod_modules,
             cni_plugins: own.cni_plugins,
             etcd: own.etcd,
             tools: own.tools,
@@ -91,6 +97,7 @@ impl Recipe {
         let f: RecipeFile = toml::from_str(VAGRANT_BOX).context("images/vagrant-box.toml")?;
         Ok(Recipe {
             modules: f.modules,
+            pod_modules: f.pod_modules,
             cni_plugins: f.cni_plugins,
             etcd: f.etcd,
             tools: f.tools,

@@ -16,10 +16,23 @@ pub struct Rules {
 const MASQ: &str = "-m comment --comment \"flanneld masq\"";
 const FWD: &str = "-m comment --comment \"flanneld forward\"";
 
+/// The jumps into our chains, as `iptables-save` prints them.
+const MASQ_JUMP: (&str, &str) = ("POSTROUTING", "-m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG");
+const FWD_JUMP: (&str, &str) = ("FORWARD", "-m comment --comment \"flanneld forward\" -j FLANNEL-FWD");
+
 impl Rules {
-    /// The chains' contents; restoring a chain replaces what it held.
-    pub fn render(&self) -> String {
+    /// The chains' contents (restoring a chain replaces what it held) and
+    /// the jumps into them that `saved` (iptables-save output) lacks.
+    pub fn render(&self, saved: &str) -> String {
         let (n, s) = (self.network, self.subnet);
+        let jump = |(chain, rule): (&str, &str)| {
+            let have = saved.lines().any(|l| l.starts_with(&format!("-A {chain} ")) && l.ends_with(rule));
+            if have {
+                String::new()
+            } else {
+                format!("-I {chain} 1 {rule}\n")
+            }
+        };
         format!(
             "*nat\n\
              :FLANNEL-POSTRTG - [0:0]\n\
@@ -29,17 +42,28 @@ impl Rules {
              -A FLANNEL-POSTRTG ! -s {n} -d {s} {MASQ} -j RETURN\n\
              -A FLANNEL-POSTRTG -s {n} ! -d 224.0.0.0/4 {MASQ} -j MASQUERADE --random-fully\n\
              -A FLANNEL-POSTRTG ! -s {n} -d {n} {MASQ} -j MASQUERADE --random-fully\n\
+             {}\
              COMMIT\n\
              *filter\n\
              :FLANNEL-FWD - [0:0]\n\
              -A FLANNEL-FWD -s {n} {FWD} -j ACCEPT\n\
              -A FLANNEL-FWD -d {n} {FWD} -j ACCEPT\n\
-             COMMIT\n"
+             {}\
+             COMMIT\n",
+            jump(MASQ_JUMP),
+            jump(FWD_JUMP)
         )
     }
 
-    /// Loads the chains and makes sure POSTROUTING and FORWARD jump to them.
+    /// Loads the chains and makes sure POSTROUTING and FORWARD jump to them:
+    /// one `iptables-save` and one `iptables-restore`, as each run of the
+    /// (dynamically linked) tools is dear on a slow machine.
     pub fn apply(&self, iptables: &str) -> Result<()> {
+        let save = format!("{iptables}-save");
+        let saved = Command::new(&save).output().with_context(|| format!("running {save}"))?;
+        if !saved.status.success() {
+            bail!("{save}: {}", String::from_utf8_lossy(&saved.stderr).trim());
+        }
         let restore = format!("{iptables}-restore");
         let mut child = Command::new(&restore)
             .args(["--noflush", "--wait"])
@@ -47,29 +71,14 @@ impl Rules {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("running {restore}"))?;
-        child.stdin.take().expect("piped").write_all(self.render().as_bytes())?;
+        let input = self.render(&String::from_utf8_lossy(&saved.stdout));
+        child.stdin.take().expect("piped").write_all(input.as_bytes())?;
         let out = child.wait_with_output()?;
         if !out.status.success() {
             bail!("{restore}: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
-        ensure_jump(iptables, "nat", "POSTROUTING", "flanneld masq", "FLANNEL-POSTRTG")?;
-        ensure_jump(iptables, "filter", "FORWARD", "flanneld forward", "FLANNEL-FWD")
+        Ok(())
     }
-}
-
-/// `iptables -t T -C CHAIN … || iptables -t T -I CHAIN 1 …`
-fn ensure_jump(iptables: &str, table: &str, chain: &str, comment: &str, target: &str) -> Result<()> {
-    let rule = ["-m", "comment", "--comment", comment, "-j", target];
-    let run = |op: &[&str]| {
-        Command::new(iptables).args(["-w", "-t", table]).args(op).args(rule).stderr(Stdio::null()).status()
-    };
-    if run(&["-C", chain])?.success() {
-        return Ok(());
-    }
-    if !run(&["-I", chain, "1"])?.success() {
-        bail!("{iptables} -t {table} -I {chain} failed");
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -79,6 +88,13 @@ mod tests {
     #[test]
     fn golden() {
         let r = Rules { network: "10.1.0.0/16".parse().unwrap(), subnet: "10.1.5.0/24".parse().unwrap() };
-        assert_eq!(r.render(), include_str!("../../tests/golden/flannel.rules"));
+        let first = r.render("");
+        assert_eq!(first, include_str!("../../tests/golden/flannel.rules"));
+        // Once the jumps exist (as iptables-save prints them), they are not added again.
+        let saved = "*nat\n-A POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG\nCOMMIT\n\
+                     *filter\n-A FORWARD -m comment --comment \"flanneld forward\" -j FLANNEL-FWD\nCOMMIT\n";
+        let again = r.render(saved);
+        assert!(!again.contains("-I "), "{again}");
+        assert_eq!(again.lines().count(), first.lines().count() - 2);
     }
 }

@@ -36,7 +36,7 @@ impl PodNetwork {
         let ip = cfg.node.ip();
         let node_link = retry("finding the node interface", || node_link(&nl, ip)).await;
         let net = retry("network config", || manager::ensure_network_config(&client, &cfg.network)).await;
-        log::info(&format!("etcd answered: network {} uptime={}", net.network, super::uptime()));
+        log::info(&format!("etcd answered: network {} uptime={} cpu={}", net.network, super::uptime(), super::cpu()));
         let vtep = state::vtep_mac(&cfg.paths.state_dir)?;
         let backend = Backend::new(nl, net, node_link, ip, vtep);
         let ttl = cfg.network.lease_ttl.map(|t| t as i64).unwrap_or(LEASE_TTL);
@@ -44,10 +44,11 @@ impl PodNetwork {
         let previous = SubnetEnv::previous_subnet(&cfg.paths.run_flannel);
         let lease = retry("acquiring a subnet lease", || mgr.acquire(previous)).await;
         log::info(&format!(
-            "acquired lease {} (etcd lease {:x}) uptime={}",
+            "acquired lease {} (etcd lease {:x}) uptime={} cpu={}",
             lease.subnet,
             lease.etcd_lease,
-            super::uptime()
+            super::uptime(),
+            super::cpu()
         ));
         let mut me = PodNetwork { cfg, mgr, backend, lease };
         me.configure().await?;

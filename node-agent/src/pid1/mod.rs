@@ -15,6 +15,10 @@ pub use modules::load_module_list;
 
 /// Where the image keeps the module load list the builder wrote.
 pub const MODULE_LIST: &str = "/etc/node-agent/modules";
+/// Modules only pods need, loaded in the background (see [`pod_modules_loaded`]).
+pub const POD_MODULE_LIST: &str = "/etc/node-agent/modules.pods";
+/// Written when the background modules are loaded (or failed to).
+pub const POD_MODULES_DONE: &str = "/run/node-agent/pod-modules.done";
 
 pub fn is_pid1() -> bool {
     std::process::id() == 1
@@ -32,6 +36,9 @@ pub fn run() -> ! {
         log("error: PID 1's early setup panicked; starting the node process anyway");
     }
     log(&format!("starting the node process uptime={} cpu={}", crate::node::uptime(), crate::node::cpu()));
+    // While the node process waits for etcd: the node needs these only
+    // once pods are made, and says `ready` only after they are in.
+    std::thread::spawn(load_pod_modules);
     supervise_forever()
 }
 
@@ -51,6 +58,36 @@ fn early_setup() {
         Err(e) => log(&format!("warning: loading modules: {e:#}")),
     }
     shutdown::install();
+}
+
+fn load_pod_modules() {
+    let dir = Path::new("/lib/modules").join(kernel_release());
+    let outcome = match load_module_list(Path::new(POD_MODULE_LIST), &dir) {
+        Ok(n) => format!("loaded {n} pod modules uptime={} cpu={}", crate::node::uptime(), crate::node::cpu()),
+        Err(e) => format!("warning: loading pod modules: {e:#}"),
+    };
+    log(&outcome);
+    let done = Path::new(POD_MODULES_DONE);
+    let written = done.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::write(done, &outcome));
+    if let Err(e) = written {
+        log(&format!("warning: writing {}: {e}", done.display()));
+    }
+}
+
+/// Waits (up to `limit`) until PID 1 has loaded the pod modules; at once
+/// when the image has none.
+pub async fn pod_modules_loaded(limit: Duration) {
+    if !Path::new(POD_MODULE_LIST).exists() {
+        return;
+    }
+    let start = std::time::Instant::now();
+    while !Path::new(POD_MODULES_DONE).exists() {
+        if start.elapsed() > limit {
+            crate::log::warn("the pod modules are still loading; going on");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn spawn_worker() -> Option<u32> {

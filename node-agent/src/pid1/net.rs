@@ -21,11 +21,12 @@ pub async fn up(cfg: &NodeConfig) -> Result<()> {
             nl.set_only_addr(link.index, cfg.node.address).await?;
             nl.set_up(link.index).await?;
             log::info(&format!(
-                "node network: {} on {} ({}) uptime={}",
+                "node network: {} on {} ({}) uptime={} cpu={}",
                 cfg.node.address,
                 link.name,
                 cfg.node.mac,
-                crate::node::uptime()
+                crate::node::uptime(),
+                crate::node::cpu()
             ));
             return Ok(());
         }
