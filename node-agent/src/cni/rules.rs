@@ -16,6 +16,15 @@ pub struct Rules {
 const MASQ: &str = "-m comment --comment \"flanneld masq\"";
 const FWD: &str = "-m comment --comment \"flanneld forward\"";
 
+fn save(iptables: &str) -> Result<String> {
+    let save = format!("{iptables}-save");
+    let saved = Command::new(&save).output().with_context(|| format!("running {save}"))?;
+    if !saved.status.success() {
+        bail!("{save}: {}", String::from_utf8_lossy(&saved.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&saved.stdout).into_owned())
+}
+
 /// The jumps into our chains, as `iptables-save` prints them.
 const MASQ_JUMP: (&str, &str) = ("POSTROUTING", "-m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG");
 const FWD_JUMP: (&str, &str) = ("FORWARD", "-m comment --comment \"flanneld forward\" -j FLANNEL-FWD");
@@ -56,14 +65,11 @@ impl Rules {
     }
 
     /// Loads the chains and makes sure POSTROUTING and FORWARD jump to them:
-    /// one `iptables-save` and one `iptables-restore`, as each run of the
-    /// (dynamically linked) tools is dear on a slow machine.
-    pub fn apply(&self, iptables: &str) -> Result<()> {
-        let save = format!("{iptables}-save");
-        let saved = Command::new(&save).output().with_context(|| format!("running {save}"))?;
-        if !saved.status.success() {
-            bail!("{save}: {}", String::from_utf8_lossy(&saved.stderr).trim());
-        }
+    /// one `iptables-save` (none when the tables are `known_empty`) and one
+    /// `iptables-restore`, as each run of the (dynamically linked) tools is
+    /// dear on a slow machine.
+    pub fn apply(&self, iptables: &str, known_empty: bool) -> Result<()> {
+        let saved = if known_empty { String::new() } else { save(iptables)? };
         let restore = format!("{iptables}-restore");
         let mut child = Command::new(&restore)
             .args(["--noflush", "--wait"])
@@ -71,7 +77,7 @@ impl Rules {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("running {restore}"))?;
-        let input = self.render(&String::from_utf8_lossy(&saved.stdout));
+        let input = self.render(&saved);
         child.stdin.take().expect("piped").write_all(input.as_bytes())?;
         let out = child.wait_with_output()?;
         if !out.status.success() {

@@ -94,7 +94,7 @@ pub async fn run(cfg: NodeConfig, opts: Options) -> Result<()> {
         panic_in_task_failpoint(&cfg);
         return std::future::pending().await;
     }
-    let mut pods = PodNetwork::start(cfg.clone(), client.clone()).await?;
+    let mut pods = PodNetwork::start(cfg.clone(), client.clone(), opts.in_image).await?;
     let rev = loop {
         match pods.resync().await {
             Ok(rev) => break rev,

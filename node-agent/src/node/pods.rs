@@ -18,9 +18,15 @@ use crate::flannel::Lease;
 use crate::log;
 use crate::netlink::{LinkInfo, Netlink};
 
+/// Written (in the image, on tmpfs: once per boot) after flannel's rules
+/// first went in.
+const RULES_INSTALLED: &str = "/run/node-agent/iptables-rules";
+
 /// The running pod network of this node.
 pub struct PodNetwork {
     cfg: NodeConfig,
+    /// The image's node process: this boot's kernel state is ours alone.
+    in_image: bool,
     mgr: SubnetManager,
     backend: Backend,
     lease: Lease,
@@ -28,7 +34,7 @@ pub struct PodNetwork {
 
 impl PodNetwork {
     /// Everything up to `ready`.
-    pub async fn start(cfg: NodeConfig, client: Client) -> Result<Self> {
+    pub async fn start(cfg: NodeConfig, client: Client, in_image: bool) -> Result<Self> {
         for m in ["vxlan", "bridge", "br_netfilter", "veth"] {
             sys::ensure_module(m);
         }
@@ -50,7 +56,7 @@ impl PodNetwork {
             super::uptime(),
             super::cpu()
         ));
-        let mut me = PodNetwork { cfg, mgr, backend, lease };
+        let mut me = PodNetwork { cfg, in_image, mgr, backend, lease };
         me.configure().await?;
         Ok(me)
     }
@@ -73,7 +79,16 @@ impl PodNetwork {
             log::debug(&format!("{e:#}"));
         }
         let rules = Rules { network: net.network, subnet };
-        rules.apply(&paths.iptables.to_string_lossy()).context("installing flannel's iptables rules")
+        // The image's first node process of a boot finds the tables as the
+        // kernel made them, empty: no need to read them first.
+        let marker = std::path::Path::new(RULES_INSTALLED);
+        let known_empty = self.in_image && !marker.exists();
+        rules.apply(&paths.iptables.to_string_lossy(), known_empty).context("installing flannel's iptables rules")?;
+        if self.in_image {
+            let _ = marker.parent().map(std::fs::create_dir_all);
+            let _ = std::fs::write(marker, b"");
+        }
+        Ok(())
     }
 
     /// Lists every lease and makes the kernel match; returns the revision.
