@@ -36,6 +36,11 @@ fn status(line: &str) -> String {
 fn responses(base: &str) -> BTreeMap<&'static str, String> {
     let merge_404 =
         format!(r#"{{"ignition":{{"version":"3.3.0","config":{{"merge":[{{"source":"{base}/not-found"}}]}}}}}}"#);
+    // A merge stub whose merged config is not the one its hash names.
+    let wrong_hash = format!(
+        r#"{{"ignition":{{"version":"3.3.0","config":{{"merge":[{{"source":"{base}/good","verification":{{"hash":"sha512-{}"}}}}]}}}}}}"#,
+        "0".repeat(128)
+    );
     BTreeMap::from([
         ("/good", ok(&ignition_with_node_config())),
         ("/not-found", status("404 Not Found")),
@@ -52,6 +57,7 @@ fn responses(base: &str) -> BTreeMap<&'static str, String> {
         ("/hangup", String::new()),
         ("/garbage", "SSH-2.0-OpenSSH_9.2\r\n".into()),
         ("/merge-404", ok(&merge_404)),
+        ("/merge-wrong-hash", ok(&wrong_hash)),
     ])
 }
 

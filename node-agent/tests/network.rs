@@ -109,6 +109,25 @@ fn lease_is_flannels_and_survives_deletion_and_restart() {
     assert_eq!(filter.matches("-j FLANNEL-FWD").count(), 1, "{filter}");
 }
 
+/// A LAN with etcd at 172.17.8.101 and two worker hosts at .103 and .104.
+struct TwoHosts {
+    a: Host,
+    b: Host,
+    etcd: Etcd,
+    _etcd_ns: Ns,
+    _lan: Lan,
+}
+
+fn two_hosts(tag: &str, backend: &str) -> TwoHosts {
+    let lan = Lan::new();
+    let etcd_ns = Ns::new("etcd");
+    lan.attach(&etcd_ns, "172.17.8.101/24");
+    let etcd = Etcd::start(Some(&etcd_ns), "172.17.8.101");
+    let a = host(&lan, &format!("{tag}a"), "172.17.8.103", &etcd.endpoint, backend);
+    let b = host(&lan, &format!("{tag}b"), "172.17.8.104", &etcd.endpoint, backend);
+    TwoHosts { a, b, etcd, _etcd_ns: etcd_ns, _lan: lan }
+}
+
 /// Creates a pod in a fresh namespace by running the CNI plugins from the
 /// agent's conflist as kubelet would; returns (pod namespace, pod IP).
 fn pod(h: &Host, name: &str) -> (Ns, String) {
@@ -131,19 +150,14 @@ fn pod(h: &Host, name: &str) -> (Ns, String) {
 #[test]
 fn agent_restarts_keep_the_lease_and_pod_traffic() {
     use std::os::unix::process::ExitStatusExt;
-    let lan = Lan::new();
-    let etcd_ns = Ns::new("etcd");
-    lan.attach(&etcd_ns, "172.17.8.101/24");
-    let etcd = Etcd::start(Some(&etcd_ns), "172.17.8.101");
-    let a = host(&lan, "ra", "172.17.8.103", &etcd.endpoint, "vxlan");
-    let b = host(&lan, "rb", "172.17.8.104", &etcd.endpoint, "vxlan");
+    let TwoHosts { a, b, .. } = &two_hosts("r", "vxlan");
     let mut agent_a = start_agent(&a.ns, &a.config);
     let _agent_b = start_agent(&b.ns, &b.config);
     let subnet = ready_subnet(&agent_a.wait_for("ready role=worker", 60));
     _agent_b.wait_for("ready role=worker", 60);
     let vtep = a.ns.sh("cat /sys/class/net/flannel.1/address").trim().to_owned();
-    let (pod_a, _) = pod(&a, "qa");
-    let (_pod_b, ip_b) = pod(&b, "qb");
+    let (pod_a, _) = pod(a, "qa");
+    let (_pod_b, ip_b) = pod(b, "qb");
 
     let count = 1200;
     let mut ping = {
@@ -194,20 +208,15 @@ fn probe(from: &Ns, to_ip: &str) -> String {
 
 #[test]
 fn pods_on_two_hosts_reach_each_other_without_nat() {
-    let lan = Lan::new();
-    let etcd_ns = Ns::new("etcd");
-    lan.attach(&etcd_ns, "172.17.8.101/24");
-    let etcd = Etcd::start(Some(&etcd_ns), "172.17.8.101");
-    let a = host(&lan, "wa", "172.17.8.103", &etcd.endpoint, "vxlan");
-    let b = host(&lan, "wb", "172.17.8.104", &etcd.endpoint, "vxlan");
+    let TwoHosts { a, b, etcd, .. } = &two_hosts("w", "vxlan");
     let agent_a = start_agent(&a.ns, &a.config);
     let agent_b = start_agent(&b.ns, &b.config);
     let sa = ready_subnet(&agent_a.wait_for("ready role=worker", 60));
     let sb = ready_subnet(&agent_b.wait_for("ready role=worker", 60));
     assert_ne!(sa, sb);
 
-    let (pod_a, ip_a) = pod(&a, "pa");
-    let (pod_b, ip_b) = pod(&b, "pb");
+    let (pod_a, ip_a) = pod(a, "pa");
+    let (pod_b, ip_b) = pod(b, "pb");
     assert!(ip_a.starts_with(sa.trim_end_matches("0/24")), "{ip_a} not in {sa}");
     assert!(ip_b.starts_with(sb.trim_end_matches("0/24")), "{ip_b} not in {sb}");
     let _serve = (serve_probe(&pod_a), serve_probe(&pod_b));
@@ -253,20 +262,15 @@ fn serve_probe(pod: &Ns) -> Agent {
 
 #[test]
 fn host_gw_routes_pods_through_node_ips() {
-    let lan = Lan::new();
-    let etcd_ns = Ns::new("etcd");
-    lan.attach(&etcd_ns, "172.17.8.101/24");
-    let etcd = Etcd::start(Some(&etcd_ns), "172.17.8.101");
-    let a = host(&lan, "ga", "172.17.8.103", &etcd.endpoint, "host-gw");
-    let b = host(&lan, "gb", "172.17.8.104", &etcd.endpoint, "host-gw");
+    let TwoHosts { a, b, etcd, .. } = &two_hosts("g", "host-gw");
     let agent_a = start_agent(&a.ns, &a.config);
     let agent_b = start_agent(&b.ns, &b.config);
     agent_a.wait_for("ready role=worker", 60);
     let sb = ready_subnet(&agent_b.wait_for("ready role=worker", 60));
     let value = etcd.get(&lease_key(&sb)).unwrap();
     assert_eq!(value, r#"{"PublicIP":"172.17.8.104","PublicIPv6":null,"BackendType":"host-gw","BackendData":null}"#);
-    let (pod_a, ip_a) = pod(&a, "ha");
-    let (pod_b, ip_b) = pod(&b, "hb");
+    let (pod_a, ip_a) = pod(a, "ha");
+    let (pod_b, ip_b) = pod(b, "hb");
     let _s = (serve_probe(&pod_a), serve_probe(&pod_b));
     let routes = a.ns.sh("ip route");
     assert!(routes.contains(&format!("{sb} via 172.17.8.104 dev eth0")), "{routes}");
