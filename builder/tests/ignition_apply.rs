@@ -19,13 +19,6 @@ fn apply(config: &Path, root: &Path) -> (bool, String) {
     // Ignition relabels for SELinux at the end of `files` unless told it is off.
     std::fs::create_dir_all(root.join("etc/selinux")).unwrap();
     std::fs::write(root.join("etc/selinux/config"), "SELINUX=disabled\nSELINUXTYPE=targeted\n").unwrap();
-    // The users Flatcar's base layout has that our configs name.
-    std::fs::write(
-        root.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/bash\netcd:x:232:232:etcd:/dev/null:/sbin/nologin\n",
-    )
-    .unwrap();
-    std::fs::write(root.join("etc/group"), "root:x:0:\netcd:x:232:\n").unwrap();
     let cache = root.with_extension("cache.json");
     let mut log = String::new();
     let mut ok = true;
@@ -107,7 +100,9 @@ fn every_role_validates_and_applies() {
     // The member's key is etcd's alone (etcd-member runs as user etcd).
     let key = tmp.path().join("root-etcd-1/etc/ssl/etcd/etcd.key");
     assert_eq!(mode(&key), 0o600);
-    assert_eq!(std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&key).unwrap()), 232);
+    let meta = std::fs::metadata(&key).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((meta.uid(), meta.gid()), (232, 232), "Flatcar's etcd user and group");
     // Only etcd nodes get a member key; every node gets its own client key.
     assert!(!tmp.path().join("root-worker-1/etc/ssl/etcd").exists());
 }

@@ -19,13 +19,6 @@ const IGNITION: &str = "/usr/lib/dracut/modules.d/30ignition/ignition";
 fn apply(config: &Path, root: &Path) {
     std::fs::create_dir_all(root.join("etc/selinux")).unwrap();
     std::fs::write(root.join("etc/selinux/config"), "SELINUX=disabled\nSELINUXTYPE=targeted\n").unwrap();
-    // The users Flatcar's base layout has that our configs name.
-    std::fs::write(
-        root.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/bash\netcd:x:232:232:etcd:/dev/null:/sbin/nologin\n",
-    )
-    .unwrap();
-    std::fs::write(root.join("etc/group"), "root:x:0:\netcd:x:232:\n").unwrap();
     for stage in ["fetch", "files"] {
         // The files stage ends with an SELinux relabel that needs the host's
         // setfiles; the files are all written before it.

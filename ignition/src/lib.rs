@@ -71,12 +71,13 @@ impl ConfigBuilder {
         self
     }
 
-    /// A small text file owned by the user named `user` on the machine
-    /// (looked up by Ignition in the machine's own passwd).
-    pub fn text_file_owned(self, path: &str, mode: u32, user: &str, text: &str) -> Self {
+    /// A small text file owned by user and group `id`: a number, so that
+    /// Ignition needs no passwd lookup in the root it writes.
+    pub fn text_file_owned(self, path: &str, mode: u32, id: u32, text: &str) -> Self {
         let mut b = self.text_file(path, mode, text);
         let f = b.files.last_mut().expect("just added");
-        f.user = Some(ign::NodeUser { name: Some(user.to_owned()), ..Default::default() });
+        f.user = Some(ign::NodeUser { id: Some(i64::from(id)), ..Default::default() });
+        f.group = Some(ign::NodeGroup { id: Some(i64::from(id)), ..Default::default() });
         b
     }
 

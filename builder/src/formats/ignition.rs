@@ -44,11 +44,12 @@ pub fn render(plan: &NodePlan, agent: &AgentDelivery) -> Vec<u8> {
         let tls = cfg.etcd.tls.as_ref().zip(member.tls.as_ref());
         if let Some((ca, pair)) = tls {
             // etcd-member runs as user etcd; only it and root read the key.
+            // Flatcar's base layout fixes etcd at uid/gid 232.
             b = b
                 .directory(ETCD_SSL_DIR, 0o755)
                 .text_file(&format!("{ETCD_SSL_DIR}/ca.crt"), 0o644, &ca.ca)
                 .text_file(&format!("{ETCD_SSL_DIR}/etcd.crt"), 0o644, &pair.cert)
-                .text_file_owned(&format!("{ETCD_SSL_DIR}/etcd.key"), 0o600, "etcd", &pair.key);
+                .text_file_owned(&format!("{ETCD_SSL_DIR}/etcd.key"), 0o600, FLATCAR_ETCD_ID, &pair.key);
         }
         b = b.dropin("etcd-member.service", "20-imgbuild.conf", &etcd_member_dropin(member, tls.is_some()), true);
     }
@@ -92,6 +93,8 @@ fn node_network_unit(cfg: &NodeConfig) -> String {
 /// container, so the flags name them there.
 const ETCD_SSL_DIR: &str = "/etc/ssl/etcd";
 const ETCD_SSL_IN_CONTAINER: &str = "/etc/ssl/certs";
+/// The etcd user and group of Flatcar's base layout.
+const FLATCAR_ETCD_ID: u32 = 232;
 
 /// Flatcar's etcd-member.service reads its flags from ETCD_* variables.
 fn etcd_member_dropin(m: &EtcdMember, tls: bool) -> String {
