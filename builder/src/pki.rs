@@ -229,7 +229,10 @@ fn new_ca(cluster: &str, now: OffsetDateTime) -> (String, String) {
     let start = now.replace_nanosecond(0).expect("zero nanoseconds");
     params.not_before = start;
     params.not_after = start + CA_LIFETIME;
-    params.distinguished_name.push(DnType::CommonName, format!("{cluster} etcd CA"));
+    // A fingerprint in the name: two clusters' CAs never share a name, so a
+    // node of one talking to the other fails as "unknown issuer".
+    let fingerprint = hex::encode(&Sha256::digest(key.public_key_raw())[..4]);
+    params.distinguished_name.push(DnType::CommonName, format!("{cluster} etcd CA {fingerprint}"));
     params.distinguished_name.push(DnType::OrganizationName, "imgbuild");
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
@@ -309,6 +312,9 @@ mod tests {
         assert_eq!(mode(&dir.join(CA_KEY)), 0o600);
         assert_eq!(mode(&dir), 0o700);
         assert!((first.not_after - first.not_before) >= Duration::days(3650));
+        let der = pem_contents(first.ca_cert(), "CERTIFICATE").unwrap();
+        let (_, x) = x509_parser::parse_x509_certificate(&der).unwrap();
+        assert!(x.subject().to_string().starts_with("CN=c etcd CA "), "{}", x.subject());
     }
 
     #[test]

@@ -114,7 +114,7 @@ fn only_holders_of_the_cluster_ca_certificates_reach_etcd() {
     lan.attach(&w2, "172.17.8.104/24");
     let stranger = start_agent(&w2, &write(&tmp.path().join("worker-2"), theirs["worker-2"].clone()));
     let said = stranger.wait_for("certificate", 30);
-    assert!(said.contains("etcd"), "{said}");
+    assert!(said.contains("etcd") && said.contains("UnknownIssuer"), "{said}");
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert!(!stranger.log().contains("ready"), "{}", stranger.log());
     assert!(etcd.log().contains("ready role=etcd"));

@@ -28,6 +28,11 @@ fn check_accepts_a_good_config() {
     let (code, out, err) = check(GOOD);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("node w role worker address 172.17.8.103/24"), "{out}");
+    // An https etcd without client certificates (server-only TLS), as flanneld allows.
+    let https = GOOD.replace("http://", "https://");
+    assert!(https.contains("https://"));
+    let (code, _, err) = check(&https);
+    assert_eq!(code, 0, "{err}");
 }
 
 #[test]

@@ -234,16 +234,16 @@ impl NodeConfig {
         Ok(())
     }
 
-    /// TLS material and URL schemes agree: https exactly when there are
-    /// certificates, so a node never sends etcd traffic in the clear by a typo.
+    /// TLS material and URL schemes agree: with certificates, https only, so
+    /// a node never sends etcd traffic in the clear by a typo. Without them,
+    /// https is still allowed (server-only TLS, trusted by the web's roots,
+    /// as flanneld allows).
     fn validate_etcd_tls(&self) -> Result<()> {
         let etcd = &self.etcd;
-        let scheme = if etcd.tls.is_some() { "https://" } else { "http://" };
-        let why = if etcd.tls.is_some() { "etcd.tls is set" } else { "etcd.tls is not set" };
-        if let Some(e) = etcd.endpoints.iter().find(|e| !e.starts_with(scheme)) {
-            bail!("etcd.endpoints: {e:?} must start with {scheme} ({why})");
-        }
         if let Some(t) = &etcd.tls {
+            if let Some(e) = etcd.endpoints.iter().find(|e| !e.starts_with("https://")) {
+                bail!("etcd.endpoints: {e:?} must start with https:// (etcd.tls is set)");
+            }
             check_certificates("etcd.tls.ca", &t.ca)?;
             check_certificates("etcd.tls.cert", &t.cert)?;
             check_private_key("etcd.tls.key", &t.key)?;
