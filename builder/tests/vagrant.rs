@@ -232,6 +232,19 @@ fn vagrant_up_gives_a_cluster_whose_pods_reach_each_other() {
     for node in ["worker-1", "worker-2"] {
         wait_until(cluster.0, node, "test -s /run/flannel/subnet.env");
     }
+    // Each machine booted its own box (the agent names the host from its config)
+    // from boot copies whose names are their digests.
+    for node in ["etcd-1", "master-1", "worker-1", "worker-2"] {
+        assert_eq!(ssh(cluster.0, node, "hostname").trim(), node);
+    }
+    for e in std::fs::read_dir("/var/lib/libvirt/boot").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(digest) = name.strip_prefix("imgbuild-").and_then(|n| n.split('-').next()) {
+            use sha2::Digest;
+            let sha = hex::encode(sha2::Sha256::digest(std::fs::read(e.path()).unwrap()));
+            assert!(sha.starts_with(digest), "{name} holds other bytes ({sha})");
+        }
+    }
     let w2 = ssh(cluster.0, "worker-2", "cat /run/flannel/subnet.env");
     let peer = std::net::Ipv4Addr::from(u32::from(subnet(&w2).broadcast()) - 1);
     let w1 = ssh(

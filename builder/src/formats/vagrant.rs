@@ -38,16 +38,21 @@ pub fn box_vagrantfile(b: &BoxSpec) -> String {
         r##"# imgbuild box: node {node} ({role}) of cluster {cluster}.
 # Boots this box's kernel and initramfs directly (PID 1 is node-agent); vda is
 # a blank disk that an etcd node formats for its data.
+require "digest"
 require "fileutils"
 
 # QEMU runs as libvirt-qemu, which cannot enter a private home holding this
-# box: where we may, boot from copies in libvirt's own boot directory.
-def imgbuild_boot_file(name, digest)
-  src = File.join(__dir__, name)
+# box: where we may, boot from copies in libvirt's own boot directory, named
+# and checked by their sha256. Local variables, not a method: every box's
+# Vagrantfile is loaded into the same Ruby process, and a method (with its
+# __dir__) would be redefined by the last box loaded.
+imgbuild_box_dir = __dir__
+imgbuild_boot_file = lambda do |name, digest|
+  src = File.join(imgbuild_box_dir, name)
   dir = "/var/lib/libvirt/boot"
   return src unless File.directory?(dir) && File.writable?(dir)
   dest = File.join(dir, "imgbuild-#{{digest[0, 16]}}-#{{name}}")
-  unless File.file?(dest)
+  unless File.file?(dest) && Digest::SHA256.file(dest).hexdigest == digest
     FileUtils.cp(src, "#{{dest}}.tmp")
     File.chmod(0o644, "#{{dest}}.tmp")
     File.rename("#{{dest}}.tmp", dest)
@@ -72,8 +77,8 @@ Vagrant.configure("2") do |config|
     # A virtio RNG seeds the kernel's CRNG at once: without it, the first
     # TLS handshake to etcd waits on (and burns CPU for) jitter entropy.
     lv.random :model => "random"
-    lv.kernel = imgbuild_boot_file("vmlinuz", "{kernel_sha}")
-    lv.initrd = imgbuild_boot_file("initrd.img", "{initrd_sha}")
+    lv.kernel = imgbuild_boot_file.call("vmlinuz", "{kernel_sha}")
+    lv.initrd = imgbuild_boot_file.call("initrd.img", "{initrd_sha}")
     lv.cmd_line = "{cmdline}"
     # A serial log (lv.serial) belongs in the project's Vagrantfile:
     # vagrant-libvirt 0.11 fails to merge a box's serial list into a project
