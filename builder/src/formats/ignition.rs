@@ -1,8 +1,11 @@
 //! A node's Ignition config: the agent, its config and its unit, plus what
 //! the role needs from Container Linux itself.
 
+use std::path::Path;
+
 use imgbuild_ignition::{ConfigBuilder, Payload};
-use node_agent::config::{EtcdMember, NodeConfig};
+use node_agent::config::{EtcdMember, NodeConfig, Paths};
+use node_agent::node::etcd::{self, TlsFiles};
 use node_agent::types::Role;
 
 use crate::plan::NodePlan;
@@ -96,38 +99,21 @@ const ETCD_SSL_IN_CONTAINER: &str = "/etc/ssl/certs";
 /// The etcd user and group of Flatcar's base layout.
 const FLATCAR_ETCD_ID: u32 = 232;
 
-/// Flatcar's etcd-member.service reads its flags from ETCD_* variables.
+/// Flatcar's etcd-member.service reads its flags from ETCD_* variables: the
+/// same command line the agent gives the etcd it runs in the image, each
+/// `--flag=value` as `ETCD_FLAG=value`, with the files where etcd-wrapper
+/// mounts them.
 fn etcd_member_dropin(m: &EtcdMember, tls: bool) -> String {
-    let local = if tls { "https://127.0.0.1:2379" } else { "http://127.0.0.1:2379" };
-    let mut env = vec![
-        ("ETCD_NAME", m.name.clone()),
-        ("ETCD_DATA_DIR", "/var/lib/etcd".into()),
-        ("ETCD_LISTEN_CLIENT_URLS", format!("{},{local}", m.client_url)),
-        ("ETCD_ADVERTISE_CLIENT_URLS", m.client_url.clone()),
-        ("ETCD_LISTEN_PEER_URLS", m.peer_url.clone()),
-        ("ETCD_INITIAL_ADVERTISE_PEER_URLS", m.peer_url.clone()),
-        ("ETCD_INITIAL_CLUSTER", m.initial_cluster.join(",")),
-        ("ETCD_INITIAL_CLUSTER_TOKEN", m.initial_cluster_token.clone()),
-        ("ETCD_INITIAL_CLUSTER_STATE", "new".into()),
-        ("ETCD_ENABLE_V2", "false".into()),
-    ];
-    if tls {
-        let file = |name: &str| format!("{ETCD_SSL_IN_CONTAINER}/{name}");
-        env.extend([
-            ("ETCD_SSL_DIR", ETCD_SSL_DIR.to_owned()),
-            ("ETCD_TRUSTED_CA_FILE", file("ca.crt")),
-            ("ETCD_CERT_FILE", file("etcd.crt")),
-            ("ETCD_KEY_FILE", file("etcd.key")),
-            ("ETCD_CLIENT_CERT_AUTH", "true".into()),
-            ("ETCD_PEER_TRUSTED_CA_FILE", file("ca.crt")),
-            ("ETCD_PEER_CERT_FILE", file("etcd.crt")),
-            ("ETCD_PEER_KEY_FILE", file("etcd.key")),
-            ("ETCD_PEER_CLIENT_CERT_AUTH", "true".into()),
-        ]);
-    }
+    let files = tls.then(|| TlsFiles::in_dir(Path::new(ETCD_SSL_IN_CONTAINER)));
     let mut s = String::from("[Service]\n");
-    for (k, v) in env {
-        s.push_str(&format!("Environment=\"{k}={v}\"\n"));
+    for arg in etcd::args(m, &Paths::default(), files.as_ref()) {
+        let flag = arg.trim_start_matches("--");
+        let (name, value) = flag.split_once('=').unwrap_or((flag, "true"));
+        if name == "trusted-ca-file" {
+            // The wrapper's own variable: which host directory it mounts.
+            s.push_str(&format!("Environment=\"ETCD_SSL_DIR={ETCD_SSL_DIR}\"\n"));
+        }
+        s.push_str(&format!("Environment=\"ETCD_{}={value}\"\n", name.to_uppercase().replace('-', "_")));
     }
     s
 }

@@ -1,7 +1,7 @@
 //! A node's first-boot work by role, then following the cluster forever.
 
 mod disk;
-mod etcd;
+pub mod etcd;
 mod pods;
 pub mod probe;
 mod retry;
