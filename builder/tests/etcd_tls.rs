@@ -15,7 +15,7 @@ use hosts::{start_agent, Lan, Ns};
 use imgbuild::cluster::Cluster;
 use imgbuild::pki::Pki;
 use imgbuild::plan::{plan, Selection};
-use node_agent::config::{NodeConfig, Paths};
+use node_agent::config::NodeConfig;
 
 /// Every node's config for the reference cluster under the CA in `pki_dir`.
 fn configs(pki_dir: &Path) -> BTreeMap<String, NodeConfig> {
@@ -28,16 +28,7 @@ fn configs(pki_dir: &Path) -> BTreeMap<String, NodeConfig> {
 /// Writes `cfg` with every path inside `dir`; etcd nodes run etcd themselves,
 /// as in the image.
 fn write(dir: &Path, mut cfg: NodeConfig) -> PathBuf {
-    let p = |s: &str| dir.join(s);
-    cfg.paths = Paths {
-        run_flannel: p("run/flannel"),
-        cni_conf_dir: p("etc/cni/net.d"),
-        cni_bin_dir: "/usr/lib/cni".into(),
-        cni_ipam_dir: p("var/lib/cni/networks"),
-        state_dir: p("var/lib/node-agent"),
-        etcd_data_dir: p("var/lib/etcd"),
-        ..Paths::default()
-    };
+    cfg.paths = hosts::paths_in(dir);
     if let Some(m) = cfg.etcd.member.as_mut() {
         m.supervise = true;
     }

@@ -17,9 +17,29 @@ pub use subnet_env::SubnetEnv;
 
 /// Writes via a temp file and a rename, so readers never see half a file.
 pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    write_atomic_mode(path, text, 0o666)
+}
+
+/// As [`write_atomic`], readable by the owner only (keys).
+pub fn write_private(path: &Path, text: &str) -> Result<()> {
+    write_atomic_mode(path, text, 0o600)
+}
+
+/// `mode` is the temp file's creation mode (the umask applies), so the
+/// file is never readable more widely than asked, not even for a moment.
+fn write_atomic_mode(path: &Path, text: &str, mode: u32) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().context("path has no parent")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(text.as_bytes()).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
 }

@@ -1,8 +1,7 @@
 //! Running etcd on etcd nodes of the image: a supervised child with a static
 //! initial cluster, restarted with backoff when it exits.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -66,22 +65,9 @@ pub fn write_tls(dir: &Path, ca: &str, cert: &str, key: &str) -> Result<TlsFiles
         .with_context(|| format!("creating {}", dir.display()))?;
     let files = TlsFiles::in_dir(dir);
     for (path, text) in [(&files.ca, ca), (&files.cert, cert), (&files.key, key)] {
-        write_private(path, text.as_bytes())?;
+        crate::cni::write_private(path, text)?;
     }
     Ok(files)
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))
 }
 
 /// Starts etcd and keeps it running for ever. `ca` is the cluster CA when

@@ -291,25 +291,28 @@ impl Drop for Agent {
     }
 }
 
+/// Every path a test host's agent writes, inside `dir`; Debian's CNI plugins.
+pub fn paths_in(dir: &Path) -> node_agent::config::Paths {
+    let p = |s: &str| dir.join(s);
+    node_agent::config::Paths {
+        run_flannel: p("run/flannel"),
+        cni_conf_dir: p("etc/cni/net.d"),
+        cni_bin_dir: "/usr/lib/cni".into(),
+        cni_ipam_dir: p("var/lib/cni/networks"),
+        state_dir: p("var/lib/node-agent"),
+        etcd_data_dir: p("var/lib/etcd"),
+        ..Default::default()
+    }
+}
+
 /// A node config for a test host, every path inside `dir`.
 pub fn node_config(dir: &Path, name: &str, role: &str, cidr: &str, etcd: &str, backend: &str) -> PathBuf {
-    let p = |s: &str| dir.join(s).display().to_string();
     let cfg = serde_json::json!({
         "cluster": "test",
         "node": { "name": name, "role": role, "address": cidr, "mac": "52:54:00:00:00:01" },
         "etcd": { "endpoints": [etcd] },
         "network": { "network": "10.1.0.0/16", "subnet_len": 24, "backend": { "type": backend, "vni": 1, "port": 8472 } },
-        "paths": {
-            "run_flannel": p("run/flannel"),
-            "cni_conf_dir": p("etc/cni/net.d"),
-            "cni_bin_dir": "/usr/lib/cni",
-            "cni_ipam_dir": p("var/lib/cni/networks"),
-            "iptables": "iptables",
-            "state_dir": p("var/lib/node-agent"),
-            "etcd_data_dir": p("var/lib/etcd"),
-            "proc_cmdline": "/proc/cmdline",
-            "proc_sys": "/proc/sys"
-        }
+        "paths": paths_in(dir)
     });
     let path = dir.join("config.json");
     std::fs::create_dir_all(dir).unwrap();
