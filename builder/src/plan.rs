@@ -67,9 +67,10 @@ fn select<'a>(cluster: &'a Cluster, sel: &Selection) -> Result<Vec<&'a Node>, In
 /// The config one node's agent runs from; with `pki`, it carries the node's
 /// own certificates and nobody else's.
 pub fn node_config(cluster: &Cluster, node: &Node, pki: Option<&Pki>) -> NodeConfig {
-    let is_member = node.role == Role::Etcd && cluster.etcd.external_endpoints.is_empty();
+    // Validation allows etcd nodes only without external endpoints.
+    let is_member = node.role == Role::Etcd;
     let certs = pki.map(|p| p.issue(node, is_member));
-    let mut member = (node.role == Role::Etcd).then(|| etcd_member(cluster, node));
+    let mut member = is_member.then(|| etcd_member(cluster, node));
     if let (Some(m), Some(pem)) = (member.as_mut(), certs.as_ref().and_then(|c| c.member.as_ref())) {
         m.tls = Some(key_pair(pem));
     }

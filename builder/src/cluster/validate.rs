@@ -175,16 +175,16 @@ fn node(errs: &Errs, i: usize, e: &NodeEntry, node_network: Ipv4Net) -> Result<N
 }
 
 fn etcd(errs: &Errs, s: &EtcdSection, nodes: &[Node]) -> Result<EtcdSettings> {
+    // The scheme follows etcd.tls, so a node never speaks plain HTTP by a typo.
+    let (scheme, why) =
+        if s.tls { ("https://", "etcd.tls is true (the default)") } else { ("http://", "etcd.tls is false") };
     for (i, url) in s.endpoints.iter().enumerate() {
         let ok = (url.starts_with("http://") || url.starts_with("https://"))
             && url.split("://").nth(1).is_some_and(|h| !h.is_empty());
         if !ok {
             return Err(errs.at(format!("etcd.endpoints[{i}]"), format!("{url:?} is not an http(s) URL")));
         }
-        // The scheme follows etcd.tls, so a node never speaks plain HTTP by a typo.
-        let scheme = if s.tls { "https://" } else { "http://" };
         if !url.starts_with(scheme) {
-            let why = if s.tls { "etcd.tls is true (the default)" } else { "etcd.tls is false" };
             return Err(errs.at(format!("etcd.endpoints[{i}]"), format!("{url:?} must start with {scheme}: {why}")));
         }
     }

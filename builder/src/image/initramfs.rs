@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 
 use super::cpio::{Archive, Node};
 use super::elf;
-use super::modules::ModuleTree;
+use super::modules::{Module, ModuleTree};
 use super::recipe::Recipe;
 use crate::sources::find_in_tree;
 
@@ -116,29 +116,36 @@ fn add_binary(a: &mut Archive, src: &Path, dest: &str) -> Result<Vec<u8>> {
 }
 
 /// Both module lists, each in load order; a module both need loads with
-/// the boot list.
+/// the boot list, and an image with no pod-only modules has no pod list.
 fn add_modules(a: &mut Archive, tree: &ModuleTree, boot: &[String], pods: &[String]) -> Result<()> {
     let version = tree.dir.file_name().and_then(|v| v.to_str()).context("module dir has no version name")?;
     let boot = tree.closure(boot)?;
     let in_boot: std::collections::BTreeSet<&str> = boot.modules.iter().map(|m| m.name.as_str()).collect();
     let pods = tree.closure(pods)?;
-    let pod_only: Vec<_> = pods.modules.iter().filter(|m| !in_boot.contains(m.name.as_str())).collect();
-    for (list_path, modules) in
-        [(MODULE_LIST_PATH, boot.modules.iter().collect::<Vec<_>>()), (POD_MODULE_LIST_PATH, pod_only)]
-    {
-        if modules.is_empty() && list_path == POD_MODULE_LIST_PATH {
-            continue;
-        }
-        let mut list = String::new();
-        for m in modules {
-            let rel = m.rel_path.to_str().context("module path is not UTF-8")?;
-            a.file(&format!("lib/modules/{version}/{rel}"), 0o644, tree.read(&m.name)?)?;
-            list.push_str(rel);
-            list.push('\n');
-        }
-        a.file(list_path, 0o644, list.into_bytes())?;
+    let pod_only: Vec<&Module> = pods.modules.iter().filter(|m| !in_boot.contains(m.name.as_str())).collect();
+    add_module_list(a, tree, version, MODULE_LIST_PATH, boot.modules.iter())?;
+    if !pod_only.is_empty() {
+        add_module_list(a, tree, version, POD_MODULE_LIST_PATH, pod_only.into_iter())?;
     }
     Ok(())
+}
+
+/// The modules themselves, and the list PID 1 loads them from.
+fn add_module_list<'m>(
+    a: &mut Archive,
+    tree: &ModuleTree,
+    version: &str,
+    list_path: &str,
+    modules: impl Iterator<Item = &'m Module>,
+) -> Result<()> {
+    let mut list = String::new();
+    for m in modules {
+        let rel = m.rel_path.to_str().context("module path is not UTF-8")?;
+        a.file(&format!("lib/modules/{version}/{rel}"), 0o644, tree.read(&m.name)?)?;
+        list.push_str(rel);
+        list.push('\n');
+    }
+    a.file(list_path, 0o644, list.into_bytes())
 }
 
 /// The node's image: the role base plus its config, written and compressed.
