@@ -59,6 +59,20 @@ fn cpio_list(cpio: &[u8]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// One file's contents from a cpio archive.
+fn cpio_file(cpio: &[u8], path: &str) -> String {
+    let mut child = Command::new("cpio")
+        .args(["-i", "--to-stdout", "--quiet", path])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(cpio).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn images_are_complete_and_byte_reproducible() {
     let tmp = tempfile::tempdir().unwrap();
@@ -86,6 +100,16 @@ fn images_are_complete_and_byte_reproducible() {
         assert!(worker.contains(want), "worker image lacks {want}");
     }
     assert!(worker.lines().any(|l| l.starts_with("crw") && l.ends_with("dev/console")), "no /dev/console");
+    // Before the node process: only what reaches etcd; the pod network's
+    // drivers load in the background, the overlay's first.
+    let cpio = unpack_initrd(&tmp.path().join("a/worker-1/initrd.img"));
+    let (boot, pods) = (cpio_file(&cpio, "etc/node-agent/modules"), cpio_file(&cpio, "etc/node-agent/modules.pods"));
+    assert!(boot.contains("/virtio_net.ko") && boot.contains("/virtio-rng.ko"), "{boot}");
+    for late in ["vxlan", "nf_tables", "bridge"] {
+        assert!(!boot.contains(&format!("/{late}.ko")) && pods.contains(&format!("/{late}.ko")), "{late}: {boot}\n{pods}");
+    }
+    let first = |m: &str| pods.lines().position(|l| l.ends_with(&format!("/{m}.ko"))).unwrap();
+    assert!(first("vxlan") < first("nf_tables") && first("nf_tables") < first("bridge"), "{pods}");
     assert!(!worker.contains("usr/bin/etcd"), "workers do not carry etcd");
     // Every entry has uid/gid 0 and the fixed mtime.
     assert!(worker.lines().all(|l| l.contains(" root     root ") || l.contains(" 0        0 ")), "{worker}");

@@ -103,9 +103,6 @@ pub async fn run(cfg: NodeConfig, opts: Options) -> Result<()> {
         tokio::time::sleep(retry::MAX).await;
     };
     let subnet = pods.subnet();
-    if opts.in_image {
-        crate::pid1::pod_modules_loaded(std::time::Duration::from_secs(60)).await;
-    }
     log::info(&format!("ready role={role} subnet={subnet} uptime={} cpu={}", uptime(), cpu()));
     panic_in_task_failpoint(&cfg);
     if opts.probe {

@@ -35,8 +35,12 @@ pub struct PodNetwork {
 impl PodNetwork {
     /// Everything up to `ready`.
     pub async fn start(cfg: NodeConfig, client: Client, in_image: bool) -> Result<Self> {
-        for m in ["vxlan", "bridge", "br_netfilter", "veth"] {
-            sys::ensure_module(m);
+        // In the image PID 1 loads these (in the background, see
+        // `configure`); under systemd the host's modprobe does.
+        if !in_image {
+            for m in ["vxlan", "bridge", "br_netfilter", "veth"] {
+                sys::ensure_module(m);
+            }
         }
         let nl = Netlink::connect()?;
         let ip = cfg.node.ip();
@@ -67,6 +71,11 @@ impl PodNetwork {
 
     /// Node-side setup for our subnet: device, files, sysctls, rules.
     async fn configure(&mut self) -> Result<()> {
+        if self.in_image {
+            // The overlay, netfilter and bridge drivers PID 1 loads while we
+            // reached etcd.
+            crate::pid1::pod_modules_loaded(std::time::Duration::from_secs(60)).await;
+        }
         let subnet = self.lease.subnet;
         self.backend.configure(subnet).await?;
         let net = self.mgr.net;

@@ -15,7 +15,8 @@ pub use modules::load_module_list;
 
 /// Where the image keeps the module load list the builder wrote.
 pub const MODULE_LIST: &str = "/etc/node-agent/modules";
-/// Modules only pods need, loaded in the background (see [`pod_modules_loaded`]).
+/// Modules only the pod network needs (overlay, netfilter, bridge), loaded
+/// in the background (see [`pod_modules_loaded`]).
 pub const POD_MODULE_LIST: &str = "/etc/node-agent/modules.pods";
 /// Written when the background modules are loaded (or failed to).
 pub const POD_MODULES_DONE: &str = "/run/node-agent/pod-modules.done";
@@ -36,8 +37,8 @@ pub fn run() -> ! {
         log("error: PID 1's early setup panicked; starting the node process anyway");
     }
     log(&format!("starting the node process uptime={} cpu={}", crate::node::uptime(), crate::node::cpu()));
-    // While the node process waits for etcd: the node needs these only
-    // once pods are made, and says `ready` only after they are in.
+    // While the node process reaches etcd: it needs these only once it has
+    // a lease, and waits for them then.
     std::thread::spawn(load_pod_modules);
     supervise_forever()
 }
@@ -86,7 +87,8 @@ pub async fn pod_modules_loaded(limit: Duration) {
             crate::log::warn("the pod modules are still loading; going on");
             return;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The overlay waits on this: poll often (cheap, and only at boot).
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
