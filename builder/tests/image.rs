@@ -106,7 +106,10 @@ fn images_are_complete_and_byte_reproducible() {
     let (boot, pods) = (cpio_file(&cpio, "etc/node-agent/modules"), cpio_file(&cpio, "etc/node-agent/modules.pods"));
     assert!(boot.contains("/virtio_net.ko") && boot.contains("/virtio-rng.ko"), "{boot}");
     for late in ["vxlan", "nf_tables", "bridge"] {
-        assert!(!boot.contains(&format!("/{late}.ko")) && pods.contains(&format!("/{late}.ko")), "{late}: {boot}\n{pods}");
+        assert!(
+            !boot.contains(&format!("/{late}.ko")) && pods.contains(&format!("/{late}.ko")),
+            "{late}: {boot}\n{pods}"
+        );
     }
     let first = |m: &str| pods.lines().position(|l| l.ends_with(&format!("/{m}.ko"))).unwrap();
     assert!(first("vxlan") < first("nf_tables") && first("nf_tables") < first("bridge"), "{pods}");
