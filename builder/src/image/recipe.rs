@@ -114,7 +114,8 @@ mod tests {
     #[test]
     fn every_role_has_a_recipe() {
         let w = Recipe::for_role(Role::Worker).unwrap();
-        assert!(w.modules.iter().any(|m| m == "vxlan") && w.modules.iter().any(|m| m == "virtio_net"));
+        assert!(w.modules.iter().any(|m| m == "virtio_net") && !w.modules.iter().any(|m| m == "vxlan"));
+        assert_eq!(w.pod_modules.first().map(String::as_str), Some("vxlan"));
         assert_eq!(w.cni_plugins, ["bridge", "host-local", "portmap", "loopback"]);
         assert!(!w.etcd);
         assert!(w.tools.iter().any(|t| t.package == "iptables"));
