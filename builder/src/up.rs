@@ -54,7 +54,10 @@ fn start_vm(ns: &str, out: &Path, node: &Node, probe: bool, memory_mb: u32) -> R
     // QEMU's PC machine routes PCI interrupts without ACPI; skipping ACPI's
     // PCI handling saves about a second of kernel time per boot under TCG
     // (its AML interpreter, emulated). Only here: real machines may need it.
-    cmdline = format!("{} pci=noacpi", cmdline.trim());
+    // Without ACPI the PCI bus has no MSI domain: virtio's MSI-X attempt
+    // would end in a kernel WARN (a tainted kernel) before falling back to
+    // INTx, so go straight to INTx.
+    cmdline = format!("{} pci=noacpi,nomsi", cmdline.trim());
     if probe && node.role.has_pods() {
         cmdline.push_str(" node-agent.probe");
     }

@@ -29,6 +29,8 @@ fn up_check_passes_on_the_reference_cluster() {
         assert!(stdout.lines().any(|l| l.starts_with(node) && l.contains('s')), "report lacks {node}:\n{stdout}");
     }
     assert!(stdout.contains("check passed"), "{stdout}");
+    // No kernel WARN, unsigned module or oops on the way (the agent says so).
+    assert!(!consoles.contains("the kernel is tainted"), "{consoles}");
     assert!(stdout.contains("stopped 4 VMs"), "{stdout}");
     // Torn down: no namespace, no pid files left.
     assert!(!out.join(".up/netns").exists());

@@ -90,6 +90,9 @@ pub async fn run(cfg: NodeConfig, opts: Options) -> Result<()> {
             manager::ensure_network_config(&client, &cfg.network)
         })
         .await;
+        if opts.in_image {
+            sys::warn_if_tainted(&cfg.paths.proc_sys);
+        }
         log::info(&format!("ready role={role} uptime={} cpu={}", uptime(), cpu()));
         panic_in_task_failpoint(&cfg);
         return std::future::pending().await;
@@ -103,6 +106,9 @@ pub async fn run(cfg: NodeConfig, opts: Options) -> Result<()> {
         tokio::time::sleep(retry::MAX).await;
     };
     let subnet = pods.subnet();
+    if opts.in_image {
+        sys::warn_if_tainted(&cfg.paths.proc_sys);
+    }
     log::info(&format!("ready role={role} subnet={subnet} uptime={} cpu={}", uptime(), cpu()));
     panic_in_task_failpoint(&cfg);
     if opts.probe {

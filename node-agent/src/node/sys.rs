@@ -1,4 +1,5 @@
-//! Kernel knobs the node needs: modules (when not built in) and sysctls.
+//! Kernel knobs the node needs: modules (when not built in) and sysctls;
+//! and whether the kernel says it is tainted.
 
 use std::path::Path;
 use std::process::Command;
@@ -23,4 +24,63 @@ pub fn ensure_module(name: &str) {
 pub fn set_sysctl(proc_sys: &Path, key: &str, value: &str) -> anyhow::Result<()> {
     let path = proc_sys.join(key);
     std::fs::write(&path, value).map_err(|e| anyhow::anyhow!("setting {}: {e}", path.display()))
+}
+
+/// The kernel's taint flags (bit, letter as oops reports print it, meaning),
+/// from Documentation/admin-guide/tainted-kernels.rst.
+const TAINTS: [(u32, char, &str); 19] = [
+    (0, 'P', "proprietary module"),
+    (1, 'F', "module force-loaded"),
+    (2, 'S', "out-of-spec system"),
+    (3, 'R', "module force-unloaded"),
+    (4, 'M', "machine check"),
+    (5, 'B', "bad page"),
+    (6, 'U', "taint requested by userspace"),
+    (7, 'D', "kernel oops"),
+    (8, 'A', "ACPI table overridden"),
+    (9, 'W', "kernel warning"),
+    (10, 'C', "staging driver"),
+    (11, 'I', "firmware workaround"),
+    (12, 'O', "out-of-tree module"),
+    (13, 'E', "unsigned module"),
+    (14, 'L', "soft lockup"),
+    (15, 'K', "live patched"),
+    (16, 'X', "auxiliary taint"),
+    (17, 'T', "built with struct randomization"),
+    (18, 'N', "in-kernel test"),
+];
+
+/// What a `/proc/sys/kernel/tainted` mask means, e.g. "W (kernel warning)";
+/// `None` for an untainted kernel.
+pub fn describe_taint(mask: u64) -> Option<String> {
+    if mask == 0 {
+        return None;
+    }
+    let known: Vec<String> =
+        TAINTS.iter().filter(|(bit, ..)| mask & (1 << bit) != 0).map(|(_, l, what)| format!("{l} ({what})")).collect();
+    Some(if known.is_empty() { format!("{mask:#x}") } else { known.join(", ") })
+}
+
+/// In the image the kernel and its modules are ours: a taint (a WARN, an
+/// unsigned module) is a bug worth a line on the console, where `dmesg` may
+/// not be at hand.
+pub fn warn_if_tainted(proc_sys: &Path) {
+    let path = proc_sys.join("kernel/tainted");
+    let mask = std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<u64>().ok()).unwrap_or(0);
+    if let Some(what) = describe_taint(mask) {
+        log::warn(&format!("the kernel is tainted: {what}; its log (dmesg) says why"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taint_masks_read_as_the_kernel_prints_them() {
+        assert_eq!(describe_taint(0), None);
+        assert_eq!(describe_taint(512).as_deref(), Some("W (kernel warning)"));
+        assert_eq!(describe_taint(512 | 8192).as_deref(), Some("W (kernel warning), E (unsigned module)"));
+        assert_eq!(describe_taint(1 << 40).as_deref(), Some("0x10000000000"));
+    }
 }
