@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # What the benchmarks measure against, beyond the tests' packages: Debian's
 # mkinitramfs with the cloud kernel installed (the baseline builds for it),
-# gnuplot for the plot, bc for the arithmetic, jq to read a config.
+# gnuplot for the plot, bc for the arithmetic, jq to read a config, nc to
+# forward the solo boot's etcd connections.
 set -euo pipefail
-packages=(initramfs-tools linux-image-cloud-amd64 gnuplot-nox bc jq)
+packages=(initramfs-tools linux-image-cloud-amd64 gnuplot-nox bc jq netcat-openbsd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

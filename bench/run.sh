@@ -78,7 +78,7 @@ if ((!quick)); then
   s=$(date +%s.%N)
   timeout 120 qemu-system-x86_64 -accel tcg -m 512 -nographic -no-reboot \
     -kernel "$out/build/worker-1/vmlinuz" -initrd "$out/build/worker-1/initrd.img" \
-    -append "console=ttyS0 panic=-1 quiet rdinit=/nonexistent pci=noacpi" </dev/null >"$out/floor.console" 2>&1 || true
+    -append "console=ttyS0 panic=-1 quiet rdinit=/nonexistent pci=noacpi,nomsi cryptomgr.notests" </dev/null >"$out/floor.console" 2>&1 || true
   t_floor=$(echo "$(date +%s.%N) - $s" | bc -l)
   s=$(date +%s.%N)
   "$img" up --check --kernel "$kernel" --out "$out/up" >"$out/up.log" 2>&1
@@ -91,24 +91,34 @@ if ((!quick)); then
   c="$out/up/.up/worker-1.console"
   boot_rows+="| in the cluster, worker-1: kernel start → PID 1 → ready (waiting for etcd-1 to boot: $(s3 "$(at "$c" "etcd answered") - $(at "$c" "node network:")") s) | $(s3 "$(at "$c" "ready role=worker")") s | | | four VMs share two cores |"$'\n'
   # One worker alone against an etcd already up: PID 1 → ready is all ours.
-  bash bench/solo-boot.sh "$out/build-all" "$out"
-  c="$out/solo.console"
+  # The median of $runs boots (by PID 1 → ready), split by its console lines.
+  for ((i = 0; i < runs; i++)); do
+    bash bench/solo-boot.sh "$out/build-all" "$out"
+    cp "$out/solo.console" "$out/solo-$i.console"
+    echo "$(echo "$(at "$out/solo-$i.console" "ready role=worker") - $(at "$out/solo-$i.console" "PID 1 starting")" | bc -l) $i"
+  done | sort -g >"$out/solo-runs"
+  c="$out/solo-$(awk '{a[NR]=$2} END {print a[int((NR+1)/2)]}' "$out/solo-runs").console"
   p1=$(at "$c" "PID 1 starting"); mods=$(at "$c" "starting the node process"); net=$(at "$c" "node network:")
   etcd=$(at "$c" "etcd answered"); lease=$(at "$c" "acquired lease"); ready=$(at "$c" "ready role=worker")
+  pods=$(at "$c" "loaded [0-9]* pod modules")
   # CPU: what PID 1 adds after its first line (the kernel's initcalls run as
   # PID 1 before /init and are in its count) through the pod modules, plus
   # the node process (and the tools it ran) up to ready.
   pid1_cpu=$(echo "($(ms "$c" "loaded [0-9]* pod modules") - $(ms "$c" "PID 1 starting")) / 1000" | bc -l)
   node_cpu=$(echo "$(ms "$c" "ready role=worker") / 1000" | bc -l)
   own=$(echo "$ready - $p1" | bc -l)
+  n_boot=$(grep -a -m1 -o "loaded [0-9]* kernel modules" "$c" | tr -dc 0-9)
+  n_pods=$(grep -a -m1 -o "loaded [0-9]* pod modules" "$c" | tr -dc 0-9)
+  all_own=$(awk '{printf "%s%.2f", (NR > 1 ? ", " : ""), $1}' "$out/solo-runs")
   boot_rows+="| worker-1 alone, etcd up beforehand: kernel start → PID 1 | $(s3 "$p1") s | $(printf %.1f "$t_floor") s (whole floor boot) | | kernel + initramfs unpack |"$'\n'
-  boot_rows+="| … PID 1 → ready: the agent's own part (wall) | $(s3 "$own") s | | | ≤ 0.3 s |"$'\n'
-  boot_rows+="| … PID 1: mounts and $(grep -a -m1 -o "loaded [0-9]* kernel modules" "$c" | tr -dc 0-9) boot modules (finit_module) | $(s3 "$mods - $p1") s | | | |"$'\n'
+  boot_rows+="| … PID 1 → ready: the agent's own part (wall; median of $runs boots: $all_own s) | $(s3 "$own") s | | | ≤ 0.3 s |"$'\n'
+  boot_rows+="| … PID 1: mounts and $n_boot boot modules (finit_module) | $(s3 "$mods - $p1") s | | | |"$'\n'
   boot_rows+="| … node process: start → node network up | $(s3 "$net - $mods") s | | | exec, config, netlink |"$'\n'
   boot_rows+="| … node process: network config from etcd (TLS handshake + 2 requests) | $(s3 "$etcd - $net") s | | | |"$'\n'
   boot_rows+="| … node process: lease | $(s3 "$lease - $etcd") s | | | |"$'\n'
-  boot_rows+="| … node process: VXLAN, files, iptables → ready | $(s3 "$ready - $lease") s | | | |"$'\n'
-  boot_rows+="| … CPU time: PID 1 (after its first line, incl. pod modules) + node process | $(s3 "$pid1_cpu") s + $(s3 "$node_cpu") s | | | |"$'\n'
+  boot_rows+="| … node process: pod-network modules, VXLAN, files, iptables → ready | $(s3 "$ready - $lease") s | | | |"$'\n'
+  boot_rows+="| … PID 1 in the background: $n_pods pod-network modules, done after PID 1 start | $(s3 "$pods - $p1") s | | | VXLAN, netfilter, bridge |"$'\n'
+  boot_rows+="| … CPU time: PID 1 (after its first line, incl. pod modules) + node process | $(s3 "$pid1_cpu") s + $(s3 "$node_cpu") s | | | one vCPU: they share it |"$'\n'
 fi
 
 # --- plot --------------------------------------------------------------------
