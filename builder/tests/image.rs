@@ -46,31 +46,22 @@ fn unpack_initrd(path: &Path) -> Vec<u8> {
     out.stdout
 }
 
-fn cpio_list(cpio: &[u8]) -> String {
-    let mut child = Command::new("cpio")
-        .args(["-t", "-v", "--quiet"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(cpio).unwrap();
+/// GNU cpio with `args`, fed `archive` on stdin; its stdout.
+fn cpio(args: &[&str], archive: &[u8]) -> String {
+    let mut child = Command::new("cpio").args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(archive).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     String::from_utf8(out.stdout).unwrap()
 }
 
+fn cpio_list(archive: &[u8]) -> String {
+    cpio(&["-t", "-v", "--quiet"], archive)
+}
+
 /// One file's contents from a cpio archive.
-fn cpio_file(cpio: &[u8], path: &str) -> String {
-    let mut child = Command::new("cpio")
-        .args(["-i", "--to-stdout", "--quiet", path])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(cpio).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap()
+fn cpio_file(archive: &[u8], path: &str) -> String {
+    cpio(&["-i", "--to-stdout", "--quiet", path], archive)
 }
 
 #[test]

@@ -69,6 +69,16 @@ fn panic_in_task_failpoint(cfg: &NodeConfig) {
     }
 }
 
+/// The `ready` line (with boot timings), after a word if the image's kernel
+/// is tainted; then the `panic-in-task` failpoint, which fires once ready.
+fn say_ready(cfg: &NodeConfig, opts: Options, what: &str) {
+    if opts.in_image {
+        sys::warn_if_tainted(&cfg.paths.proc_sys);
+    }
+    log::info(&format!("ready {what} uptime={} cpu={}", uptime(), cpu()));
+    panic_in_task_failpoint(cfg);
+}
+
 /// Runs the node's role; returns only on a setup error.
 pub async fn run(cfg: NodeConfig, opts: Options) -> Result<()> {
     let client = Client::new(&cfg.etcd.endpoints, cfg.etcd.tls.as_ref())?;
@@ -90,11 +100,7 @@ pub async fn run(cfg: NodeConfig, opts: Options) -> Result<()> {
             manager::ensure_network_config(&client, &cfg.network)
         })
         .await;
-        if opts.in_image {
-            sys::warn_if_tainted(&cfg.paths.proc_sys);
-        }
-        log::info(&format!("ready role={role} uptime={} cpu={}", uptime(), cpu()));
-        panic_in_task_failpoint(&cfg);
+        say_ready(&cfg, opts, &format!("role={role}"));
         return std::future::pending().await;
     }
     let mut pods = PodNetwork::start(cfg.clone(), client.clone(), opts.in_image).await?;
@@ -106,11 +112,7 @@ pub async fn run(cfg: NodeConfig, opts: Options) -> Result<()> {
         tokio::time::sleep(retry::MAX).await;
     };
     let subnet = pods.subnet();
-    if opts.in_image {
-        sys::warn_if_tainted(&cfg.paths.proc_sys);
-    }
-    log::info(&format!("ready role={role} subnet={subnet} uptime={} cpu={}", uptime(), cpu()));
-    panic_in_task_failpoint(&cfg);
+    say_ready(&cfg, opts, &format!("role={role} subnet={subnet}"));
     if opts.probe {
         tokio::spawn(async move {
             if let Err(e) = probe::run(cfg, client, subnet).await {

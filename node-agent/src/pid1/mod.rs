@@ -38,8 +38,10 @@ pub fn run() -> ! {
     }
     log(&format!("starting the node process uptime={} cpu={}", crate::node::uptime(), crate::node::cpu()));
     // While the node process reaches etcd: it needs these only once it has
-    // a lease, and waits for them then.
-    std::thread::spawn(load_pod_modules);
+    // a lease, and waits for them then. Images without pods have none.
+    if Path::new(POD_MODULE_LIST).exists() {
+        std::thread::spawn(load_pod_modules);
+    }
     supervise_forever()
 }
 
