@@ -96,6 +96,10 @@ fn images_are_complete_and_byte_reproducible() {
     let cpio = unpack_initrd(&tmp.path().join("a/worker-1/initrd.img"));
     let (boot, pods) = (cpio_file(&cpio, "etc/node-agent/modules"), cpio_file(&cpio, "etc/node-agent/modules.pods"));
     assert!(boot.contains("/virtio_net.ko") && boot.contains("/virtio-rng.ko"), "{boot}");
+    // Only etcd members use a disk; the console is the serial port.
+    assert!(!boot.contains("/virtio_blk.ko") && !boot.contains("/virtio_console.ko"), "{boot}");
+    let etcd_cpio = unpack_initrd(&tmp.path().join("a/etcd-1/initrd.img"));
+    assert!(cpio_file(&etcd_cpio, "etc/node-agent/modules").contains("/virtio_blk.ko"));
     for late in ["vxlan", "nf_tables", "bridge"] {
         assert!(
             !boot.contains(&format!("/{late}.ko")) && pods.contains(&format!("/{late}.ko")),
