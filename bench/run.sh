@@ -46,8 +46,12 @@ t_ours=$(median "$img" --node worker-1 --kernel "$kernel" --out "$out/build")
 t_all=$(median "$img" --all --kernel "$kernel" --out "$out/build-all")
 t_mkinitramfs=$(median mkinitramfs -o "$out/mkinitramfs.img" "$kver")
 # Our initramfs step alone (assembling the tree, cpio, zstd) from the phase timings.
-IMGBUILD_TIMINGS=1 "$img" --node worker-1 --kernel "$kernel" --out "$out/build" 2>"$out/timings" >/dev/null
-t_step=$(awk '/timing (image-assembly worker|initramfs worker-1) / {s += substr($NF, 1, length($NF) - 1)} END {printf "%.3f", s}' "$out/timings")
+# The median of $runs builds, as for the baseline below.
+for ((i = 0; i < runs; i++)); do
+  IMGBUILD_TIMINGS=1 "$img" --node worker-1 --kernel "$kernel" --out "$out/build" 2>"$out/timings" >/dev/null
+  awk '/timing (image-assembly worker|initramfs worker-1) / {s += substr($NF, 1, length($NF) - 1)} END {printf "%.3f\n", s}' "$out/timings"
+done | sort -g >"$out/step-runs"
+t_step=$(awk '{a[NR]=$1} END {printf "%.3f", a[int((NR+1)/2)]}' "$out/step-runs")
 # The same tree through find | cpio | zstd (both cores, like ours).
 mkdir -p "$out/tree"
 (cd "$out/tree" && zstd -dc ../build/worker-1/initrd.img | cpio -id --quiet)
@@ -151,7 +155,7 @@ report="$out/BENCHMARKS.md"
   echo "| benchmark | ours | baseline | ratio | target |"
   echo "| --- | ---: | ---: | ---: | --- |"
   echo "| warm worker build (kernel, modules, CNI, iptables, zstd, Ignition, Vagrant box), median of $runs | $t_ours s | mkinitramfs: $t_mkinitramfs s | $(ratio "$t_ours" "$t_mkinitramfs") | ≤ 0.25 |"
-  echo "| initramfs step (assemble + cpio + zstd -T2), reproducible: $same | $t_step s | find \\| cpio \\| zstd -T2: $t_cpio s | $(ratio "$t_step" "$t_cpio") | ≤ 1.2 |"
+  echo "| initramfs step (assemble + cpio + zstd -T2), median of $runs, reproducible: $same | $t_step s | find \\| cpio \\| zstd -T2: $t_cpio s | $(ratio "$t_step" "$t_cpio") | ≤ 1.2 |"
   echo "| all four nodes of the reference cluster | $t_all s | | | |"
   echo "| static agent, stripped | $agent_bytes B | | | ≤ 6 MiB (6291456 B) |"
   printf '%s' "$ign_rows"
