@@ -97,7 +97,7 @@ impl Archive {
             write_entry(&mut out, &h, path, data);
         }
         let trailer = Header { ino: 0, mode: 0, nlink: 1, mtime: 0, size: 0, rdev: (0, 0) };
-        write_entry(&mut out, &trailer, "TRAILER!!!", &[]);
+        write_entry(&mut out, &trailer, TRAILER, &[]);
         out
     }
 }
@@ -131,7 +131,7 @@ pub fn read(bytes: &[u8]) -> Result<Vec<ReadEntry>> {
         let data_end = data_at.checked_add(size).ok_or_else(|| anyhow::anyhow!("size too large"))?;
         let data = bytes.get(data_at..data_end).ok_or_else(|| anyhow::anyhow!("truncated data of {name}"))?;
         at = align4(data_end);
-        if name == "TRAILER!!!" {
+        if name == TRAILER {
             return Ok(out);
         }
         let node = match mode & 0o170000 {
@@ -156,13 +156,24 @@ impl Archive {
     }
 }
 
-/// `a//b/./c/` → `a/b/c`; refuses `..` and the empty path.
+/// The name that ends a newc archive: an entry called this would end it early.
+const TRAILER: &str = "TRAILER!!!";
+
+/// `a//b/./c/` → `a/b/c`; refuses `..`, the empty path, a NUL (names end at
+/// one, so the kernel would read a shorter name) and the trailer's name.
 fn normalize(path: &str) -> Result<String> {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
     if parts.is_empty() || parts.contains(&"..") {
         bail!("{path:?} is not a path inside the initramfs");
     }
-    Ok(parts.join("/"))
+    if path.contains('\0') {
+        bail!("{path:?}: a NUL cannot be in an initramfs path");
+    }
+    let path = parts.join("/");
+    if path == TRAILER {
+        bail!("{path:?} is the name that ends a cpio archive; it cannot be an initramfs path");
+    }
+    Ok(path)
 }
 
 struct Header {
@@ -239,6 +250,13 @@ mod tests {
         assert!(a.file("init", 0o644, vec![]).is_err());
         assert!(a.file("../x", 0o644, vec![]).is_err());
         a.dir("etc").unwrap();
+        // Found by fuzzing: a parent named like the trailer ended the archive
+        // early, and a NUL would cut the name short.
+        let err = a.file("TRAILER!!!/x", 0o644, vec![]).unwrap_err().to_string();
+        assert!(err.contains("ends a cpio archive"), "{err}");
+        assert!(a.file("a\0b", 0o644, vec![]).is_err());
+        assert!(!a.entries().iter().any(|(p, ..)| p == "TRAILER!!!" || p.contains('\0')));
+        a.file("x/TRAILER!!!", 0o644, vec![]).unwrap();
     }
 
     fn gnu_cpio(args: &[&str], dir: &std::path::Path, input: &[u8]) -> String {
