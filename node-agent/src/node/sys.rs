@@ -26,28 +26,28 @@ pub fn set_sysctl(proc_sys: &Path, key: &str, value: &str) -> anyhow::Result<()>
     std::fs::write(&path, value).map_err(|e| anyhow::anyhow!("setting {}: {e}", path.display()))
 }
 
-/// The kernel's taint flags (bit, letter as oops reports print it, meaning),
-/// from Documentation/admin-guide/tainted-kernels.rst.
-const TAINTS: [(u32, char, &str); 19] = [
-    (0, 'P', "proprietary module"),
-    (1, 'F', "module force-loaded"),
-    (2, 'S', "out-of-spec system"),
-    (3, 'R', "module force-unloaded"),
-    (4, 'M', "machine check"),
-    (5, 'B', "bad page"),
-    (6, 'U', "taint requested by userspace"),
-    (7, 'D', "kernel oops"),
-    (8, 'A', "ACPI table overridden"),
-    (9, 'W', "kernel warning"),
-    (10, 'C', "staging driver"),
-    (11, 'I', "firmware workaround"),
-    (12, 'O', "out-of-tree module"),
-    (13, 'E', "unsigned module"),
-    (14, 'L', "soft lockup"),
-    (15, 'K', "live patched"),
-    (16, 'X', "auxiliary taint"),
-    (17, 'T', "built with struct randomization"),
-    (18, 'N', "in-kernel test"),
+/// The kernel's taint flags in bit order (letter as oops reports print it,
+/// meaning), from Documentation/admin-guide/tainted-kernels.rst.
+const TAINTS: [(char, &str); 19] = [
+    ('P', "proprietary module"),
+    ('F', "module force-loaded"),
+    ('S', "out-of-spec system"),
+    ('R', "module force-unloaded"),
+    ('M', "machine check"),
+    ('B', "bad page"),
+    ('U', "taint requested by userspace"),
+    ('D', "kernel oops"),
+    ('A', "ACPI table overridden"),
+    ('W', "kernel warning"),
+    ('C', "staging driver"),
+    ('I', "firmware workaround"),
+    ('O', "out-of-tree module"),
+    ('E', "unsigned module"),
+    ('L', "soft lockup"),
+    ('K', "live patched"),
+    ('X', "auxiliary taint"),
+    ('T', "built with struct randomization"),
+    ('N', "in-kernel test"),
 ];
 
 /// What a `/proc/sys/kernel/tainted` mask means, e.g. "W (kernel warning)";
@@ -56,8 +56,12 @@ pub fn describe_taint(mask: u64) -> Option<String> {
     if mask == 0 {
         return None;
     }
-    let known: Vec<String> =
-        TAINTS.iter().filter(|(bit, ..)| mask & (1 << bit) != 0).map(|(_, l, what)| format!("{l} ({what})")).collect();
+    let known: Vec<String> = TAINTS
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| mask & (1 << bit) != 0)
+        .map(|(_, (l, what))| format!("{l} ({what})"))
+        .collect();
     Some(if known.is_empty() { format!("{mask:#x}") } else { known.join(", ") })
 }
 
