@@ -28,6 +28,10 @@ runs=$((quick ? 1 : 5))
 kver=$(ls /lib/modules | grep -- '-cloud-amd64$' | sort -V | tail -1)
 kernel="apt:linux-image-$kver"
 
+# Field $1 (default 1) of the middle line of stdin, lines ordered by their
+# first field: the median run.
+middle() { sort -g | awk -v f="${1:-1}" '{a[NR]=$f} END {print a[int((NR+1)/2)]}'; }
+
 # Median wall time of a command over $runs runs, in seconds.
 median() {
   local times=() i s
@@ -36,7 +40,7 @@ median() {
     "$@" >/dev/null 2>&1
     times+=("$(echo "$(date +%s.%N) - $s" | bc -l)")
   done
-  printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR]=$1} END {printf "%.3f", a[int((NR+1)/2)]}'
+  printf %.3f "$(printf '%s\n' "${times[@]}" | middle)"
 }
 ratio() { echo "scale=2; $1 / $2" | bc -l | sed 's/^\./0./'; }
 
@@ -50,8 +54,8 @@ t_mkinitramfs=$(median mkinitramfs -o "$out/mkinitramfs.img" "$kver")
 for ((i = 0; i < runs; i++)); do
   IMGBUILD_TIMINGS=1 "$img" --node worker-1 --kernel "$kernel" --out "$out/build" 2>"$out/timings" >/dev/null
   awk '/timing (image-assembly worker|initramfs worker-1) / {s += substr($NF, 1, length($NF) - 1)} END {printf "%.3f\n", s}' "$out/timings"
-done | sort -g >"$out/step-runs"
-t_step=$(awk '{a[NR]=$1} END {printf "%.3f", a[int((NR+1)/2)]}' "$out/step-runs")
+done >"$out/step-runs"
+t_step=$(middle <"$out/step-runs")
 # The same tree through find | cpio | zstd (both cores, like ours).
 mkdir -p "$out/tree"
 (cd "$out/tree" && zstd -dc ../build/worker-1/initrd.img | cpio -id --quiet)
@@ -101,7 +105,7 @@ if ((!quick)); then
     cp "$out/solo.console" "$out/solo-$i.console"
     echo "$(echo "$(at "$out/solo-$i.console" "ready role=worker") - $(at "$out/solo-$i.console" "PID 1 starting")" | bc -l) $i"
   done | sort -g >"$out/solo-runs"
-  c="$out/solo-$(awk '{a[NR]=$2} END {print a[int((NR+1)/2)]}' "$out/solo-runs").console"
+  c="$out/solo-$(middle 2 <"$out/solo-runs").console"
   p1=$(at "$c" "PID 1 starting"); mods=$(at "$c" "starting the node process"); net=$(at "$c" "node network:")
   etcd=$(at "$c" "etcd answered"); lease=$(at "$c" "acquired lease"); ready=$(at "$c" "ready role=worker")
   pods=$(at "$c" "loaded [0-9]* pod modules")
