@@ -190,3 +190,13 @@ pub fn cmdline(debug: bool) -> String {
     s.push('\n');
     s
 }
+
+#[cfg(test)]
+mod tests {
+    /// The `cmdline` file, word for word (the crypto self-tests stay off).
+    #[test]
+    fn kernel_command_line() {
+        assert_eq!(super::cmdline(false), "console=ttyS0,115200n8 panic=10 cryptomgr.notests quiet\n");
+        assert_eq!(super::cmdline(true), "console=ttyS0,115200n8 panic=10 cryptomgr.notests node-agent.debug\n");
+    }
+}
