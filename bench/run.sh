@@ -124,7 +124,7 @@ if ((!quick)); then
   boot_rows+="| … node process: start → node network up | $(s3 "$net - $mods") s | | | exec, config, netlink |"$'\n'
   boot_rows+="| … node process: network config from etcd (TLS handshake + 2 requests) | $(s3 "$etcd - $net") s | | | |"$'\n'
   boot_rows+="| … node process: lease | $(s3 "$lease - $etcd") s | | | |"$'\n'
-  boot_rows+="| … node process: pod-network modules, VXLAN, files, iptables → ready | $(s3 "$ready - $lease") s | | | |"$'\n'
+  boot_rows+="| … node process: pod-network modules, VXLAN, files, flannel's rules (nftables) → ready | $(s3 "$ready - $lease") s | | | |"$'\n'
   boot_rows+="| … PID 1 in the background: $n_pods pod-network modules, done after PID 1 start | $(s3 "$pods - $p1") s | | | VXLAN, netfilter, bridge |"$'\n'
   boot_rows+="| … CPU time: PID 1 (after its first line, incl. pod modules) + node process | $(s3 "$pid1_cpu") s + $(s3 "$node_cpu") s | | | one vCPU: they share it |"$'\n'
 fi
@@ -158,7 +158,7 @@ report="$out/BENCHMARKS.md"
   echo
   echo "| benchmark | ours | baseline | ratio | target |"
   echo "| --- | ---: | ---: | ---: | --- |"
-  echo "| warm worker build (kernel, modules, CNI, iptables, zstd, Ignition, Vagrant box), median of $runs | $t_ours s | mkinitramfs: $t_mkinitramfs s | $(ratio "$t_ours" "$t_mkinitramfs") | ≤ 0.25 |"
+  echo "| warm worker build (kernel, modules, CNI, zstd, Ignition, Vagrant box), median of $runs | $t_ours s | mkinitramfs: $t_mkinitramfs s | $(ratio "$t_ours" "$t_mkinitramfs") | ≤ 0.25 |"
   echo "| initramfs step (assemble + cpio + zstd -T2), median of $runs, reproducible: $same | $t_step s | find \\| cpio \\| zstd -T2: $t_cpio s | $(ratio "$t_step" "$t_cpio") | ≤ 1.2 |"
   echo "| all four nodes of the reference cluster | $t_all s | | | |"
   echo "| static agent, stripped | $agent_bytes B | | | ≤ 6 MiB (6291456 B) |"

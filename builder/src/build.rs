@@ -153,7 +153,7 @@ fn prepare_images(cfg: &BuildConfig, plans: &[NodePlan]) -> Result<Shared> {
         if bases.contains_key(&role) {
             continue;
         }
-        let recipe = Recipe::for_role(role)?;
+        let recipe = Recipe::for_role(role, cfg.cluster.enable_nftables)?;
         let payloads = payloads(cfg, &recipe)?;
         let base = timing::phase(&format!("image-assembly {role}"), || {
             initramfs::role_base(&cfg.agent.bytes, &modules, &recipe, &payloads)

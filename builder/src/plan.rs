@@ -94,6 +94,7 @@ pub fn node_config(cluster: &Cluster, node: &Node, pki: Option<&Pki>) -> NodeCon
             subnet_max: cluster.subnet_max,
             backend: cluster.backend,
             lease_ttl: None,
+            enable_nftables: cluster.enable_nftables,
         },
         paths: Paths::default(),
         guest: None,

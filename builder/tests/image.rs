@@ -107,7 +107,14 @@ fn images_are_complete_and_byte_reproducible() {
         );
     }
     let first = |m: &str| pods.lines().position(|l| l.ends_with(&format!("/{m}.ko"))).unwrap();
-    assert!(first("vxlan") < first("nf_tables") && first("nf_tables") < first("bridge"), "{pods}");
+    assert!(first("vxlan") < first("bridge") && first("bridge") < first("nf_tables"), "{pods}");
+    // The reference cluster's rules are an nftables table the agent sends
+    // itself: no iptables program, no xtables modules.
+    assert!(!worker.contains("iptables") && !worker.contains("xtables"), "{worker}");
+    assert!(
+        !pods.contains("/x_tables.ko") && !pods.contains("/nft_compat.ko") && pods.contains("/nft_masq.ko"),
+        "{pods}"
+    );
     assert!(!worker.contains("usr/bin/etcd"), "workers do not carry etcd");
     // Every entry has uid/gid 0 and the fixed mtime.
     assert!(worker.lines().all(|l| l.contains(" root     root ") || l.contains(" 0        0 ")), "{worker}");

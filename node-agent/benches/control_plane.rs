@@ -193,6 +193,7 @@ fn network() -> Result<Network> {
         subnet_max: None,
         backend: BackendCfg { kind: BackendType::Vxlan, vni: 1, port: 8472 },
         lease_ttl: None,
+        enable_nftables: false,
     })
 }
 

@@ -21,6 +21,7 @@ fn network() -> NetworkConfig {
         subnet_max: None,
         backend: Backend { kind: BackendType::Vxlan, vni: 1, port: 8472 },
         lease_ttl: None,
+        enable_nftables: false,
     }
 }
 

@@ -27,16 +27,22 @@ fn ready_subnet(line: &str) -> String {
     line.split("subnet=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned()
 }
 
+/// A LAN with etcd at 172.17.8.101, in its own namespace.
+fn etcd_on_lan() -> (Lan, Ns, Etcd) {
+    let lan = Lan::new();
+    let etcd_ns = Ns::new("etcd");
+    lan.attach(&etcd_ns, "172.17.8.101/24");
+    let etcd = Etcd::start(Some(&etcd_ns), "172.17.8.101");
+    (lan, etcd_ns, etcd)
+}
+
 fn lease_key(subnet: &str) -> String {
     format!("{NET_PREFIX}{}", subnet.replace('/', "-"))
 }
 
 #[test]
 fn lease_is_flannels_and_survives_deletion_and_restart() {
-    let lan = Lan::new();
-    let etcd_ns = Ns::new("etcd");
-    lan.attach(&etcd_ns, "172.17.8.101/24");
-    let etcd = Etcd::start(Some(&etcd_ns), "172.17.8.101");
+    let (lan, _etcd_ns, etcd) = etcd_on_lan();
     let h = host(&lan, "w1", "172.17.8.103", &etcd.endpoint, "vxlan");
     let mut agent = start_agent(&h.ns, &h.config);
     let ready = agent.wait_for("node-agent: ready role=worker subnet=", 60);
@@ -109,6 +115,41 @@ fn lease_is_flannels_and_survives_deletion_and_restart() {
     assert_eq!(filter.matches("-j FLANNEL-FWD").count(), 1, "{filter}");
 }
 
+/// With flannel's `EnableNFTables` the rules are one nftables table, as
+/// `nft` prints it, and no iptables chain: pod traffic leaving the pod
+/// network is masqueraded (etcd's host has no route back to pods, so an
+/// answer proves it), and a restart replaces the table rather than adding
+/// to it.
+#[test]
+fn nftables_rules_masquerade_pods_and_are_replaced_whole() {
+    let (lan, etcd_ns, etcd) = etcd_on_lan();
+    let h = host(&lan, "n1", "172.17.8.103", &etcd.endpoint, "vxlan");
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&h.config).unwrap()).unwrap();
+    cfg["network"]["enable_nftables"] = true.into();
+    std::fs::write(&h.config, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let mut agent = start_agent(&h.ns, &h.config);
+    let subnet = ready_subnet(&agent.wait_for("node-agent: ready role=worker subnet=", 60));
+    let config: serde_json::Value = serde_json::from_str(&etcd.get("/coreos.com/network/config").unwrap()).unwrap();
+    assert_eq!(config["EnableNFTables"], true);
+
+    let table = h.ns.sh("nft list table ip flannel-ipv4");
+    let want = include_str!("golden/flannel.nft").replace("10.1.5.0/24", &subnet);
+    assert_eq!(table, want);
+    let nat = h.ns.sh("iptables -t nat -S");
+    assert!(!nat.contains("FLANNEL"), "{nat}");
+
+    let (pod, ip) = pod(&h, "np");
+    let _serve = serve_probe(&etcd_ns);
+    let (_, out) = pod.try_sh(&format!("{} probe send --to 172.17.8.101:7946 --tries 40", agent_bin()));
+    assert!(out.contains(&format!("reached; it saw 172.17.8.103 (we are {ip})")), "{out}");
+
+    agent.kill();
+    let again = start_agent(&h.ns, &h.config);
+    again.wait_for("node-agent: ready role=worker", 60);
+    assert_eq!(h.ns.sh("nft list table ip flannel-ipv4"), want);
+    assert_eq!(h.ns.sh("nft list tables").matches("flannel-ipv4").count(), 1);
+}
+
 /// A LAN with etcd at 172.17.8.101 and two worker hosts at .103 and .104.
 struct TwoHosts {
     a: Host,
@@ -119,10 +160,7 @@ struct TwoHosts {
 }
 
 fn two_hosts(tag: &str, backend: &str) -> TwoHosts {
-    let lan = Lan::new();
-    let etcd_ns = Ns::new("etcd");
-    lan.attach(&etcd_ns, "172.17.8.101/24");
-    let etcd = Etcd::start(Some(&etcd_ns), "172.17.8.101");
+    let (lan, etcd_ns, etcd) = etcd_on_lan();
     let a = host(&lan, &format!("{tag}a"), "172.17.8.103", &etcd.endpoint, backend);
     let b = host(&lan, &format!("{tag}b"), "172.17.8.104", &etcd.endpoint, backend);
     TwoHosts { a, b, etcd, _etcd_ns: etcd_ns, _lan: lan }

@@ -31,6 +31,8 @@ pub struct Cluster {
     pub subnet_min: Option<Ipv4Addr>,
     pub subnet_max: Option<Ipv4Addr>,
     pub backend: Backend,
+    /// flannel's rules as an nftables table (`EnableNFTables`).
+    pub enable_nftables: bool,
     pub etcd: EtcdSettings,
     pub artifacts: Artifacts,
     pub nodes: Vec<Node>,

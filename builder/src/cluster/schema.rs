@@ -43,6 +43,10 @@ pub struct NetworkSection {
     pub subnet_min: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet_max: Option<String>,
+    /// flannel's `EnableNFTables`: its rules as an nftables table, not
+    /// iptables chains.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enable_nftables: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -53,6 +53,7 @@ pub fn validate(file: &ClusterFile, origin: &str) -> Result<Cluster> {
         subnet_min,
         subnet_max,
         backend,
+        enable_nftables: net.enable_nftables,
         etcd,
         artifacts,
         nodes,

@@ -10,6 +10,8 @@ const ETCD: &str = include_str!("../../../images/etcd.toml");
 const MASTER: &str = include_str!("../../../images/master.toml");
 const WORKER: &str = include_str!("../../../images/worker.toml");
 const VAGRANT_BOX: &str = include_str!("../../../images/vagrant-box.toml");
+const RULES_IPTABLES: &str = include_str!("../../../images/rules-iptables.toml");
+const RULES_NFTABLES: &str = include_str!("../../../images/rules-nftables.toml");
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,17 +73,20 @@ pub struct Recipe {
 }
 
 impl Recipe {
-    pub fn for_role(role: Role) -> Result<Self> {
+    /// The role's recipe on top of the common one; roles with pods also get
+    /// what flannel's rules need, as iptables chains or (`nftables`) an
+    /// nftables table.
+    pub fn for_role(role: Role, nftables: bool) -> Result<Self> {
         let (name, text) = match role {
             Role::Etcd => ("etcd", ETCD),
             Role::Master => ("master", MASTER),
             Role::Worker => ("worker", WORKER),
         };
-        let common: RecipeFile = toml::from_str(COMMON).context("images/common.toml")?;
-        let own: RecipeFile = toml::from_str(text).with_context(|| format!("images/{name}.toml"))?;
+        let common = parse("common", COMMON)?;
+        let own = parse(name, text)?;
         let mut modules = common.modules;
         modules.extend(own.modules);
-        Ok(Recipe {
+        let mut recipe = Recipe {
             modules,
             pod_modules: own.pod_modules,
             cni_plugins: own.cni_plugins,
@@ -89,12 +94,22 @@ impl Recipe {
             tools: own.tools,
             files: own.files,
             services: own.services,
-        })
+        };
+        if role.has_pods() {
+            let rules = if nftables {
+                parse("rules-nftables", RULES_NFTABLES)?
+            } else {
+                parse("rules-iptables", RULES_IPTABLES)?
+            };
+            recipe.pod_modules.extend(rules.pod_modules);
+            recipe.tools.extend(rules.tools);
+        }
+        Ok(recipe)
     }
 
     /// What a Vagrant box adds to any role's image (`images/vagrant-box.toml`).
     pub fn vagrant_box() -> Result<Self> {
-        let f: RecipeFile = toml::from_str(VAGRANT_BOX).context("images/vagrant-box.toml")?;
+        let f = parse("vagrant-box", VAGRANT_BOX)?;
         Ok(Recipe {
             modules: f.modules,
             pod_modules: f.pod_modules,
@@ -107,23 +122,52 @@ impl Recipe {
     }
 }
 
+fn parse(name: &str, text: &str) -> Result<RecipeFile> {
+    toml::from_str(text).with_context(|| format!("images/{name}.toml"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn every_role_has_a_recipe() {
-        let w = Recipe::for_role(Role::Worker).unwrap();
+        let w = Recipe::for_role(Role::Worker, false).unwrap();
         assert!(w.modules.iter().any(|m| m == "virtio_net") && !w.modules.iter().any(|m| m == "vxlan"));
         assert_eq!(w.pod_modules.first().map(String::as_str), Some("vxlan"));
         assert_eq!(w.cni_plugins, ["bridge", "host-local", "portmap", "loopback"]);
         assert!(!w.etcd);
         assert!(w.tools.iter().any(|t| t.package == "iptables"));
-        assert_eq!(Recipe::for_role(Role::Master).unwrap().cni_plugins, w.cni_plugins);
-        let e = Recipe::for_role(Role::Etcd).unwrap();
-        assert!(e.etcd && e.cni_plugins.is_empty());
+        assert!(w.pod_modules.iter().any(|m| m == "nft_compat"));
+        assert_eq!(Recipe::for_role(Role::Master, false).unwrap(), w);
+        let e = Recipe::for_role(Role::Etcd, true).unwrap();
+        assert!(e.etcd && e.cni_plugins.is_empty() && e.pod_modules.is_empty());
+        assert!(!e.tools.iter().any(|t| t.package == "iptables"));
         let b = Recipe::vagrant_box().unwrap();
         assert!(b.tools.iter().any(|t| t.package == "dropbear-bin") && b.services.len() == 1);
         assert!(w.services.is_empty() && w.files.is_empty());
+    }
+
+    /// With nftables the agent sends flannel's rules itself: no iptables
+    /// program, no xtables modules.
+    #[test]
+    fn nftables_rules_need_no_iptables() {
+        let w = Recipe::for_role(Role::Worker, true).unwrap();
+        assert!(w.tools.is_empty(), "{:?}", w.tools);
+        assert_eq!(
+            w.pod_modules,
+            [
+                "vxlan",
+                "bridge",
+                "veth",
+                "br_netfilter",
+                "nf_tables",
+                "nft_chain_nat",
+                "nft_masq",
+                "nf_conntrack",
+                "nf_nat"
+            ]
+        );
+        assert_eq!(Recipe::for_role(Role::Master, true).unwrap(), w);
     }
 }

@@ -1,9 +1,11 @@
 //! Kubelet's side of pod networking: flannel's `subnet.env`, the CNI
-//! conflist for the standard plugins, and the forward/masquerade rules.
+//! conflist for the standard plugins, and the forward/masquerade rules
+//! (iptables, or nftables when the network config says `EnableNFTables`).
 //! Files are built as values; `write_atomic` writes them in one step.
 
 mod conflist;
 pub mod exec;
+pub mod nft;
 mod rules;
 mod subnet_env;
 

@@ -164,6 +164,10 @@ pub struct NetworkConfig {
     /// Subnet lease lifetime in seconds (flannel: 24 h).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_ttl: Option<u64>,
+    /// flannel's `EnableNFTables`: its rules as an nftables table instead
+    /// of iptables chains.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enable_nftables: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -110,6 +110,7 @@ mod tests {
             subnet_min: "10.1.1.0".parse().unwrap(),
             subnet_max: "10.1.3.0".parse().unwrap(),
             backend: Backend { kind: BackendType::HostGw, vni: 1, port: 8472 },
+            nftables: false,
         }
     }
 

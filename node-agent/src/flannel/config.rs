@@ -20,6 +20,8 @@ pub struct Network {
     pub subnet_min: Ipv4Addr,
     pub subnet_max: Ipv4Addr,
     pub backend: Backend,
+    /// `EnableNFTables`: flannel's rules as an nftables table.
+    pub nftables: bool,
 }
 
 impl Network {
@@ -32,6 +34,7 @@ impl Network {
             subnet_min: cfg.subnet_min.unwrap_or(min),
             subnet_max: cfg.subnet_max.unwrap_or(max),
             backend: cfg.backend,
+            nftables: cfg.enable_nftables,
         })
     }
 
@@ -48,6 +51,9 @@ impl Network {
         }
         if let Some(m) = cfg.subnet_max {
             v["SubnetMax"] = json!(m.to_string());
+        }
+        if cfg.enable_nftables {
+            v["EnableNFTables"] = json!(true);
         }
         v.to_string()
     }
@@ -77,12 +83,17 @@ impl Network {
             }
         };
         let backend = parse_backend(obj)?;
+        let nftables = match get(obj, "EnableNFTables") {
+            None | Some(Value::Null) => false,
+            Some(v) => v.as_bool().context("network config: EnableNFTables is not true or false")?,
+        };
         Ok(Network {
             network,
             subnet_len,
             subnet_min: ip("SubnetMin", dmin)?,
             subnet_max: ip("SubnetMax", dmax)?,
             backend,
+            nftables,
         })
     }
 }
@@ -164,9 +175,29 @@ mod tests {
             subnet_max: None,
             backend: Backend { kind: BackendType::Vxlan, vni: 1, port: 8472 },
             lease_ttl: None,
+            enable_nftables: false,
         };
         let text = Network::to_json(&cfg);
         assert_eq!(text, r#"{"Backend":{"Port":8472,"Type":"vxlan","VNI":1},"Network":"10.1.0.0/16","SubnetLen":24}"#);
         assert_eq!(Network::parse(text.as_bytes()).unwrap(), Network::from_config(&cfg).unwrap());
+        let nft = NetworkConfig { enable_nftables: true, ..cfg };
+        let text = Network::to_json(&nft);
+        assert!(text.contains(r#""EnableNFTables":true"#), "{text}");
+        assert_eq!(Network::parse(text.as_bytes()).unwrap(), Network::from_config(&nft).unwrap());
+    }
+
+    /// flanneld's `EnableNFTables`, read as Go reads it: any case, absent or
+    /// null is false, anything but a boolean is an error.
+    #[test]
+    fn reads_enable_nftables() {
+        let parse = |extra: &str| {
+            Network::parse(format!(r#"{{"Network":"10.1.0.0/16","Backend":{{"Type":"vxlan"}}{extra}}}"#).as_bytes())
+        };
+        assert!(!parse("").unwrap().nftables);
+        assert!(!parse(r#","EnableNFTables":null"#).unwrap().nftables);
+        assert!(parse(r#","EnableNFTables":true"#).unwrap().nftables);
+        assert!(parse(r#","enablenftables":true"#).unwrap().nftables);
+        let e = parse(r#","EnableNFTables":"yes""#).unwrap_err().to_string();
+        assert!(e.contains("EnableNFTables"), "{e}");
     }
 }

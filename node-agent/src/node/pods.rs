@@ -88,6 +88,9 @@ impl PodNetwork {
             log::debug(&format!("{e:#}"));
         }
         let rules = Rules { network: net.network, subnet };
+        if net.nftables {
+            return crate::cni::nft::apply(&rules).context("installing flannel's nftables rules");
+        }
         // The image's first node process of a boot finds the tables as the
         // kernel made them, empty: no need to read them first.
         let marker = std::path::Path::new(RULES_INSTALLED);
