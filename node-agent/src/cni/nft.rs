@@ -17,6 +17,8 @@ pub const TABLE: &str = "flannel-ipv4";
 
 // linux/netfilter/nfnetlink.h and nf_tables.h.
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
+/// nf_tables messages' types: the subsystem in the high byte.
+const NFT_SUBSYS: u16 = NFNL_SUBSYS_NFTABLES << 8;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFT_MSG_NEWTABLE: u16 = 0;
@@ -89,7 +91,11 @@ impl Attr {
     }
 }
 
+// Attribute numbers below are each message's or expression's NFTA_* enum
+// from nf_tables.h, in order; the comment before each use names them.
+
 /// One expression of a rule: its name and its attributes.
+/// NFTA_LIST_ELEM { NFTA_EXPR_NAME, NFTA_EXPR_DATA }.
 fn expr(name: &str, data: Vec<Attr>) -> Attr {
     const NFTA_LIST_ELEM: u16 = 1;
     Attr::Nested(NFTA_LIST_ELEM, vec![string(1, name), Attr::Nested(2, data)])
@@ -103,6 +109,8 @@ fn value(kind: u16, bytes: &[u8]) -> Attr {
 /// `ip saddr` (or `daddr`) `[!=] net`: load the address, mask it, compare.
 fn match_net(source: bool, net: Ipv4Net, equal: bool) -> Vec<Attr> {
     let offset = if source { 12 } else { 16 };
+    // payload: DREG, BASE, OFFSET, LEN; bitwise: SREG, DREG, LEN, MASK,
+    // XOR; cmp: SREG, OP, DATA.
     vec![
         expr("payload", vec![be32(1, NFT_REG_1), be32(2, NFT_PAYLOAD_NETWORK_HEADER), be32(3, offset), be32(4, 4)]),
         expr(
@@ -129,6 +137,7 @@ fn match_net(source: bool, net: Ipv4Net, equal: bool) -> Vec<Attr> {
 /// `meta mark & 0x4000 == 0x4000` (the mark is in host byte order).
 fn match_kube_masq_mark() -> Vec<Attr> {
     let bit = KUBE_MARK_MASQ.to_ne_bytes();
+    // meta: DREG, KEY.
     vec![
         expr("meta", vec![be32(1, NFT_REG_1), be32(2, NFT_META_MARK)]),
         expr("bitwise", vec![be32(1, NFT_REG_1), be32(2, NFT_REG_1), be32(3, 4), value(4, &bit), value(5, &[0; 4])]),
@@ -138,11 +147,13 @@ fn match_kube_masq_mark() -> Vec<Attr> {
 
 fn verdict(code: i32) -> Attr {
     const NFTA_DATA_VERDICT: u16 = 2;
+    // immediate: DREG, DATA { VERDICT { NFTA_VERDICT_CODE } }.
     let data = Attr::Nested(2, vec![Attr::Nested(NFTA_DATA_VERDICT, vec![be32(1, code as u32)])]);
     expr("immediate", vec![be32(1, NFT_REG_VERDICT), data])
 }
 
 fn masquerade_fully_random() -> Attr {
+    // masq: FLAGS.
     expr("masq", vec![be32(1, NF_NAT_RANGE_PROTO_RANDOM_FULLY)])
 }
 
@@ -197,13 +208,13 @@ fn message(out: &mut Vec<u8>, kind: u16, flags: u16, seq: u32, family: u8, res_i
     out[start..start + 4].copy_from_slice(&len.to_ne_bytes());
 }
 
+/// NFTA_TABLE_NAME.
 fn table_msg(out: &mut Vec<u8>, kind: u16, flags: u16, seq: u32) {
     message(out, NFT_SUBSYS | kind, NLM_F_REQUEST | NLM_F_ACK | flags, seq, NFPROTO_IPV4, 0, &[string(1, TABLE)]);
 }
 
-const NFT_SUBSYS: u16 = NFNL_SUBSYS_NFTABLES << 8;
-
 /// A base chain: `type KIND hook HOOK priority PRIO; policy accept;`.
+/// NFTA_CHAIN_TABLE, NAME, HOOK { HOOKNUM, PRIORITY }, POLICY, TYPE.
 fn chain_msg(out: &mut Vec<u8>, seq: u32, name: &str, kind: &str, hook: u32, priority: i32) {
     let attrs = [
         string(1, TABLE),
@@ -216,6 +227,8 @@ fn chain_msg(out: &mut Vec<u8>, seq: u32, name: &str, kind: &str, hook: u32, pri
     message(out, NFT_SUBSYS | NFT_MSG_NEWCHAIN, flags, seq, NFPROTO_IPV4, 0, &attrs);
 }
 
+/// NFTA_RULE_TABLE, CHAIN, EXPRESSIONS, USERDATA (the comment, as nft
+/// stores it: type, length, text with its NUL).
 fn rule_msg(out: &mut Vec<u8>, seq: u32, r: Rule) {
     let mut comment = vec![NFTNL_UDATA_RULE_COMMENT, r.comment.len() as u8 + 1];
     comment.extend_from_slice(r.comment.as_bytes());
