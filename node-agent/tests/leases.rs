@@ -63,6 +63,24 @@ fn fifty_nodes_at_once_get_fifty_distinct_subnets() {
     });
 }
 
+/// The network config goes in only if absent, in one transaction that also
+/// reads what is there: the first writer's wins, and a node with another
+/// cluster file takes etcd's.
+#[test]
+fn the_first_network_config_wins() {
+    let etcd = Etcd::start(None, "127.0.0.1");
+    rt().block_on(async {
+        let client = Client::new(std::slice::from_ref(&etcd.endpoint), None).unwrap();
+        let first = manager::ensure_network_config(&client, &network()).await.unwrap();
+        let other = NetworkConfig { subnet_len: 26, enable_nftables: true, ..network() };
+        let second = manager::ensure_network_config(&client, &other).await.unwrap();
+        assert_eq!(second, first);
+        assert_eq!((second.subnet_len, second.nftables), (24, false));
+    });
+    let stored = etcd.get("/coreos.com/network/config").unwrap();
+    assert!(stored.contains(r#""SubnetLen":24"#) && !stored.contains("EnableNFTables"), "{stored}");
+}
+
 #[test]
 fn renewal_keeps_a_lease_and_expiry_drops_it() {
     let etcd = Etcd::start(None, "127.0.0.1");

@@ -38,6 +38,11 @@ fn with_tls(builder: reqwest::ClientBuilder, tls: &ClientTls) -> Result<reqwest:
         .https_only(true))
 }
 
+/// A transaction's condition: `key` does not exist.
+fn key_absent(key: &str) -> Compare {
+    Compare { key: b64(key.as_bytes()), target: "CREATE", result: "EQUAL", create_revision: "0".into() }
+}
+
 /// The end of the key range that holds every key starting with `prefix`.
 /// Keys per page when listing a prefix.
 const PAGE: usize = 500;
@@ -153,17 +158,30 @@ impl Client {
     /// Puts `key` only if it does not exist; true when this call created it.
     pub async fn create(&self, key: &str, value: &[u8], lease: Option<i64>) -> Result<bool> {
         let txn = TxnRequest {
-            compare: vec![Compare {
-                key: b64(key.as_bytes()),
-                target: "CREATE",
-                result: "EQUAL",
-                create_revision: "0".into(),
-            }],
+            compare: vec![key_absent(key)],
             success: vec![RequestOp::Put(put(key, value, lease))],
             failure: vec![],
         };
         let r: TxnResponse = self.call("/v3/kv/txn", &txn).await?;
         Ok(r.succeeded)
+    }
+
+    /// Puts `value` at `key` unless the key exists, in one transaction:
+    /// `None` when it was put, else the value already there.
+    pub async fn create_or_get(&self, key: &str, value: &[u8]) -> Result<Option<KeyValue>> {
+        let txn = TxnRequest {
+            compare: vec![key_absent(key)],
+            success: vec![RequestOp::Put(put(key, value, None))],
+            failure: vec![RequestOp::Range(RangeRequest::one(key))],
+        };
+        let r: TxnResponse = self.call("/v3/kv/txn", &txn).await?;
+        if r.succeeded {
+            return Ok(None);
+        }
+        let range = r.responses.into_iter().find_map(|op| op.response_range);
+        let kv = range.and_then(|r| r.kvs.into_iter().next());
+        // The failure branch runs only when the key exists.
+        kv.map(Some).with_context(|| format!("etcd: {key} exists but its range came back empty"))
     }
 
     pub async fn delete(&self, key: &str) -> Result<()> {

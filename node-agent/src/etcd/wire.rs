@@ -116,6 +116,16 @@ pub struct TxnResponse {
     pub header: Header,
     #[serde(default)]
     pub succeeded: bool,
+    /// One per operation of the branch that ran.
+    #[serde(default)]
+    pub responses: Vec<ResponseOp>,
+}
+
+/// A transaction's operation result; only ranges are read back.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ResponseOp {
+    #[serde(default)]
+    pub response_range: Option<RangeResponse>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

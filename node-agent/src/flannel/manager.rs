@@ -20,16 +20,18 @@ pub const LEASE_TTL: i64 = 24 * 3600;
 /// Puts the cluster's network config unless etcd has one; etcd's wins.
 pub async fn ensure_network_config(client: &Client, cfg: &NetworkConfig) -> Result<Network> {
     let ours = Network::to_json(cfg);
-    if client.create(CONFIG_KEY, ours.as_bytes(), None).await? {
-        log::info(&format!("put network config {ours}"));
-    }
-    let (kv, _) = client.get(CONFIG_KEY).await?;
-    let kv = kv.context("network config vanished right after being written")?;
-    let net = Network::parse(&kv.value).with_context(|| format!("{CONFIG_KEY} in etcd"))?;
+    let value = match client.create_or_get(CONFIG_KEY, ours.as_bytes()).await? {
+        None => {
+            log::info(&format!("put network config {ours}"));
+            ours.into_bytes()
+        }
+        Some(kv) => kv.value,
+    };
+    let net = Network::parse(&value).with_context(|| format!("{CONFIG_KEY} in etcd"))?;
     if net != Network::from_config(cfg)? {
         log::warn(&format!(
             "etcd's network config differs from the cluster file; using etcd's: {}",
-            String::from_utf8_lossy(&kv.value)
+            String::from_utf8_lossy(&value)
         ));
     }
     Ok(net)
