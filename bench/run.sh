@@ -134,7 +134,7 @@ if ((!quick)); then
   boot_rows+="| … PID 1 → ready: the agent's own part (wall; median of $runs boots: $all_own s) | $(s3 "$own") s | $(s3 "$t_ipt") s (flannel's default iptables rules, boots alternated) | $(ratio "$own" "$t_ipt") | ≤ 0.3 s |"$'\n'
   boot_rows+="| … PID 1: mounts and $n_boot boot modules (finit_module) | $(s3 "$mods - $p1") s | | | |"$'\n'
   boot_rows+="| … node process: start → node network up | $(s3 "$net - $mods") s | | | exec, config, netlink |"$'\n'
-  boot_rows+="| … node process: network config from etcd (TLS handshake + 2 requests) | $(s3 "$etcd - $net") s | | | |"$'\n'
+  boot_rows+="| … node process: network config from etcd (TLS handshake + one transaction) | $(s3 "$etcd - $net") s | | | |"$'\n'
   boot_rows+="| … node process: lease | $(s3 "$lease - $etcd") s | | | |"$'\n'
   boot_rows+="| … node process: pod-network modules, VXLAN, files, flannel's rules (nftables) → ready | $(s3 "$ready - $lease") s | | | |"$'\n'
   boot_rows+="| … PID 1 in the background: $n_pods pod-network modules, done after PID 1 start | $(s3 "$pods - $p1") s | | | VXLAN, netfilter, bridge |"$'\n'

@@ -264,8 +264,11 @@ pub fn batch(r: &Rules, seq: u32) -> Batch {
     table_msg(&mut bytes, NFT_MSG_NEWTABLE, NLM_F_CREATE, next(format!("add table ip {TABLE}")));
     chain_msg(&mut bytes, next(format!("add chain {POSTRTG}")), POSTRTG, "nat", NF_INET_POST_ROUTING, PRIORITY_SRCNAT);
     chain_msg(&mut bytes, next(format!("add chain {FORWARD}")), FORWARD, "filter", NF_INET_FORWARD, PRIORITY_FILTER);
-    for (i, rule) in rules(r).into_iter().enumerate() {
-        rule_msg(&mut bytes, next(format!("add rule {} #{}", rule.chain, i + 1)), rule);
+    let mut in_chain = std::collections::BTreeMap::new();
+    for rule in rules(r) {
+        let n: &mut u32 = in_chain.entry(rule.chain).or_default();
+        *n += 1;
+        rule_msg(&mut bytes, next(format!("add rule {} #{n}", rule.chain)), rule);
     }
     let end = first_seq + acked.len() as u32;
     message(&mut bytes, NFNL_MSG_BATCH_END, NLM_F_REQUEST, end, 0, subsys, &[]);
@@ -294,7 +297,7 @@ pub fn apply(r: &Rules) -> Result<()> {
                 let err = std::io::Error::from_raw_os_error(-errno);
                 bail!("nftables: the kernel refused `{}`: {err}", what.map_or("the batch", |w| w.as_str()));
             }
-            acks -= 1;
+            acks = acks.saturating_sub(1);
         }
     }
     Ok(())
@@ -345,7 +348,8 @@ mod tests {
         assert_eq!(hex, want);
         assert_eq!(b.acked.len(), 5 + 8);
         assert_eq!(b.acked[1], "delete table ip flannel-ipv4");
-        assert_eq!(b.acked[12], "add rule forward #8");
+        assert_eq!(b.acked[5], "add rule postrtg #1");
+        assert_eq!(b.acked[12], "add rule forward #2");
     }
 
     /// Every message's length adds up to the batch, and attributes are
