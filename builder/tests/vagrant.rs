@@ -172,12 +172,31 @@ impl Drop for Libvirt {
     }
 }
 
-/// Destroys the machines however the test ends.
-struct Cluster<'a>(&'a Path);
+const LIBVIRT_BOOT: &str = "/var/lib/libvirt/boot";
+
+/// The box Vagrantfile's boot copies (`imgbuild-DIGEST-FILE`) there now.
+fn boot_copies() -> std::collections::BTreeSet<std::ffi::OsString> {
+    let entries = std::fs::read_dir(LIBVIRT_BOOT).into_iter().flatten().flatten();
+    entries.map(|e| e.file_name()).filter(|n| n.to_string_lossy().starts_with("imgbuild-")).collect()
+}
+
+/// Destroys the machines however the test ends, then removes the boot
+/// copies their `vagrant up` made: test runs must not fill libvirt's boot
+/// directory (copies that were there before are left alone).
+struct Cluster<'a>(&'a Path, std::collections::BTreeSet<std::ffi::OsString>);
+
+impl<'a> Cluster<'a> {
+    fn new(home: &'a Path) -> Self {
+        Cluster(home, boot_copies())
+    }
+}
 
 impl Drop for Cluster<'_> {
     fn drop(&mut self) {
         let _ = in_netns(self.0, &["destroy", "-f"]);
+        for name in boot_copies().difference(&self.1) {
+            let _ = std::fs::remove_file(Path::new(LIBVIRT_BOOT).join(name));
+        }
     }
 }
 
@@ -225,7 +244,7 @@ fn subnet(env: &str) -> ipnet::Ipv4Net {
 fn vagrant_up_gives_a_cluster_whose_pods_reach_each_other() {
     let home = tempfile::Builder::new().prefix("vagrant-home").tempdir_in(scratch()).unwrap();
     let _libvirt = Libvirt::start();
-    let cluster = Cluster(home.path());
+    let cluster = Cluster::new(home.path());
     let up = in_netns(cluster.0, &["up"]);
     assert!(up.status.success(), "vagrant up: {}{}", text(&up), String::from_utf8_lossy(&up.stderr));
     // `vagrant up` returns once SSH answers; the overlay follows shortly.
@@ -237,7 +256,7 @@ fn vagrant_up_gives_a_cluster_whose_pods_reach_each_other() {
     for node in ["etcd-1", "master-1", "worker-1", "worker-2"] {
         assert_eq!(ssh(cluster.0, node, "hostname").trim(), node);
     }
-    for e in std::fs::read_dir("/var/lib/libvirt/boot").unwrap().flatten() {
+    for e in std::fs::read_dir(LIBVIRT_BOOT).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(digest) = name.strip_prefix("imgbuild-").and_then(|n| n.split('-').next()) {
             use sha2::Digest;
@@ -275,4 +294,7 @@ fn vagrant_up_gives_a_cluster_whose_pods_reach_each_other() {
     assert_eq!(subnet(&after), subnet(&w1), "the restarted node process kept its lease");
     let destroyed = in_netns(cluster.0, &["destroy", "-f"]);
     assert!(destroyed.status.success(), "{}", String::from_utf8_lossy(&destroyed.stderr));
+    let made: Vec<_> = boot_copies().difference(&cluster.1).cloned().collect();
+    drop(cluster);
+    assert!(boot_copies().iter().all(|n| !made.contains(n)), "boot copies left behind: {made:?}");
 }
