@@ -67,11 +67,16 @@ impl Network {
             .parse()
             .context("network config: Network is not an IPv4 CIDR")?;
         let subnet_len = match get(obj, "SubnetLen").and_then(Value::as_u64) {
-            Some(l) => u8::try_from(l).ok().filter(|l| *l <= 30).context("network config: SubnetLen out of range")?,
+            Some(l) => u8::try_from(l).ok().context("network config: SubnetLen out of range")?,
             // flannel: /24 subnets, or 2 bits more than a network smaller than /22.
             None if network.prefix_len() <= 22 => 24,
             None => network.prefix_len() + 2,
         };
+        // Checked whether given or defaulted: a /31 or /32 network defaults
+        // to subnets longer than an address has bits.
+        if subnet_len > 30 {
+            bail!("network config: SubnetLen {subnet_len} is longer than /30 (Network {network})");
+        }
         if subnet_len <= network.prefix_len() {
             bail!("network config: SubnetLen {subnet_len} does not fit Network {network}");
         }
@@ -155,6 +160,20 @@ mod tests {
         assert_eq!((n.backend.kind, n.backend.vni, n.backend.port), (BackendType::Vxlan, 4, 4789));
         let n = Network::parse(br#"{"Network":"10.1.0.0/16","Backend":{"Type":"host-gw"}}"#).unwrap();
         assert_eq!((n.subnet_len, n.backend.kind), (24, BackendType::HostGw));
+    }
+
+    /// Found by the fuzzer: a /32 network with no SubnetLen defaulted to
+    /// /34 subnets, and computing their bounds overflowed a shift.
+    #[test]
+    fn refuses_a_network_too_small_for_the_default_subnets() {
+        for net in ["10.1.0.0/32", "10.1.0.0/31", "10.1.0.0/29"] {
+            let text = format!(r#"{{"Network":"{net}","Backend":{{"Type":"vxlan"}}}}"#);
+            let e = Network::parse(text.as_bytes()).unwrap_err().to_string();
+            assert!(e.contains("SubnetLen"), "{net}: {e}");
+        }
+        // /28 defaults to /30 subnets: the smallest that fits.
+        let n = Network::parse(br#"{"Network":"10.1.0.0/28","Backend":{"Type":"vxlan"}}"#).unwrap();
+        assert_eq!(n.subnet_len, 30);
     }
 
     #[test]
