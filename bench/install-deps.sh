@@ -2,9 +2,10 @@
 # What the benchmarks measure against, beyond the tests' packages: Debian's
 # mkinitramfs with the cloud kernel installed (the baseline builds for it),
 # gnuplot for the plot, bc for the arithmetic, jq to read a config, nc to
-# forward the solo boot's etcd connections.
+# forward the solo boot's etcd connections, qemu-user to time code under
+# TCG without a VM.
 set -euo pipefail
-packages=(initramfs-tools linux-image-cloud-amd64 gnuplot-nox bc jq netcat-openbsd)
+packages=(initramfs-tools linux-image-cloud-amd64 gnuplot-nox bc jq netcat-openbsd qemu-user)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

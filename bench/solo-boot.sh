@@ -9,23 +9,8 @@
 #   bash bench/solo-boot.sh BUILD_DIR OUT_DIR   (console in OUT_DIR/solo.console)
 set -euo pipefail
 build=$1; out=$2
-cfg_of() { jq -r '.storage.files[] | select(.path=="/etc/node-agent/config.json") | .contents.source' "$1" | sed 's/^data:;base64,//' | base64 -d; }
-tls="$out/solo-tls"; rm -rf "$tls" "$out/solo-etcd"; mkdir -p "$tls"; chmod 700 "$tls"
-cfg_of "$build/etcd-1/etcd-1.ign" >"$tls/etcd-1.json"
-jq -r .etcd.tls.ca "$tls/etcd-1.json" >"$tls/ca.crt"
-jq -r .etcd.member.tls.cert "$tls/etcd-1.json" >"$tls/etcd.crt"
-(umask 077; jq -r .etcd.member.tls.key "$tls/etcd-1.json" >"$tls/etcd.key")
-port=$((30000 + RANDOM % 20000))
-etcd --name solo --data-dir "$out/solo-etcd" --listen-client-urls "https://127.0.0.1:$port" \
-  --advertise-client-urls "https://127.0.0.1:$port" --listen-peer-urls "http://127.0.0.1:$((port + 1))" \
-  --initial-advertise-peer-urls "http://127.0.0.1:$((port + 1))" --initial-cluster "solo=http://127.0.0.1:$((port + 1))" \
-  --trusted-ca-file "$tls/ca.crt" --cert-file "$tls/etcd.crt" --key-file "$tls/etcd.key" --client-cert-auth \
-  --enable-v2=false >"$out/solo-etcd.log" 2>&1 &
-etcd_pid=$!
-for _ in $(seq 50); do
-  ETCDCTL_API=3 etcdctl --endpoints "https://127.0.0.1:$port" --cacert "$tls/ca.crt" --cert "$tls/etcd.crt" --key "$tls/etcd.key" endpoint health >/dev/null 2>&1 && break
-  sleep 0.2
-done
+. "$(dirname "$0")/etcd-tls.sh"
+start_etcd "$build" "$out"
 w="$build/worker-1"
 mac=$(jq -r .mac "$w/manifest.json")
 qemu-system-x86_64 -accel tcg -smp 1 -m 512 -nographic -no-reboot -kernel "$w/vmlinuz" -initrd "$w/initrd.img" \
