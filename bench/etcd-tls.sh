@@ -27,6 +27,7 @@ start_etcd() {
       --key "$tls/etcd.key" endpoint health >/dev/null 2>&1 && return 0
     sleep 0.2
   done
+  kill "$etcd_pid" 2>/dev/null || true
   echo "etcd on 127.0.0.1:$port did not answer (see $out/solo-etcd.log)" >&2
   return 1
 }

@@ -20,6 +20,7 @@ jq -r .etcd.tls.cert "$client/worker-1.json" >"$client/agent.crt"
 args=("https://127.0.0.1:$port" "$tls/ca.crt" "$client/agent.crt" "$client/agent.key" 4)
 # median of the numbers on stdin
 med() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+rm -f "$out"/first-request.*
 for mode in native tcg; do
   for ((i = 0; i < runs; i++)); do
     if [ "$mode" = native ]; then "$program" "${args[@]}"; else qemu-x86_64 -cpu qemu64 "$program" "${args[@]}"; fi >"$out/first-request.$mode.$i"
