@@ -131,16 +131,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the runtime")
-}
-
 fn run(config: &std::path::Path, debug: bool) -> Result<()> {
     node::exit_on_panic();
     log::set_debug(debug);
     let cfg = NodeConfig::load(config)?;
     log::info(&format!("config from file {}", config.display()));
-    runtime()?.block_on(node::run(cfg, node::Options::default()))
+    node::runtime()?.block_on(node::run(cfg, node::Options::default()))
 }
 
 fn check(config: &std::path::Path, ignition: Option<&std::path::Path>) -> Result<()> {
@@ -213,7 +209,7 @@ fn boot() -> Result<()> {
     let opts = node::Options { probe: parsed.probe, in_image: true };
     if parsed.config_by_network() {
         // The config comes over the network: get an address first.
-        if let Err(e) = runtime()?.block_on(pid1::net::dhcp_any()) {
+        if let Err(e) = node::runtime()?.block_on(pid1::net::dhcp_any()) {
             log::error(&format!("{e:#}"));
         }
     }
@@ -227,7 +223,7 @@ fn boot() -> Result<()> {
     if let Err(e) = nix::unistd::sethostname(&cfg.node.name) {
         log::warn(&format!("setting the hostname: {e}"));
     }
-    runtime()?.block_on(async {
+    node::runtime()?.block_on(async {
         if let Some(guest) = &cfg.guest {
             pid1::guest::start(&cfg, guest);
         }

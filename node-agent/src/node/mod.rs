@@ -9,7 +9,7 @@ mod state;
 pub mod supervise;
 mod sys;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 pub use pods::PodNetwork;
 pub use retry::retry;
@@ -26,6 +26,12 @@ pub struct Options {
     pub probe: bool,
     /// Running as the image's node process (under our PID 1).
     pub in_image: bool,
+}
+
+/// The tokio runtime the node's work runs on (`node-agent run`, the
+/// image's node process, and the first-request benchmark).
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the runtime")
 }
 
 /// Seconds since the kernel started, for boot timings.
