@@ -6,12 +6,4 @@
 # TCG without a VM.
 set -euo pipefail
 packages=(initramfs-tools linux-image-cloud-amd64 gnuplot-nox bc jq netcat-openbsd qemu-user)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  [ "$(id -u)" = 0 ] || { echo "bench/install-deps.sh: need root to install: ${missing[*]}" >&2; exit 1; }
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+bash "$(dirname "$0")/../tests/apt-install.sh" bench/install-deps.sh "${packages[@]}"

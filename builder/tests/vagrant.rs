@@ -298,3 +298,113 @@ fn vagrant_up_gives_a_cluster_whose_pods_reach_each_other() {
     drop(cluster);
     assert!(boot_copies().iter().all(|n| !made.contains(n)), "boot copies left behind: {made:?}");
 }
+
+/// Loads box Vagrantfiles the way Vagrant does (a `Vagrant.configure` that
+/// yields a provider config and records what it is given), many at once:
+/// THREADS threads in each of PROCS Ruby processes, every one reading one of
+/// BOXES boxes that carry the same kernel and initramfs, so all race for the
+/// same boot copies in libvirt's boot directory.
+const LOAD_BOXES: &str = r#"
+class Recorder
+  def initialize; @set = {}; end
+  attr_reader :set
+  def method_missing(name, *args, &blk)
+    @set[name.to_s.chomp("=")] = args.first if name.to_s.end_with?("=")
+    self
+  end
+  def respond_to_missing?(*) = true
+end
+class Config
+  def initialize(lv); @lv = lv; end
+  def vm = self
+  def ssh = Recorder.new
+  def synced_folder(*) = nil
+  def provider(_name) = yield(@lv)
+end
+module Vagrant
+  def self.configure(_v) = yield(Config.new(Thread.current[:lv]))
+end
+boxes = ARGV
+start_at = Float(ENV.fetch("START_AT"))
+threads = (0...Integer(ENV.fetch("THREADS"))).map do |i|
+  Thread.new do
+    Thread.current[:lv] = Recorder.new
+    # Every thread of every process starts at one moment: the race is real.
+    sleep([start_at - Time.now.to_f, 0].max)
+    load File.join(boxes[i % boxes.size], "Vagrantfile")
+    Thread.current[:lv].set.values_at("kernel", "initrd").join(" ")
+  end
+end
+puts threads.map(&:value)
+"#;
+
+#[test]
+fn box_vagrantfiles_loaded_at_once_share_one_checked_boot_copy() {
+    require_tool("ruby");
+    let dir = tempfile::Builder::new().prefix("boxes").tempdir_in(scratch()).unwrap();
+    // Contents of this run only, so the copies' names are this run's too.
+    let nonce = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+    let kernel = [nonce.as_bytes(), &[7u8; 3 << 20]].concat();
+    let initrd = [&vec![9u8; 32 << 20][..], nonce.as_bytes()].concat();
+    let boxes: Vec<PathBuf> = (0..4)
+        .map(|i| {
+            let node = format!("worker-{i}");
+            let spec = imgbuild::formats::vagrant::BoxSpec {
+                node: &node,
+                role: "worker",
+                cluster: "race",
+                vmlinuz: &kernel,
+                initrd: &initrd,
+                cmdline: "console=ttyS0",
+                mtime: 0,
+            };
+            let d = dir.path().join(&node);
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("Vagrantfile"), imgbuild::formats::vagrant::box_vagrantfile(&spec)).unwrap();
+            std::fs::write(d.join("vmlinuz"), &kernel).unwrap();
+            std::fs::write(d.join("initrd.img"), &initrd).unwrap();
+            d
+        })
+        .collect();
+    std::fs::create_dir_all(LIBVIRT_BOOT).unwrap();
+    let before = boot_copies();
+    let start_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() + 1.5;
+    let procs: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new("ruby")
+                .args(["-e", LOAD_BOXES])
+                .args(&boxes)
+                .env("THREADS", "16")
+                .env("START_AT", start_at.to_string())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<Output> = procs.into_iter().map(|p| p.wait_with_output().unwrap()).collect();
+    let made: Vec<_> = boot_copies().difference(&before).cloned().collect();
+    let mut intact = Vec::new();
+    for name in &made {
+        use std::os::unix::fs::PermissionsExt;
+        let path = Path::new(LIBVIRT_BOOT).join(name);
+        let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0);
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        intact.push((name.clone(), mode == 0o644 && (bytes == kernel || bytes == initrd)));
+        let _ = std::fs::remove_file(path);
+    }
+    let mut paths = std::collections::BTreeSet::new();
+    for o in &outputs {
+        assert!(o.status.success(), "a box Vagrantfile failed to load:\n{}", String::from_utf8_lossy(&o.stderr));
+        let lines: Vec<&str> = std::str::from_utf8(&o.stdout).unwrap().lines().collect();
+        assert_eq!(lines.len(), 16);
+        paths.extend(lines.into_iter().map(str::to_owned));
+    }
+    assert_eq!(paths.len(), 1, "every machine boots the same two copies: {paths:?}");
+    let names: Vec<String> = made.iter().map(|n| n.to_string_lossy().into_owned()).collect();
+    assert_eq!(names.len(), 2, "exactly the two copies, no temporary left behind: {names:?}");
+    assert!(intact.iter().all(|(_, ok)| *ok), "each copy is its file, mode 0644: {intact:?}");
+    let line = paths.into_iter().next().unwrap();
+    let (k, i) = line.split_once(' ').unwrap();
+    assert!(k.starts_with(LIBVIRT_BOOT) && k.ends_with("-vmlinuz") && i.ends_with("-initrd.img"), "{line}");
+}

@@ -39,23 +39,32 @@ pub fn box_vagrantfile(b: &BoxSpec) -> String {
 # Boots this box's kernel and initramfs directly (PID 1 is node-agent); vda is
 # a blank disk that an etcd node formats for its data.
 require "digest"
-require "fileutils"
+require "securerandom"
 
 # QEMU runs as libvirt-qemu, which cannot enter a private home holding this
 # box: where we may, boot from copies in libvirt's own boot directory, named
 # and checked by their sha256. Local variables, not a method: every box's
 # Vagrantfile is loaded into the same Ruby process, and a method (with its
 # __dir__) would be redefined by the last box loaded.
+# vagrant-libvirt loads machines in parallel threads, and boxes of one kernel
+# share its copy: each copy goes through a temporary name of its own (created
+# exclusively, never through a link), is checked, then renamed into place.
 imgbuild_box_dir = __dir__
 imgbuild_boot_file = lambda do |name, digest|
   src = File.join(imgbuild_box_dir, name)
   dir = "/var/lib/libvirt/boot"
   return src unless File.directory?(dir) && File.writable?(dir)
   dest = File.join(dir, "imgbuild-#{{digest[0, 16]}}-#{{name}}")
-  unless File.file?(dest) && Digest::SHA256.file(dest).hexdigest == digest
-    FileUtils.cp(src, "#{{dest}}.tmp")
-    File.chmod(0o644, "#{{dest}}.tmp")
-    File.rename("#{{dest}}.tmp", dest)
+  ok = lambda {{ |path| File.file?(path) && !File.symlink?(path) && Digest::SHA256.file(path).hexdigest == digest }}
+  return dest if ok.call(dest)
+  tmp = "#{{dest}}.#{{Process.pid}}-#{{SecureRandom.hex(8)}}.tmp"
+  begin
+    File.open(tmp, File::WRONLY | File::CREAT | File::EXCL, 0o600) {{ |f| File.open(src, "rb") {{ |s| IO.copy_stream(s, f) }} }}
+    raise "#{{src}}: its sha256 is not #{{digest}}: the box is damaged" unless ok.call(tmp)
+    File.chmod(0o644, tmp)
+    File.rename(tmp, dest)
+  ensure
+    File.unlink(tmp) if File.exist?(tmp)
   end
   dest
 end
