@@ -138,7 +138,7 @@ fn a_plain_http_cluster_makes_no_ca() {
     // The agent's config, as Ignition would install it: plain HTTP, no keys.
     struct Offline;
     impl imgbuild_ignition::apply::Fetch for Offline {
-        fn fetch(&self, url: &str) -> Result<Vec<u8>, String> {
+        fn fetch(&self, url: &str) -> Result<Box<dyn std::io::Read + '_>, String> {
             Err(format!("offline: {url}"))
         }
     }

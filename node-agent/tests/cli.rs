@@ -73,6 +73,8 @@ fn bad_input_is_refused_with_its_golden_error() {
         let want = std::fs::read_to_string(&golden).unwrap_or_default();
         assert_eq!(err, want, "{} differs from {}", case.display(), golden.display());
     }
-    // `..` in an Ignition path stays inside the scratch root.
-    assert!(!std::path::Path::new("/tmp/imgbuild-escaped").exists(), "a config wrote outside its root");
+    // `..` in an Ignition path, and links to outside folders, stay inside the scratch root.
+    for escaped in ["/tmp/imgbuild-escaped", "/tmp/imgbuild-escaped-via-link"] {
+        assert!(!std::path::Path::new(escaped).exists(), "a config wrote {escaped}, outside its root");
+    }
 }

@@ -2,13 +2,24 @@
 //! does at first boot in the image: files (data: and fetched sources, gzip,
 //! hash verification), directories and links; `ignition.config.merge` and
 //! `replace` are followed first. Only spec 3.3.0 is applied.
+//!
+//! Nothing a config says reaches outside its root: every path is resolved
+//! inside it ([`root`]), links included. Sizes are bounded ([`Limits`]) and
+//! hashes are checked while the bytes stream, so a hostile config can
+//! neither fill memory nor leave unverified bytes behind. [`stage`] applies
+//! to a fresh directory first, so the caller can check the result before
+//! [`Staged::commit`] moves it into the live root.
+
+mod root;
+mod source;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use base64::Engine;
 use ignition_config::v3_3 as ign;
-use sha2::{Digest, Sha256, Sha512};
+
+pub use root::{RelPath, Root};
+use source::Expected;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -19,15 +30,29 @@ pub enum ApplyError {
     #[error("{what}: {why}")]
     Resource { what: String, why: String },
     #[error("writing {0}: {1}")]
-    Io(PathBuf, std::io::Error),
+    Io(String, std::io::Error),
 }
 
 type Result<T> = std::result::Result<T, ApplyError>;
 
-/// How sources other than `data:` URLs are fetched (HTTP(S), by the caller).
+/// How sources other than `data:` URLs are fetched (HTTP(S), by the caller):
+/// the body as a stream, of which the applier reads no more than its limit.
 pub trait Fetch {
-    fn fetch(&self, url: &str) -> std::result::Result<Vec<u8>, String>;
+    fn fetch(&self, url: &str) -> std::result::Result<Box<dyn Read + '_>, String>;
 }
+
+/// How large things may get, after decompression.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A config (the first one, and each merged or replacing one): parsed in memory.
+    pub config: u64,
+    /// One file's contents: streamed to its file, never held whole.
+    pub file: u64,
+}
+
+/// A config that embeds the agent is ~4 MB; a file is at most a binary
+/// such as etcd or kubelet (~100 MB). Both with room to spare.
+pub const LIMITS: Limits = Limits { config: 32 << 20, file: 512 << 20 };
 
 /// What was applied, for the log.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -37,12 +62,59 @@ pub struct Applied {
     pub links: Vec<String>,
 }
 
-/// Applies `config` (JSON bytes) under `root`.
+/// Applies `config` (JSON bytes) under `root` (made if missing), in place.
 pub fn apply(config: &[u8], root: &Path, fetch: &dyn Fetch) -> Result<Applied> {
-    let cfg = parse(config)?;
-    let mut applied = Applied::default();
-    apply_config(&cfg, root, fetch, &mut applied, 0)?;
-    Ok(applied)
+    apply_with(config, root, fetch, LIMITS)
+}
+
+/// [`apply`] with other limits.
+pub fn apply_with(config: &[u8], root: &Path, fetch: &dyn Fetch, limits: Limits) -> Result<Applied> {
+    let io = |e| ApplyError::Io(root.display().to_string(), e);
+    std::fs::create_dir_all(root).map_err(io)?;
+    let dir = Root::open(root).map_err(io)?;
+    let mut walk = Walk { root: &dir, fetch, limits, applied: Applied::default(), modes: Vec::new() };
+    walk.config(&parse_bounded(config, limits.config)?, 0)?;
+    Ok(walk.applied)
+}
+
+/// A config applied to a staging directory inside the live root, not yet
+/// moved into it. Dropped without [`Staged::commit`], it is removed.
+pub struct Staged {
+    dir: tempfile::TempDir,
+    root: Root,
+    applied: Applied,
+    modes: Vec<(RelPath, u32)>,
+}
+
+/// Applies `config` to a new staging directory in `live`.
+pub fn stage(config: &[u8], live: &Path, fetch: &dyn Fetch) -> Result<Staged> {
+    let io = |e| ApplyError::Io(live.display().to_string(), e);
+    let dir = tempfile::Builder::new().prefix(".ignition-stage-").tempdir_in(live).map_err(io)?;
+    let root = Root::open(dir.path()).map_err(io)?;
+    let mut walk = Walk { root: &root, fetch, limits: LIMITS, applied: Applied::default(), modes: Vec::new() };
+    walk.config(&parse_bounded(config, LIMITS.config)?, 0)?;
+    let (applied, modes) = (walk.applied, walk.modes);
+    Ok(Staged { dir, root, applied, modes })
+}
+
+impl Staged {
+    /// Reads a file the config wrote (links resolved inside the stage).
+    pub fn read(&self, path: &str, limit: u64) -> std::io::Result<Vec<u8>> {
+        self.root.read(&RelPath::new(path), limit)
+    }
+
+    /// Moves what was applied into `live` (every destination resolved inside
+    /// it), then gives the config's directories their modes there too.
+    pub fn commit(self, live: &Path) -> Result<Applied> {
+        let io = |e| ApplyError::Io(live.display().to_string(), e);
+        let live_root = Root::open(live).map_err(io)?;
+        live_root.take_all(&self.root).map_err(io)?;
+        for (dir, mode) in &self.modes {
+            live_root.set_dir_mode(dir, *mode).map_err(|e| ApplyError::Io(dir.to_string(), e))?;
+        }
+        drop(self.dir);
+        Ok(self.applied)
+    }
 }
 
 /// Only 3.3.0 is read, and only its types are deserialized: the agent
@@ -57,150 +129,167 @@ pub fn parse(bytes: &[u8]) -> Result<ign::Config> {
     serde_json::from_slice(bytes).map_err(|e| ApplyError::Parse(e.to_string()))
 }
 
-fn apply_config(cfg: &ign::Config, root: &Path, fetch: &dyn Fetch, out: &mut Applied, depth: u32) -> Result<()> {
-    if depth > 5 {
-        return Err(ApplyError::Resource { what: "ignition.config".into(), why: "configs merge too deeply".into() });
+fn parse_bounded(bytes: &[u8], limit: u64) -> Result<ign::Config> {
+    if bytes.len() as u64 > limit {
+        return Err(ApplyError::Parse(format!("the config is larger than the limit of {limit} bytes")));
     }
-    if let Some(c) = &cfg.ignition.config {
-        if let Some(r) = &c.replace {
-            let child = parse(&resource(r, fetch, "ignition.config.replace")?)?;
-            return apply_config(&child, root, fetch, out, depth + 1);
-        }
-        for (i, r) in c.merge.iter().flatten().enumerate() {
-            let child = parse(&resource(r, fetch, &format!("ignition.config.merge[{i}]"))?)?;
-            apply_config(&child, root, fetch, out, depth + 1)?;
-        }
-    }
-    let Some(storage) = &cfg.storage else { return Ok(()) };
-    for d in storage.directories.iter().flatten() {
-        let p = target(root, &d.path);
-        std::fs::create_dir_all(&p).map_err(|e| ApplyError::Io(p.clone(), e))?;
-        set_mode(&p, d.mode.unwrap_or(0o755))?;
-        out.directories.push(d.path.clone());
-    }
-    for f in storage.files.iter().flatten() {
-        let bytes = match &f.contents {
-            Some(r) => resource(r, fetch, &f.path)?,
-            None => Vec::new(),
-        };
-        write(&target(root, &f.path), &bytes, f.mode.unwrap_or(0o644))?;
-        out.files.push(f.path.clone());
-    }
-    for l in storage.links.iter().flatten() {
-        link(root, l)?;
-        out.links.push(l.path.clone());
-    }
-    Ok(())
+    parse(bytes)
 }
 
-/// `path` under `root`, cleaned as Ignition cleans it (Go's `filepath.Join`):
-/// `..` stops at the root, so no config can write outside it.
-pub fn target(root: &Path, path: &str) -> PathBuf {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
+/// One application of a config tree to one root.
+struct Walk<'a> {
+    root: &'a Root,
+    fetch: &'a dyn Fetch,
+    limits: Limits,
+    applied: Applied,
+    /// Each directory's mode, to set again where a commit merges it into
+    /// a directory that already exists.
+    modes: Vec<(RelPath, u32)>,
+}
+
+impl Walk<'_> {
+    fn config(&mut self, cfg: &ign::Config, depth: u32) -> Result<()> {
+        if depth > 5 {
+            return Err(ApplyError::Resource {
+                what: "ignition.config".into(),
+                why: "configs merge too deeply".into(),
+            });
+        }
+        if let Some(c) = &cfg.ignition.config {
+            if let Some(r) = &c.replace {
+                let child = self.config_resource(r, "ignition.config.replace")?;
+                return self.config(&child, depth + 1);
             }
-            p => parts.push(p),
+            for (i, r) in c.merge.iter().flatten().enumerate() {
+                let child = self.config_resource(r, &format!("ignition.config.merge[{i}]"))?;
+                self.config(&child, depth + 1)?;
+            }
         }
-    }
-    parts.iter().fold(root.to_path_buf(), |acc, p| acc.join(p))
-}
-
-fn write(p: &Path, bytes: &[u8], mode: i64) -> Result<()> {
-    if let Some(dir) = p.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| ApplyError::Io(dir.to_owned(), e))?;
-    }
-    std::fs::write(p, bytes).map_err(|e| ApplyError::Io(p.to_owned(), e))?;
-    set_mode(p, mode)
-}
-
-fn set_mode(p: &Path, mode: i64) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode as u32 & 0o7777))
-        .map_err(|e| ApplyError::Io(p.to_owned(), e))
-}
-
-fn link(root: &Path, l: &ign::Link) -> Result<()> {
-    let p = target(root, &l.path);
-    let to = l.target.clone().unwrap_or_default();
-    if let Some(dir) = p.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| ApplyError::Io(dir.to_owned(), e))?;
-    }
-    let _ = std::fs::remove_file(&p);
-    let r = if l.hard == Some(true) {
-        std::fs::hard_link(target(root, &to), &p)
-    } else {
-        std::os::unix::fs::symlink(&to, &p)
-    };
-    r.map_err(|e| ApplyError::Io(p, e))
-}
-
-/// A resource's bytes: fetched, verified, decompressed.
-fn resource(r: &ign::Resource, fetch: &dyn Fetch, what: &str) -> Result<Vec<u8>> {
-    let err = |why: String| ApplyError::Resource { what: what.to_owned(), why };
-    let source = r.source.as_deref().unwrap_or("data:,");
-    let raw = if let Some(data) = source.strip_prefix("data:") {
-        decode_data_url(data).map_err(err)?
-    } else {
-        fetch.fetch(source).map_err(|e| err(format!("fetching {source}: {e}")))?
-    };
-    let bytes = match r.compression.as_deref() {
-        None | Some("") => raw,
-        Some("gzip") => {
-            let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(|e| err(format!("gunzip: {e}")))?;
-            out
+        let Some(storage) = &cfg.storage else { return Ok(()) };
+        for entry in entries(storage) {
+            match entry {
+                Entry::Directory(d) => self.directory(d)?,
+                Entry::File(f) => self.file(f)?,
+                Entry::Link(l) => self.link(l)?,
+            }
         }
-        Some(other) => return Err(err(format!("compression {other:?} is not supported"))),
-    };
-    if let Some(hash) = r.verification.as_ref().and_then(|v| v.hash.as_deref()) {
-        verify(hash, &bytes).map_err(err)?;
+        Ok(())
     }
-    Ok(bytes)
-}
 
-/// Checks `sha512-HEX` or `sha256-HEX` against the (decompressed) bytes.
-pub fn verify(hash: &str, bytes: &[u8]) -> std::result::Result<(), String> {
-    let (kind, want) = hash.split_once('-').ok_or_else(|| format!("malformed hash {hash:?}"))?;
-    let got = match kind {
-        "sha512" => hex::encode(Sha512::digest(bytes)),
-        "sha256" => hex::encode(Sha256::digest(bytes)),
-        other => return Err(format!("unknown hash function {other:?}")),
-    };
-    if !got.eq_ignore_ascii_case(want) {
-        return Err(format!("hash verification failed (calculated {kind}-{got} but expected {hash})"));
+    fn config_resource(&self, r: &ign::Resource, what: &str) -> Result<ign::Config> {
+        let mut bytes = Vec::new();
+        stream(r, self.fetch, &mut bytes, self.limits.config).map_err(|why| resource_error(what, why))?;
+        parse(&bytes)
     }
-    Ok(())
-}
 
-/// `data:[<mediatype>][;base64],<data>` (RFC 2397).
-fn decode_data_url(rest: &str) -> std::result::Result<Vec<u8>, String> {
-    let (meta, data) = rest.split_once(',').ok_or("data URL without a comma")?;
-    if meta.ends_with(";base64") {
-        base64::engine::general_purpose::STANDARD.decode(data).map_err(|e| format!("bad base64: {e}"))
-    } else {
-        percent_decode(data)
+    fn directory(&mut self, d: &ign::Directory) -> Result<()> {
+        let (path, mode) = (entry_path(&d.path)?, mode(&d.path, d.mode, 0o755)?);
+        self.root.create_dir(&path, mode).map_err(|e| ApplyError::Io(d.path.clone(), e))?;
+        self.modes.push((path, mode));
+        self.applied.directories.push(d.path.clone());
+        Ok(())
     }
-}
 
-fn percent_decode(s: &str) -> std::result::Result<Vec<u8>, String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).ok_or("truncated %-escape")?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad %-escape %{hex}"))?);
-            i += 3;
+    fn file(&mut self, f: &ign::File) -> Result<()> {
+        let (path, mode) = (entry_path(&f.path)?, mode(&f.path, f.mode, 0o644)?);
+        let mut failed = None;
+        let written = self.root.write_file(&path, mode, |file| {
+            let Some(r) = &f.contents else { return Ok(()) };
+            stream(r, self.fetch, file, self.limits.file).map_err(|why| {
+                failed = Some(why.clone());
+                std::io::Error::other(why)
+            })
+        });
+        match (written, failed) {
+            (Ok(()), _) => {}
+            (Err(_), Some(why)) => return Err(resource_error(&f.path, why)),
+            (Err(e), None) => return Err(ApplyError::Io(f.path.clone(), e)),
+        }
+        self.applied.files.push(f.path.clone());
+        Ok(())
+    }
+
+    fn link(&mut self, l: &ign::Link) -> Result<()> {
+        let path = entry_path(&l.path)?;
+        let to = l.target.clone().unwrap_or_default();
+        let r = if l.hard == Some(true) {
+            self.root.hard_link(&path, &RelPath::new(&to))
         } else {
-            out.push(b[i]);
-            i += 1;
-        }
+            self.root.symlink(&path, &to)
+        };
+        r.map_err(|e| ApplyError::Io(l.path.clone(), e))?;
+        self.applied.links.push(l.path.clone());
+        Ok(())
     }
-    Ok(out)
+}
+
+enum Entry<'c> {
+    Directory(&'c ign::Directory),
+    File(&'c ign::File),
+    Link(&'c ign::Link),
+}
+
+/// The storage entries in the order Ignition creates them: fewer path
+/// components first (so a link is in place before anything below it), and
+/// within one depth directories, then files, then links.
+fn entries(storage: &ign::Storage) -> Vec<Entry<'_>> {
+    let dirs = storage.directories.iter().flatten().map(|d| (d.path.as_str(), Entry::Directory(d)));
+    let files = storage.files.iter().flatten().map(|f| (f.path.as_str(), Entry::File(f)));
+    let links = storage.links.iter().flatten().map(|l| (l.path.as_str(), Entry::Link(l)));
+    let mut all: Vec<_> = dirs.chain(files).chain(links).collect();
+    all.sort_by_key(|(path, _)| RelPath::new(path).depth());
+    all.into_iter().map(|(_, e)| e).collect()
+}
+
+/// An entry's path below the root; the root itself is no entry.
+fn entry_path(path: &str) -> Result<RelPath> {
+    let p = RelPath::new(path);
+    if p.is_root() {
+        return Err(resource_error(path, "the root itself cannot be a file, directory or link".into()));
+    }
+    Ok(p)
+}
+
+/// A mode as Ignition accepts it: 0 to 07777 (setuid, setgid and sticky
+/// included), else the entry is refused.
+fn mode(path: &str, mode: Option<i64>, default: u32) -> Result<u32> {
+    match mode {
+        None => Ok(default),
+        Some(m) if (0..=0o7777).contains(&m) => Ok(m as u32),
+        Some(m) => Err(resource_error(path, format!("mode {m} is outside 0 to 07777 (octal)"))),
+    }
+}
+
+fn resource_error(what: &str, why: String) -> ApplyError {
+    ApplyError::Resource { what: what.to_owned(), why }
+}
+
+/// Streams a resource's contents into `to`: fetched, decompressed, at most
+/// `limit` bytes, its hash checked on the way (over the decompressed bytes).
+fn stream(
+    r: &ign::Resource,
+    fetch: &dyn Fetch,
+    to: &mut dyn std::io::Write,
+    limit: u64,
+) -> std::result::Result<(), String> {
+    let source = r.source.as_deref().unwrap_or("data:,");
+    let raw: Box<dyn Read + '_> = if let Some(data) = source.strip_prefix("data:") {
+        Box::new(std::io::Cursor::new(source::decode_data_url(data)?))
+    } else {
+        let body = fetch.fetch(source).map_err(|e| format!("fetching {source}: {e}"))?;
+        // The compressed body is bounded too: gzip never grows data by much.
+        Box::new(body.take(limit.saturating_add(limit / 8 + 4096)))
+    };
+    let mut body = source::decompressed(raw, r.compression.as_deref())?;
+    let mut hash = match r.verification.as_ref().and_then(|v| v.hash.as_deref()) {
+        Some(h) => Some(Expected::parse(h)?),
+        None => None,
+    };
+    source::copy_bounded(&mut body, to, limit, &mut hash).map_err(|e| match r.compression.as_deref() {
+        Some("gzip") if e.kind() != std::io::ErrorKind::FileTooLarge => format!("gunzip: {e}"),
+        _ => e.to_string(),
+    })?;
+    hash.map_or(Ok(()), Expected::check)
 }
 
 #[cfg(test)]
@@ -208,26 +297,28 @@ mod tests {
     use super::*;
     use crate::{ConfigBuilder, Payload};
 
+    use sha2::{Digest, Sha512};
+
     struct NoFetch;
     impl Fetch for NoFetch {
-        fn fetch(&self, url: &str) -> std::result::Result<Vec<u8>, String> {
+        fn fetch(&self, url: &str) -> std::result::Result<Box<dyn Read + '_>, String> {
             Err(format!("no network for {url}"))
         }
     }
 
     struct Map(Vec<(String, Vec<u8>)>);
     impl Fetch for Map {
-        fn fetch(&self, url: &str) -> std::result::Result<Vec<u8>, String> {
-            self.0.iter().find(|(u, _)| u == url).map(|(_, b)| b.clone()).ok_or_else(|| "404".into())
+        fn fetch(&self, url: &str) -> std::result::Result<Box<dyn Read + '_>, String> {
+            let found = self.0.iter().find(|(u, _)| u == url).ok_or("404")?;
+            Ok(Box::new(&found.1[..]))
         }
     }
 
     #[test]
-    fn paths_never_leave_the_root() {
-        let root = Path::new("/r");
-        assert_eq!(target(root, "/../../etc/x"), Path::new("/r/etc/x"));
-        assert_eq!(target(root, "/a/./b/../c"), Path::new("/r/a/c"));
-        assert_eq!(target(root, "/"), Path::new("/r"));
+    fn paths_are_cleaned_as_ignition_cleans_them() {
+        assert_eq!(RelPath::new("/../../etc/x").to_string(), "/etc/x");
+        assert_eq!(RelPath::new("/a/./b/../c").to_string(), "/a/c");
+        assert!(RelPath::new("/").is_root() && RelPath::new("/a/..").is_root());
     }
 
     #[test]
@@ -274,6 +365,6 @@ mod tests {
             Err(ApplyError::Version(_))
         ));
         assert!(matches!(apply(b"nope", root.path(), &NoFetch), Err(ApplyError::Parse(_))));
-        assert_eq!(percent_decode("a%20b").unwrap(), b"a b");
+        assert_eq!(source::percent_decode("a%20b").unwrap(), b"a b");
     }
 }

@@ -80,7 +80,7 @@ pub fn fetch_config(url: &str, attempts: u32) -> Result<Vec<u8>> {
     let mut delay = Duration::from_millis(500);
     let mut last = String::new();
     for attempt in 1..=attempts {
-        match Http.fetch(url) {
+        match Http.fetch_config(url) {
             Ok(b) => return Ok(b),
             Err(e) => {
                 log::warn(&format!("fetching {url} (try {attempt}): {e}"));
@@ -125,62 +125,50 @@ pub fn imds_user_data(base: &str) -> Result<Vec<u8>> {
 }
 
 /// Applies an Ignition config's storage under `root` and reads the node
-/// config it wrote. Staged first: a config whose node config is bad writes
-/// nothing, so it can never replace a good embedded one.
+/// config it wrote. Staged first: a config that fails to apply, or whose node
+/// config is bad, changes nothing in `root`, so it can never replace a good
+/// embedded one.
 pub fn apply_ignition(bytes: &[u8], root: &Path) -> Result<NodeConfig> {
-    let stage = tempfile::Builder::new()
-        .prefix(".node-agent-stage-")
-        .tempdir_in(root)
-        .with_context(|| format!("creating a staging directory in {}", root.display()))?;
-    let applied = apply::apply(bytes, stage.path(), &Http).context("applying the Ignition config")?;
-    let cfg = NodeConfig::load(&stage.path().join(CONFIG_PATH.trim_start_matches('/')))
-        .map_err(|e| anyhow::anyhow!("{}", format!("{e:#}").replace(&stage.path().display().to_string(), "")))?;
-    // The modes the config asked for, before the merge moves the staged dirs.
-    let modes: Vec<(PathBuf, std::fs::Permissions)> = applied
-        .directories
-        .iter()
-        .filter_map(|d| {
-            Some((apply::target(root, d), std::fs::metadata(apply::target(stage.path(), d)).ok()?.permissions()))
-        })
-        .collect();
-    merge_tree(stage.path(), root).context("moving the applied files into place")?;
-    for (dir, mode) in modes {
-        std::fs::set_permissions(&dir, mode).with_context(|| format!("setting the mode of {}", dir.display()))?;
-    }
+    let staged = apply::stage(bytes, root, &Http).context("applying the Ignition config")?;
+    let text =
+        staged.read(CONFIG_PATH, MAX_NODE_CONFIG).with_context(|| format!("reading node config {CONFIG_PATH}"))?;
+    let cfg = NodeConfig::parse(&text).with_context(|| format!("node config {CONFIG_PATH}"))?;
+    let applied = staged.commit(root).context("moving the applied files into place")?;
     log::info(&format!(
-        "applied Ignition config: {} files, {} directories",
+        "applied Ignition config: {} files, {} directories, {} links",
         applied.files.len(),
-        applied.directories.len()
+        applied.directories.len(),
+        applied.links.len()
     ));
     Ok(cfg)
 }
 
-/// Moves everything under `from` into `to`: into directories that exist,
-/// by rename (replacing files) otherwise.
-fn merge_tree(from: &Path, to: &Path) -> Result<()> {
-    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        let existing_dir = std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir());
-        if entry.file_type()?.is_dir() && existing_dir {
-            merge_tree(&entry.path(), &target)?;
-        } else {
-            std::fs::rename(entry.path(), &target)
-                .with_context(|| format!("moving {} to {}", entry.path().display(), target.display()))?;
-        }
-    }
-    Ok(())
-}
+/// A node config is a few KB; anything near this is not one.
+const MAX_NODE_CONFIG: u64 = 1 << 20;
 
 /// HTTP(S) for config URLs and the resources they reference.
 struct Http;
 
 impl Fetch for Http {
-    fn fetch(&self, url: &str) -> std::result::Result<Vec<u8>, String> {
+    fn fetch(&self, url: &str) -> std::result::Result<Box<dyn std::io::Read + '_>, String> {
         let client =
             reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| chain(&e))?;
         let resp = client.get(url).send().and_then(|r| r.error_for_status()).map_err(|e| chain(&e))?;
-        resp.bytes().map(|b| b.to_vec()).map_err(|e| chain(&e))
+        Ok(Box::new(resp))
+    }
+}
+
+impl Http {
+    /// A whole config body, refused past the applier's config limit.
+    fn fetch_config(&self, url: &str) -> std::result::Result<Vec<u8>, String> {
+        use std::io::Read;
+        let limit = apply::LIMITS.config;
+        let mut out = Vec::new();
+        self.fetch(url)?.take(limit + 1).read_to_end(&mut out).map_err(|e| chain(&e))?;
+        if out.len() as u64 > limit {
+            return Err(format!("the config is larger than the limit of {limit} bytes"));
+        }
+        Ok(out)
     }
 }
 
