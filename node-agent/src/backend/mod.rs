@@ -4,15 +4,17 @@
 mod host_gw;
 mod vxlan;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
+use std::sync::Mutex;
 
 use anyhow::Result;
-use futures::{stream, StreamExt, TryStreamExt};
+use futures::{stream, StreamExt};
 use ipnet::Ipv4Net;
 
 use crate::config::BackendType;
-use crate::flannel::{BackendData, Lease, LeaseAttrs, Network};
+use crate::flannel::{guard, BackendData, Lease, LeaseAttrs, Network};
+use crate::log;
 use crate::netlink::{LinkInfo, Netlink, Route};
 use crate::types::MacAddr;
 
@@ -47,6 +49,14 @@ impl Kind {
         }
     }
 
+    /// Kernel entries other than routes that an earlier run left for leases gone since.
+    async fn remove_stale(&self, wanted: &[&Lease]) -> Result<()> {
+        match self {
+            Kind::Vxlan(v) => v.remove_stale(wanted).await,
+            Kind::HostGw(_) => Ok(()),
+        }
+    }
+
     /// Routes in the main table this backend may have made, for stale cleanup.
     fn owns_route(&self, r: &Route, net: &Network) -> bool {
         let in_net = net.network.contains(&r.dst) && r.dst.prefix_len() == net.subnet_len;
@@ -65,6 +75,8 @@ pub struct Backend {
     net: Network,
     ours: Option<Ipv4Net>,
     programmed: HashMap<Ipv4Net, Lease>,
+    /// Leases already named as unusable: each distinct value is logged once.
+    refused: Mutex<HashSet<Lease>>,
 }
 
 impl Backend {
@@ -73,7 +85,7 @@ impl Backend {
             BackendType::Vxlan => Kind::Vxlan(vxlan::Vxlan::new(nl.clone(), &net, node, node_ip, vtep_mac)),
             BackendType::HostGw => Kind::HostGw(host_gw::HostGw::new(nl.clone(), node, node_ip)),
         };
-        Backend { kind, nl, net, ours: None, programmed: HashMap::new() }
+        Backend { kind, nl, net, ours: None, programmed: HashMap::new(), refused: Mutex::default() }
     }
 
     /// The attributes our lease advertises.
@@ -105,18 +117,34 @@ impl Backend {
         Some(lease.subnet) != self.ours
             && crate::flannel::alloc::in_range(&self.net, lease.subnet)
             && self.kind.accepts(lease)
+            && self.usable(lease)
     }
 
-    /// A lease appeared or changed.
+    /// Whether a lease is safe to program; one that is not is named once.
+    fn usable(&self, lease: &Lease) -> bool {
+        let Some(why) = guard::lease_problem(&self.net, lease) else { return true };
+        let mut refused = self.refused.lock().expect("not poisoned");
+        if refused.len() >= 10_000 {
+            refused.clear(); // a writer flooding etcd with bad leases gets no more of our memory
+        }
+        if refused.insert(lease.clone()) {
+            log::warn(&format!("skipping lease {}: {why}", lease.subnet));
+        }
+        false
+    }
+
+    /// A lease appeared or changed. One that is not usable (any more)
+    /// takes away what an earlier value of it programmed.
     pub async fn add(&mut self, lease: &Lease) -> Result<()> {
         if !self.wants(lease) {
-            return Ok(());
+            return self.remove(lease.subnet).await;
         }
         if let Some(old) = self.programmed.get(&lease.subnet).cloned() {
             if old.attrs == lease.attrs {
                 return Ok(());
             }
             self.kind.remove(&old).await?;
+            self.programmed.remove(&lease.subnet);
         }
         self.kind.add(lease).await?;
         self.programmed.insert(lease.subnet, lease.clone());
@@ -146,11 +174,22 @@ impl Backend {
             self.programmed.remove(&l.subnet);
         }
         self.remove_stale_routes(&wanted).await?;
+        self.kind.remove_stale(&wanted.values().copied().collect::<Vec<_>>()).await?;
         let todo: Vec<&Lease> = wanted.values().filter(|l| !self.programmed.contains_key(&l.subnet)).copied().collect();
         let kind = &self.kind;
-        stream::iter(todo.iter().map(|l| kind.add(l))).buffer_unordered(PARALLEL).try_collect::<Vec<()>>().await?;
-        for l in todo {
-            self.programmed.insert(l.subnet, l.clone());
+        let results: Vec<(&Lease, Result<()>)> =
+            stream::iter(todo.into_iter().map(|l| async move { (l, kind.add(l).await) }))
+                .buffer_unordered(PARALLEL)
+                .collect()
+                .await;
+        // One lease the kernel refuses is named and skipped; the rest go in.
+        for (l, r) in results {
+            match r {
+                Ok(()) => {
+                    self.programmed.insert(l.subnet, l.clone());
+                }
+                Err(e) => log::warn(&format!("skipping lease {} for {}: {e:#}", l.subnet, l.attrs.public_ip)),
+            }
         }
         Ok(())
     }

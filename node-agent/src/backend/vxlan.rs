@@ -3,6 +3,7 @@
 //! a neighbour `<subnet>.0 → VtepMAC`, an FDB entry `VtepMAC → PublicIP` and
 //! a route `<subnet> via <subnet>.0 dev flannel.<VNI> onlink`.
 
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
@@ -81,5 +82,32 @@ impl Vxlan {
         self.nl.del_route(lease.subnet, self.index).await?;
         self.nl.del_neigh(self.index, gw).await?;
         self.nl.del_fdb(self.index, vtep_mac, lease.attrs.public_ip).await
+    }
+
+    /// Removes the device's neighbours and FDB entries that no lease in
+    /// `wanted` accounts for: an earlier run's, for leases deleted since.
+    pub async fn remove_stale(&self, wanted: &[&Lease]) -> Result<()> {
+        if self.index == 0 {
+            return Ok(());
+        }
+        let mut neighs = HashSet::new();
+        let mut fdb = HashSet::new();
+        for l in wanted {
+            if let BackendData::Vxlan { vtep_mac, .. } = l.attrs.backend {
+                neighs.insert((l.subnet.network(), vtep_mac));
+                fdb.insert((vtep_mac, l.attrs.public_ip));
+            }
+        }
+        for (ip, mac) in self.nl.neighbours(self.index).await? {
+            if !mac.is_some_and(|m| neighs.contains(&(ip, m))) {
+                self.nl.del_neigh(self.index, ip).await?;
+            }
+        }
+        for (mac, dst) in self.nl.fdb_entries(self.index).await? {
+            if !fdb.contains(&(mac, dst)) {
+                self.nl.del_fdb(self.index, mac, dst).await?;
+            }
+        }
+        Ok(())
     }
 }

@@ -9,6 +9,8 @@ use serde_json::json;
 
 pub const NETWORK_NAME: &str = "imgbuild";
 pub const CONFLIST_NAME: &str = "10-imgbuild.conflist";
+/// The Linux bridge the pods of this node attach to.
+pub const BRIDGE: &str = "cni0";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflist {
@@ -28,7 +30,7 @@ impl Conflist {
             "plugins": [
                 {
                     "type": "bridge",
-                    "bridge": "cni0",
+                    "bridge": BRIDGE,
                     "isDefaultGateway": true,
                     "ipMasq": false,
                     "hairpinMode": true,

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-pub use conflist::{Conflist, CONFLIST_NAME, NETWORK_NAME};
+pub use conflist::{Conflist, BRIDGE, CONFLIST_NAME, NETWORK_NAME};
 pub use rules::Rules;
 pub use subnet_env::SubnetEnv;
 

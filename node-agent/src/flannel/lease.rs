@@ -14,13 +14,13 @@ use crate::types::MacAddr;
 pub const SUBNETS_PREFIX: &str = "/coreos.com/network/subnets/";
 
 /// What a lease says about its node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LeaseAttrs {
     pub public_ip: Ipv4Addr,
     pub backend: BackendData,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum BackendData {
     Vxlan {
         vni: u32,
@@ -32,7 +32,7 @@ pub enum BackendData {
 }
 
 /// A lease as read from etcd.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Lease {
     pub subnet: Ipv4Net,
     pub attrs: LeaseAttrs,

@@ -2,6 +2,7 @@
 
 pub mod alloc;
 pub mod config;
+pub mod guard;
 pub mod lease;
 pub mod manager;
 

@@ -1,6 +1,7 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
+use futures::TryStreamExt;
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -36,5 +37,21 @@ impl Netlink {
             Err(e) if !super::is_not_found(&e) => Err(e).with_context(|| format!("bridge fdb del {mac}")),
             _ => Ok(()),
         }
+    }
+
+    /// `bridge fdb show dev IDX`: the entries that send a MAC to a remote
+    /// address (the ones the VXLAN backend makes).
+    pub async fn fdb_entries(&self, index: u32) -> Result<Vec<(MacAddr, Ipv4Addr)>> {
+        let req = self.handle.neighbours().get().set_address_family(AddressFamily::Bridge);
+        let mut s = req.execute();
+        let mut out = Vec::new();
+        while let Some(m) = s.try_next().await.context("bridge fdb show")? {
+            if m.header.ifindex == index {
+                if let Some((dst, Some(mac))) = super::neigh::neigh_of(&m) {
+                    out.push((mac, dst));
+                }
+            }
+        }
+        Ok(out)
     }
 }

@@ -1,6 +1,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{Context, Result};
+use futures::TryStreamExt;
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
 use netlink_packet_route::AddressFamily;
 
@@ -32,4 +33,35 @@ impl Netlink {
             _ => Ok(()),
         }
     }
+
+    /// `ip -4 neigh show dev IDX`: each neighbour's address and MAC.
+    pub async fn neighbours(&self, index: u32) -> Result<Vec<(Ipv4Addr, Option<MacAddr>)>> {
+        let req = self.handle.neighbours().get().set_address_family(AddressFamily::Inet);
+        let mut s = req.execute();
+        let mut out = Vec::new();
+        while let Some(m) = s.try_next().await.context("ip neigh show")? {
+            if m.header.ifindex == index {
+                out.extend(neigh_of(&m));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A neighbour message's IPv4 address and link-layer address.
+pub(super) fn neigh_of(m: &NeighbourMessage) -> Option<(Ipv4Addr, Option<MacAddr>)> {
+    let mut ip = None;
+    let mut mac = None;
+    for a in &m.attributes {
+        match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(i)) => ip = Some(*i),
+            // Bridge (FDB) messages carry the remote address undecoded.
+            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                ip = <[u8; 4]>::try_from(b.as_slice()).ok().map(Ipv4Addr::from)
+            }
+            NeighbourAttribute::LinkLayerAddress(l) => mac = <[u8; 6]>::try_from(l.as_slice()).ok().map(MacAddr),
+            _ => {}
+        }
+    }
+    Some((ip?, mac))
 }

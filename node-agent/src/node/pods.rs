@@ -14,7 +14,7 @@ use crate::config::NodeConfig;
 use crate::etcd::{wire::WatchResponse, Client};
 use crate::flannel::lease::{self, SUBNETS_PREFIX};
 use crate::flannel::manager::{self, SubnetManager, LEASE_TTL};
-use crate::flannel::Lease;
+use crate::flannel::{guard, Lease};
 use crate::log;
 use crate::netlink::{LinkInfo, Netlink};
 
@@ -45,7 +45,7 @@ impl PodNetwork {
         let nl = Netlink::connect()?;
         let ip = cfg.node.ip();
         let node_link = retry("finding the node interface", || node_link(&nl, ip)).await;
-        let net = retry("network config", || manager::ensure_network_config(&client, &cfg.network)).await;
+        let net = retry("network config", || safe_network(&client, &cfg, &nl)).await;
         log::info(&format!("etcd answered: network {} uptime={} cpu={}", net.network, super::uptime(), super::cpu()));
         let vtep = state::vtep_mac(&cfg.paths.state_dir)?;
         let backend = Backend::new(nl, net, node_link, ip, vtep);
@@ -200,11 +200,14 @@ impl PodNetwork {
                     log::info(&format!("lease {subnet} removed"));
                     self.backend.remove(subnet).await?;
                 }
-            } else if let Some(l) = manager::parse_kv(&ev.kv.key, &ev.kv.value, ev.kv.lease) {
-                if l.subnet != self.lease.subnet {
-                    log::info(&format!("lease {} added for {}", l.subnet, l.attrs.public_ip));
-                    self.backend.add(&l).await?;
+            } else if subnet == self.lease.subnet {
+                let ours = manager::parse_kv(&ev.kv.key, &ev.kv.value, ev.kv.lease);
+                if ours.is_none_or(|l| l.attrs != self.lease.attrs) {
+                    self.reacquire("our lease was overwritten by another writer").await?;
                 }
+            } else if let Some(l) = manager::parse_kv(&ev.kv.key, &ev.kv.value, ev.kv.lease) {
+                log::info(&format!("lease {} added for {}", l.subnet, l.attrs.public_ip));
+                self.backend.add(&l).await?;
             }
             *rev = (*rev).max(ev.kv.mod_revision);
         }
@@ -215,4 +218,30 @@ impl PodNetwork {
 
 async fn node_link(nl: &Netlink, ip: Ipv4Addr) -> Result<LinkInfo> {
     nl.link_with_ipv4(ip).await
+}
+
+/// The network config from etcd (put first if absent), refused while it
+/// would take over this node's own traffic: anyone with a node certificate
+/// can write it, and a bad one must not cut the node off from etcd.
+async fn safe_network(client: &crate::etcd::Client, cfg: &NodeConfig, nl: &Netlink) -> Result<crate::flannel::Network> {
+    let net = manager::ensure_network_config(client, &cfg.network).await?;
+    let view = guard::NodeView { node_net: cfg.node.address, routes: node_routes(nl).await?, etcd: etcd_ips(cfg) };
+    guard::check_network(&net, &view).context("refusing etcd's network config")?;
+    Ok(net)
+}
+
+/// The main table's routes but the default route and the pod network's
+/// own devices (an earlier run's `flannel.*` and CNI bridge), with their device.
+async fn node_routes(nl: &Netlink) -> Result<Vec<(Ipv4Net, String)>> {
+    let names: std::collections::HashMap<u32, String> =
+        nl.links().await?.into_iter().map(|l| (l.index, l.name)).collect();
+    let routes = nl.routes().await?.into_iter().filter(|r| r.dst.prefix_len() > 0);
+    let named = routes.map(|r| (r.dst, r.oif.and_then(|i| names.get(&i).cloned()).unwrap_or_default()));
+    Ok(named.filter(|(_, dev)| !dev.starts_with("flannel.") && dev != crate::cni::BRIDGE).collect())
+}
+
+/// The etcd endpoints that name an IPv4 address.
+fn etcd_ips(cfg: &NodeConfig) -> Vec<Ipv4Addr> {
+    let hosts = cfg.etcd.endpoints.iter().filter_map(|e| reqwest::Url::parse(e).ok()?.host_str().map(str::to_owned));
+    hosts.filter_map(|h| h.parse().ok()).collect()
 }
