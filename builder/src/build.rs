@@ -96,7 +96,7 @@ pub fn run(cfg: &BuildConfig) -> Result<Vec<Built>> {
         .map(|(p, arts, entries)| {
             let manifest = Manifest::new(&p.node.name, p.node.role.as_str(), &p.node.mac.to_string(), entries);
             let mut all = arts;
-            all.push(Artifact::new("manifest.json", manifest.render()));
+            all.push(Artifact::public("manifest.json", manifest.render()));
             let dir = timing::phase(&format!("write {}", p.node.name), || {
                 output::write_node_dir(&cfg.out, &p.node.name, &all)
             })?;
@@ -226,6 +226,10 @@ fn artifacts(cfg: &BuildConfig, shared: &Shared, p: &NodePlan) -> Result<Vec<Art
     let boxed = timing::phase(&format!("vagrant-box {name}"), || {
         cfg.vagrant.as_ref().map(|v| vagrant_box(cfg, shared, p, v, &cmdline, &initrd)).transpose()
     })?;
+    // What holds the node's private key (with etcd TLS) or its token is
+    // for the node's owner only; see `Artifact::new`.
+    let keys = p.config.etcd.tls.is_some();
+    let tokened = token.is_some();
     let mut out = Vec::new();
     if let Some(bootloader) = &shared.bootloader {
         let spec = DiskSpec {
@@ -237,8 +241,8 @@ fn artifacts(cfg: &BuildConfig, shared: &Shared, p: &NodePlan) -> Result<Vec<Art
             data_mib: 256,
         };
         let raw = disk::efi_disk(&spec)?;
-        out.push(Artifact::new(format!("{name}.qcow2"), qcow2::from_raw(&raw, raw.len() as u64)?));
-        out.push(Artifact::new(format!("{name}.raw"), raw));
+        out.push(Artifact::private_if(keys, format!("{name}.qcow2"), qcow2::from_raw(&raw, raw.len() as u64)?));
+        out.push(Artifact::private_if(keys, format!("{name}.raw"), raw));
     }
     if let Some(base) = &cfg.stub_url {
         let mut url = format!("{}/ignition?mac={}", base.trim_end_matches('/'), p.node.mac);
@@ -246,14 +250,18 @@ fn artifacts(cfg: &BuildConfig, shared: &Shared, p: &NodePlan) -> Result<Vec<Art
             url.push_str(&format!("&token={t}"));
         }
         let stub = imgbuild_ignition::render(&imgbuild_ignition::merge_stub(&url, &ign));
-        out.push(Artifact::new(format!("{name}.stub.ign"), stub));
+        out.push(Artifact::private_if(tokened, format!("{name}.stub.ign"), stub));
     }
     out.extend([
-        Artifact::new(format!("{name}.ign"), ign),
-        Artifact::new("vmlinuz", shared.vmlinuz.clone()),
-        Artifact::new("initrd.img", initrd),
-        Artifact::new("cmdline", cmdline.clone().into_bytes()),
-        Artifact::new(format!("{name}.ipxe"), ipxe::node_script(p, &cmdline, token.as_deref()).into_bytes()),
+        Artifact::private_if(keys, format!("{name}.ign"), ign),
+        Artifact::public("vmlinuz", shared.vmlinuz.clone()),
+        Artifact::private_if(keys, "initrd.img", initrd),
+        Artifact::public("cmdline", cmdline.clone().into_bytes()),
+        Artifact::private_if(
+            tokened,
+            format!("{name}.ipxe"),
+            ipxe::node_script(p, &cmdline, token.as_deref()).into_bytes(),
+        ),
     ]);
     if cfg.agent_url.is_some() {
         // Served beside the config for Ignition to fetch.
@@ -262,24 +270,7 @@ fn artifacts(cfg: &BuildConfig, shared: &Shared, p: &NodePlan) -> Result<Vec<Art
     if let Some(boxed) = boxed {
         out.extend(boxed);
     }
-    if p.config.etcd.tls.is_some() {
-        keep_private(&mut out, name);
-    }
     Ok(out)
-}
-
-/// The artifacts that carry the node's private keys are for its owner only.
-fn keep_private(artifacts: &mut [Artifact], node: &str) {
-    let secret = [
-        format!("{node}.ign"),
-        "initrd.img".into(),
-        format!("{node}.raw"),
-        format!("{node}.qcow2"),
-        format!("{node}.box"),
-    ];
-    for a in artifacts.iter_mut().filter(|a| secret.contains(&a.name)) {
-        a.mode = 0o600;
-    }
 }
 
 /// `NODE.box` and its catalog `NODE.box.json`.
@@ -319,7 +310,11 @@ fn vagrant_box(
     };
     let sha = Entry::of(&file, &bytes).sha256;
     let catalog = vagrant::catalog(&vagrant::box_name(&cfg.cluster.name, name), &v.version, &url, &sha);
-    Ok([Artifact::new(file.clone(), bytes), Artifact::new(format!("{file}.json"), catalog.into_bytes())])
+    let keys = p.config.etcd.tls.is_some();
+    Ok([
+        Artifact::private_if(keys, file.clone(), bytes),
+        Artifact::public(format!("{file}.json"), catalog.into_bytes()),
+    ])
 }
 
 /// The node config inside the image: there the agent runs etcd itself.

@@ -46,8 +46,13 @@ pub struct ServeArgs {
     pub out: PathBuf,
     /// Require each node's token (as `imgbuild --token-secret` put into its
     /// boot URLs) for its iPXE script, config and assets; 403 otherwise.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure_no_token")]
     pub token_secret: Option<PathBuf>,
+    /// Serve files holding a node's private key or token (mode 0600 in the
+    /// build) to anyone who names the node's MAC. Without a token secret
+    /// they are refused (403): MACs are easy to guess. For labs only.
+    #[arg(long)]
+    pub insecure_no_token: bool,
 }
 
 #[derive(Debug, Args)]

@@ -94,7 +94,12 @@ fn build(args: BuildArgs) -> Result<()> {
 
 fn serve(args: &ServeArgs) -> Result<()> {
     let secret = args.token_secret.as_deref().map(TokenSecret::load).transpose()?;
-    imgbuild::serve::serve(&args.listen, &args.out, secret)
+    let policy = match secret {
+        Some(s) => imgbuild::serve::Access::Tokens(s),
+        None if args.insecure_no_token => imgbuild::serve::Access::Open,
+        None => imgbuild::serve::Access::PublicOnly,
+    };
+    imgbuild::serve::serve(&args.listen, &args.out, policy)
 }
 
 fn init(args: &InitArgs) -> Result<()> {

@@ -15,8 +15,28 @@ pub struct Artifact {
 }
 
 impl Artifact {
+    /// A file for its owner only (0600). The default: a new format may
+    /// embed a key or a token, and nobody has to remember to hide it.
     pub fn new(name: impl Into<String>, bytes: Vec<u8>) -> Self {
+        Artifact { name: name.into(), bytes, mode: 0o600 }
+    }
+
+    /// A file anyone may read (0644): only for what holds no secret.
+    pub fn public(name: impl Into<String>, bytes: Vec<u8>) -> Self {
         Artifact { name: name.into(), bytes, mode: 0o644 }
+    }
+
+    /// Private when `secret` says it holds a key or token, public otherwise.
+    pub fn private_if(secret: bool, name: impl Into<String>, bytes: Vec<u8>) -> Self {
+        if secret {
+            Self::new(name, bytes)
+        } else {
+            Self::public(name, bytes)
+        }
+    }
+
+    pub fn is_private(&self) -> bool {
+        self.mode & 0o077 == 0
     }
 }
 
@@ -77,7 +97,7 @@ mod tests {
     #[test]
     fn replaces_whole_node_dir() {
         let out = tempfile::tempdir().unwrap();
-        write_node_dir(out.path(), "n", &[Artifact::new("a", b"1".to_vec()), Artifact::new("b", b"2".to_vec())])
+        write_node_dir(out.path(), "n", &[Artifact::public("a", b"1".to_vec()), Artifact::new("b", b"2".to_vec())])
             .unwrap();
         write_node_dir(out.path(), "n", &[Artifact::new("a", b"3".to_vec())]).unwrap();
         assert_eq!(fs::read(out.path().join("n/a")).unwrap(), b"3");

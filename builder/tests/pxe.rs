@@ -23,7 +23,9 @@ fn pxe_boot_from_imgbuild_serve_takes_its_config_by_url() {
     let imgbuild = env!("CARGO_BIN_EXE_imgbuild");
     let server = Agent::spawn({
         let mut c = ns.cmd(imgbuild);
-        c.args(["serve", "--listen", "127.0.0.1:8080", "--out"]).arg(&out);
+        // No token secret: the DHCP server here hands every machine the same
+        // `/boot.ipxe`, so this lab serves the nodes' keys openly.
+        c.args(["serve", "--insecure-no-token", "--listen", "127.0.0.1:8080", "--out"]).arg(&out);
         c
     });
     server.wait_for("serving", 10);

@@ -50,7 +50,8 @@ fn serves_nodes_by_mac_and_refuses_the_rest() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     run_ok(imgbuild_with_agent().args(["--role", "worker", "--kernel", TEST_KERNEL, "--out"]).arg(&out));
-    let s = serve(&out);
+    // The reference cluster has etcd TLS: configs hold keys. A lab serves them openly.
+    let s = serve_with(&out, &["--insecure-no-token".as_ref()]);
     let base = &s.1;
 
     let (code, body) = get(&format!("{base}/boot.ipxe"));
@@ -134,6 +135,12 @@ fn with_a_token_secret_a_mac_alone_gets_nothing() {
     assert!(script.contains(&format!("ignition?mac=${{net0/mac}}&token={t1} ")), "{script}");
     let stub = std::fs::read_to_string(out.join("worker-1/worker-1.stub.ign")).unwrap();
     assert!(stub.contains(&format!("&token={t1}")), "{stub}");
+    // What carries a token is as private as what carries a key.
+    let mode = |f: &str| std::fs::metadata(out.join(f)).unwrap().permissions().mode() & 0o777;
+    for f in ["worker-1/worker-1.ipxe", "worker-1/worker-1.stub.ign", "worker-1/worker-1.ign", "worker-1/initrd.img"] {
+        assert_eq!(mode(f), 0o600, "{f}");
+    }
+    assert_eq!(mode("worker-1/vmlinuz"), 0o644);
 
     let s = serve_with(&out, &["--token-secret".as_ref(), secret.as_os_str()]);
     let base = &s.1;
@@ -167,4 +174,145 @@ fn with_a_token_secret_a_mac_alone_gets_nothing() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains(&secret.display().to_string()) && err.contains("chmod 600"), "{err}");
     assert!(!tmp.path().join("o2").exists());
+}
+
+/// A hand-made output folder: node `n1` (MAC 52:54:00:00:00:01) with a 64 MiB
+/// `vmlinuz`, enough to fill any socket buffer.
+fn fake_out(dir: &std::path::Path) -> std::path::PathBuf {
+    let out = dir.join("out");
+    std::fs::create_dir_all(out.join("n1")).unwrap();
+    std::fs::write(out.join("n1/vmlinuz"), vec![7u8; 64 << 20]).unwrap();
+    std::fs::write(out.join("n1/n1.ign"), "{}").unwrap();
+    let manifest = r#"{"node":"n1","role":"worker","mac":"52:54:00:00:00:01","artifacts":[{"file":"vmlinuz","size":67108864,"sha256":"x"}]}"#;
+    std::fs::write(out.join("n1/manifest.json"), manifest).unwrap();
+    out
+}
+
+fn addr(s: &Serving) -> String {
+    s.1.trim_start_matches("http://").to_owned()
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn clients_that_never_read_do_not_stop_others() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = serve(&fake_out(tmp.path()));
+    // Eight connections ask for the kernel and never read a byte.
+    let stuck: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(addr(&s)).unwrap();
+            write!(c, "GET /assets/n1/vmlinuz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    for _ in 0..10 {
+        let r = client.get(format!("{}/ipxe?mac=52:54:00:00:00:09", s.1)).send().unwrap();
+        assert_eq!(r.status().as_u16(), 404);
+    }
+    drop(stuck);
+}
+
+#[test]
+fn pipelined_requests_keep_memory_bounded() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let s = serve(&fake_out(tmp.path()));
+    let pid = s.0.id();
+    let before = vm_rss_kib(pid);
+    let mut c = std::net::TcpStream::connect(addr(&s)).unwrap();
+    c.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let req = b"GET /ipxe?mac=52:54:00:00:00:09 HTTP/1.1\r\nHost: x\r\n\r\n";
+    // Up to 10 MB of requests, without reading an answer: the server stops
+    // reading when its answers back up, it does not queue them.
+    let mut sent = 0usize;
+    while sent < 10 << 20 {
+        match c.write(&req.repeat(1000)) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    let during = vm_rss_kib(pid);
+    assert!(during < before + (16 << 10), "RSS grew from {before} KiB to {during} KiB after {sent} bytes");
+    drop(c);
+    // Pipelined requests are answered in order, 100 on one connection, the
+    // last with `Connection: close`.
+    let mut c = std::net::TcpStream::connect(addr(&s)).unwrap();
+    c.write_all(&req.repeat(100)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answers = Vec::new();
+    c.read_to_end(&mut answers).unwrap();
+    let text = String::from_utf8_lossy(&answers);
+    assert_eq!(text.matches("HTTP/1.1 404").count(), 100);
+    assert_eq!(text.matches("Connection: close").count(), 1, "{text}");
+    assert_eq!(get(&format!("{}/assets/n1/n1.ign", s.1)).0, 404, "still serving, and not unlisted files");
+}
+
+#[test]
+fn oversized_and_malformed_requests_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = serve(&fake_out(tmp.path()));
+    let long = format!("/ipxe?mac={}", "a".repeat(10_000));
+    assert!(raw_get(&s.1, &long).starts_with("HTTP/1.1 414 "));
+    let raw = |text: &str| {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(addr(&s)).unwrap();
+        c.write_all(text.as_bytes()).unwrap();
+        let mut out = String::new();
+        let _ = c.read_to_string(&mut out);
+        out
+    };
+    let big_header = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n", "b".repeat(9000));
+    assert!(raw(&big_header).starts_with("HTTP/1.1 431 "));
+    assert!(raw("GARBAGE\r\n\r\n").starts_with("HTTP/1.1 400 "));
+    assert!(raw("GET /boot.ipxe HTTP/1.1\r\nHost: x\nchain http://evil/\r\n\r\n").starts_with("HTTP/1.1 400 "));
+    let script = raw("GET /boot.ipxe HTTP/1.1\r\nHost: evil\";chain http://x\r\nConnection: close\r\n\r\n");
+    assert!(script.starts_with("HTTP/1.1 400 ") && !script.contains("chain"), "{script}");
+    assert!(raw("POST /boot.ipxe HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello").starts_with("HTTP/1.1 400 "));
+}
+
+#[test]
+fn links_and_manifest_entries_out_of_the_folder_are_not_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = fake_out(tmp.path());
+    std::fs::write(tmp.path().join("secret"), "outside").unwrap();
+    // A node folder that is a link, and a manifest that names a path out.
+    std::os::unix::fs::symlink(out.join("n1"), out.join("n2")).unwrap();
+    std::fs::create_dir(out.join("n3")).unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("secret"), out.join("n3/vmlinuz")).unwrap();
+    let m3 = r#"{"node":"n3","role":"worker","mac":"52:54:00:00:00:03","artifacts":[{"file":"vmlinuz","size":1,"sha256":"x"}]}"#;
+    std::fs::write(out.join("n3/manifest.json"), m3).unwrap();
+    std::fs::create_dir(out.join("n4")).unwrap();
+    let m4 = r#"{"node":"n4","role":"worker","mac":"52:54:00:00:00:04","artifacts":[{"file":"../../secret","size":1,"sha256":"x"}]}"#;
+    std::fs::write(out.join("n4/manifest.json"), m4).unwrap();
+    let s = serve(&out);
+    assert_eq!(get(&format!("{}/assets/n1/vmlinuz", s.1)).0, 200);
+    for path in ["/assets/n2/vmlinuz", "/assets/n3/vmlinuz", "/assets/n4/../../secret", "/assets/n4/..%2F..%2Fsecret"] {
+        assert_eq!(raw_get(&s.1, path).split(' ').nth(1), Some("404"), "{path}");
+    }
+}
+
+#[test]
+fn private_files_need_a_token_unless_the_lab_says_otherwise() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = fake_out(tmp.path());
+    // As a TLS build writes it: the config holds the node's key, 0600.
+    std::fs::write(out.join("n1/n1.ign"), "{\"key\":\"PRIVATE KEY\"}").unwrap();
+    std::fs::set_permissions(out.join("n1/n1.ign"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let s = serve(&out);
+    let (code, body) = get(&format!("{}/ignition?mac=52:54:00:00:00:01", s.1));
+    assert_eq!(code, 403);
+    assert!(String::from_utf8_lossy(&body).contains("--token-secret"));
+    assert_eq!(get(&format!("{}/assets/n1/vmlinuz", s.1)).0, 200, "public files stay open");
+    drop(s);
+    let s = serve_with(&out, &["--insecure-no-token".as_ref()]);
+    assert_eq!(get(&format!("{}/ignition?mac=52:54:00:00:00:01", s.1)), (200, b"{\"key\":\"PRIVATE KEY\"}".to_vec()));
 }

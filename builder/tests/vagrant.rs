@@ -69,7 +69,7 @@ fn serve_build(out: &Path, args: &[&str]) -> Served {
     let base = format!("http://127.0.0.1:{port}");
     run_ok(imgbuild_with_agent().args(args).arg(&base).args(["--kernel", TEST_KERNEL, "--out"]).arg(out));
     let child = imgbuild()
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--out"])
+        .args(["serve", "--insecure-no-token", "--listen", &format!("127.0.0.1:{port}"), "--out"])
         .arg(out)
         .stderr(std::process::Stdio::null())
         .spawn()

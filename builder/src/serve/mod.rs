@@ -1,25 +1,37 @@
 //! `imgbuild serve`: what a build wrote, over HTTP, for PXE and cloud boot.
 //! The node is picked by MAC (any usual spelling); an unknown MAC or file is
-//! a 404, never another node's config, never a path outside the output.
+//! a 404, never another node's config, never a path outside the output:
+//! node folders, manifests and files are opened without following links,
+//! and a manifest may only name plain file names.
+
+mod http;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use node_agent::types::MacAddr;
-use tiny_http::{Header, Request, Response, Server};
+use rustix::fs::{Mode, OFlags};
 
 use crate::formats::ipxe;
 use crate::formats::manifest::Manifest;
 use crate::token::TokenSecret;
 
-/// The nodes under `out`, by MAC, from their manifests.
+/// The nodes under `out`, by MAC, from their manifests. A node folder or
+/// manifest that is a link, or a manifest naming anything but plain files
+/// of its own folder, is no node.
 pub fn index(out: &Path) -> BTreeMap<MacAddr, Manifest> {
     let mut map = BTreeMap::new();
     for entry in std::fs::read_dir(out).into_iter().flatten().flatten() {
-        let Ok(bytes) = std::fs::read(entry.path().join("manifest.json")) else { continue };
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(f) = open_inside(out, &name, "manifest.json") else { continue };
+        let mut bytes = Vec::new();
+        if std::io::Read::read_to_end(&mut std::io::Read::take(f.0, 1 << 20), &mut bytes).is_err() {
+            continue;
+        }
         let Ok(m) = serde_json::from_slice::<Manifest>(&bytes) else { continue };
-        if m.node != entry.file_name().to_string_lossy() {
+        if m.node != name || !m.artifacts.iter().all(|a| plain_name(&a.file)) {
             continue;
         }
         if let Ok(mac) = m.mac.parse::<MacAddr>() {
@@ -29,14 +41,58 @@ pub fn index(out: &Path) -> BTreeMap<MacAddr, Manifest> {
     map
 }
 
+/// A file name with no way out of its folder.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
+}
+
+/// `out/node/file`, a regular file, opened without following a link at
+/// `node` or at `file`; with its length and whether it is private (the
+/// build made it readable by its owner only).
+fn open_inside(out: &Path, node: &str, file: &str) -> Option<(std::fs::File, u64, bool)> {
+    if !plain_name(node) || !plain_name(file) {
+        return None;
+    }
+    let dir = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
+    let out: OwnedFd = rustix::fs::open(out, dir, Mode::empty()).ok()?;
+    let node = rustix::fs::openat(&out, node, dir | OFlags::NOFOLLOW, Mode::empty()).ok()?;
+    let f = rustix::fs::openat(&node, file, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    let f = std::fs::File::from(f);
+    let meta = f.metadata().ok().filter(|m| m.is_file())?;
+    let private = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 == 0;
+    Some((f, meta.len(), private))
+}
+
 /// An answer: status, content type, body (a file or bytes).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Answer {
     Bytes(&'static str, Vec<u8>),
-    File(&'static str, PathBuf),
+    /// A node's file: content type, node, file name.
+    File(&'static str, String, String),
     NotFound,
     /// The node exists but the request lacks its token.
     Forbidden,
+    /// A Host header that cannot go into a script.
+    BadHost,
+}
+
+/// A Host header fit to go into `/boot.ipxe`: a name or IPv4 address, or
+/// an IPv6 address in brackets, with an optional port; nothing else.
+pub fn valid_host(host: &str) -> bool {
+    let (name, port) = match host.rsplit_once(':') {
+        Some((n, p)) if !n.contains(':') || n.ends_with(']') => (n, Some(p)),
+        _ => (host, None),
+    };
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let name_ok = match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !name.is_empty()
+                && name.len() <= 253
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        }
+    };
+    port_ok && name_ok
 }
 
 /// Routes one GET. `host` is the Host header the client used; with a
@@ -48,6 +104,7 @@ pub fn route(out: &Path, url: &str, host: &str, secret: Option<&TokenSecret>) ->
     let node = |mac: Option<MacAddr>| mac.and_then(|m| index(out).remove(&m));
     let allowed = |node: &str| secret.is_none_or(|s| param("token").is_some_and(|t| s.accepts(node, t)));
     let answer = match path {
+        "/boot.ipxe" if !valid_host(host) => return Answer::BadHost,
         "/boot.ipxe" => {
             return Answer::Bytes("text/plain", ipxe::boot_script(&format!("http://{host}")).into_bytes());
         }
@@ -59,7 +116,7 @@ pub fn route(out: &Path, url: &str, host: &str, secret: Option<&TokenSecret>) ->
     };
     match answer {
         Some((node, _, _)) if !allowed(&node) => Answer::Forbidden,
-        Some((node, file, ct)) => Answer::File(ct, out.join(node).join(file)),
+        Some((node, file, ct)) => Answer::File(ct, node, file),
         None => Answer::NotFound,
     }
 }
@@ -77,68 +134,130 @@ fn percent_decode(s: &str) -> String {
     s.replace("%3A", ":").replace("%3a", ":")
 }
 
-/// Serves until killed, with a few worker threads.
-pub fn serve(listen: &str, out: &Path, secret: Option<TokenSecret>) -> Result<()> {
-    let server = std::sync::Arc::new(Server::http(listen).map_err(|e| anyhow::anyhow!("listening on {listen}: {e}"))?);
-    eprintln!("imgbuild: serving {} on http://{}", out.display(), server.server_addr());
-    let workers: Vec<_> = (0..4)
-        .map(|_| {
-            let server = server.clone();
-            let out = out.to_owned();
-            let secret = secret.clone();
-            std::thread::spawn(move || {
-                while let Ok(req) = server.recv() {
-                    if let Err(e) = respond(&out, req, secret.as_ref()) {
-                        eprintln!("imgbuild: serve: {e:#}");
-                    }
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        let _ = w.join();
+/// Who may have what.
+pub enum Access {
+    /// Every node file needs that node's token.
+    Tokens(TokenSecret),
+    /// Files the build made private (a node's key or token inside) are
+    /// refused; the rest is open. The default.
+    PublicOnly,
+    /// Everything to anyone (`--insecure-no-token`).
+    Open,
+}
+
+impl Access {
+    fn secret(&self) -> Option<&TokenSecret> {
+        match self {
+            Access::Tokens(s) => Some(s),
+            _ => None,
+        }
     }
+}
+
+/// Serves until killed.
+pub fn serve(listen: &str, out: &Path, access: Access) -> Result<()> {
+    let listener = std::net::TcpListener::bind(listen).map_err(|e| anyhow::anyhow!("listening on {listen}: {e}"))?;
+    let local = listener.local_addr()?;
+    eprintln!("imgbuild: serving {} on http://{local}", out.display());
+    let out = out.to_owned();
+    http::run(listener, move |req, peer| respond(&out, req, peer, local, &access))?;
     Ok(())
 }
 
-fn respond(out: &Path, req: Request, secret: Option<&TokenSecret>) -> Result<()> {
-    let host = req.headers().iter().find(|h| h.field.equiv("Host")).map(|h| h.value.to_string()).unwrap_or_default();
-    let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
-    let url = req.url().to_owned();
-    let answer = if *req.method() == tiny_http::Method::Get || *req.method() == tiny_http::Method::Head {
-        route(out, &url, &host, secret)
+fn respond(
+    out: &Path,
+    req: &http::Request,
+    peer: std::net::SocketAddr,
+    local: std::net::SocketAddr,
+    access: &Access,
+) -> http::Response {
+    let answer = if req.get {
+        // HTTP/1.0 clients may send no Host: the address they reached us on.
+        let host = req.host.clone().unwrap_or_else(|| local.to_string());
+        route(out, &req.target, &host, access.secret())
     } else {
         Answer::NotFound
     };
-    let (status, len) = match answer {
-        Answer::Bytes(ct, body) => {
-            let len = body.len();
-            req.respond(Response::from_data(body).with_header(content_type(ct)))?;
-            (200, len as u64)
-        }
-        Answer::File(ct, path) => match std::fs::File::open(&path) {
-            Ok(f) => {
-                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-                req.respond(Response::from_file(f).with_header(content_type(ct)))?;
-                (200, len)
-            }
-            Err(_) => not_found(req)?,
+    let resp = match answer {
+        Answer::Bytes(ct, body) => http::Response { status: 200, content_type: ct, body: http::Body::Bytes(body) },
+        Answer::File(ct, node, file) => match open_inside(out, &node, &file) {
+            Some((_, _, true)) if matches!(access, Access::PublicOnly) => http::Response::text(
+                403,
+                "forbidden: this file holds a node's private key or token; \
+                 serve with --token-secret (or --insecure-no-token, for a lab)\n",
+            ),
+            Some((f, len, _)) => http::Response { status: 200, content_type: ct, body: http::Body::File(f, len) },
+            None => http::Response::text(404, "not found\n"),
         },
-        Answer::NotFound => not_found(req)?,
-        Answer::Forbidden => {
-            req.respond(Response::from_string("forbidden: this node's token is required\n").with_status_code(403))?;
-            (403, 0)
-        }
+        Answer::NotFound => http::Response::text(404, "not found\n"),
+        Answer::Forbidden => http::Response::text(403, "forbidden: this node's token is required\n"),
+        Answer::BadHost => http::Response::text(400, "bad Host header\n"),
     };
-    eprintln!("imgbuild: {peer} GET {url} {status} {len}");
-    Ok(())
+    let method = if req.head_only { "HEAD" } else { "GET" };
+    eprintln!("imgbuild: {peer} {method} {} {} {}", log_safe(&req.target), resp.status, resp.len());
+    resp
 }
 
-fn not_found(req: Request) -> Result<(u16, u64)> {
-    req.respond(Response::from_string("not found\n").with_status_code(404)).context("answering")?;
-    Ok((404, 10))
+/// A request target as the log may show it: tokens redacted, control and
+/// non-ASCII bytes escaped, so a client cannot forge or hide log lines.
+pub fn log_safe(target: &str) -> String {
+    let redacted: Vec<String> = match target.split_once('?') {
+        Some((path, query)) => {
+            let params = query.split('&').map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("token") => format!("{k}=REDACTED"),
+                _ => kv.to_owned(),
+            });
+            vec![path.to_owned(), params.collect::<Vec<_>>().join("&")]
+        }
+        None => vec![target.to_owned()],
+    };
+    let text = redacted.join("?");
+    let mut out = String::with_capacity(text.len().min(512));
+    for b in text.bytes().take(512) {
+        if b.is_ascii_graphic() {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    if text.len() > 512 {
+        out.push_str("...");
+    }
+    out
 }
 
-fn content_type(ct: &str) -> Header {
-    Header::from_bytes("Content-Type", ct).expect("static header")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_fit_for_a_script() {
+        for ok in ["127.0.0.1:8080", "boot.example", "pxe-1.lan:80", "[::1]:8080", "[fe80::1]", "10.0.0.1"] {
+            assert!(valid_host(ok), "{ok}");
+        }
+        for bad in ["", "a b", "x\nchain http://evil/", "h:80:80", "[::1", "h:", "h:123456", "h/x", "h;x", "::1"] {
+            assert!(!valid_host(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn logs_show_no_token_and_no_control_bytes() {
+        assert_eq!(log_safe("/ipxe?mac=52:54:00:00:00:01&token=abc"), "/ipxe?mac=52:54:00:00:00:01&token=REDACTED");
+        assert_eq!(log_safe("/x\r\nfake 200"), "/x\\x0d\\x0afake\\x20200");
+        assert_eq!(log_safe(&"a".repeat(600)).len(), 515);
+    }
+
+    #[test]
+    fn only_plain_names_and_no_links() {
+        let out = tempfile::tempdir().unwrap();
+        let node = out.path().join("n");
+        std::fs::create_dir(&node).unwrap();
+        std::fs::write(node.join("f"), "x").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", node.join("l")).unwrap();
+        std::os::unix::fs::symlink(&node, out.path().join("m")).unwrap();
+        assert!(open_inside(out.path(), "n", "f").is_some());
+        assert!(open_inside(out.path(), "n", "l").is_none(), "a link to a file");
+        assert!(open_inside(out.path(), "m", "f").is_none(), "a linked node folder");
+        assert!(open_inside(out.path(), "n", "../n/f").is_none() && open_inside(out.path(), "..", "n").is_none());
+    }
 }

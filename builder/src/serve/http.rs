@@ -1,0 +1,297 @@
+//! Just enough HTTP/1.1 for `imgbuild serve` (GET and HEAD, no bodies),
+//! written to stay up under hostile clients: one thread per connection but
+//! a bounded number of them (in all and per client address), read and
+//! write timeouts and a deadline per connection, a size limit on the
+//! request head, and one request read at a time however many a client
+//! pipelines, so memory stays bounded whatever clients send.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Connections served at once, in all and from one address.
+pub const MAX_CONNECTIONS: usize = 128;
+pub const MAX_PER_CLIENT: usize = 16;
+/// The request line and headers together.
+pub const MAX_HEAD: u64 = 8 << 10;
+/// Waiting for a request, or for a client to take the next bytes.
+pub const IDLE: Duration = Duration::from_secs(10);
+/// Everything one connection may take, however slowly it reads.
+pub const DEADLINE: Duration = Duration::from_secs(600);
+/// Requests on one kept-alive connection.
+pub const MAX_REQUESTS: usize = 100;
+
+/// A request as the router sees it.
+pub struct Request {
+    pub head_only: bool,
+    pub get: bool,
+    pub target: String,
+    pub host: Option<String>,
+}
+
+/// What to send back.
+pub enum Body {
+    Bytes(Vec<u8>),
+    File(std::fs::File, u64),
+}
+
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Body,
+}
+
+impl Response {
+    pub fn text(status: u16, text: &str) -> Self {
+        Response { status, content_type: "text/plain", body: Body::Bytes(text.as_bytes().to_vec()) }
+    }
+
+    pub fn len(&self) -> u64 {
+        match &self.body {
+            Body::Bytes(b) => b.len() as u64,
+            Body::File(_, len) => *len,
+        }
+    }
+}
+
+/// Serves `handle` on `listener` until the process ends.
+pub fn run<F>(listener: TcpListener, handle: F) -> io::Result<()>
+where
+    F: Fn(&Request, SocketAddr) -> Response + Send + Sync + 'static,
+{
+    let handle = Arc::new(handle);
+    let slots = Arc::new(Slots::default());
+    loop {
+        let (stream, peer) = match listener.accept() {
+            Ok(c) => c,
+            // Out of descriptors or a reset before accept: keep serving.
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        let Some(slot) = Slots::take(&slots, peer.ip()) else {
+            refuse_busy(stream);
+            continue;
+        };
+        let handle = handle.clone();
+        std::thread::spawn(move || {
+            let _slot = slot;
+            let _ = connection(stream, peer, &*handle);
+        });
+    }
+}
+
+/// How many connections are open, in all and per address.
+#[derive(Default)]
+struct Slots(Mutex<(usize, HashMap<IpAddr, usize>)>);
+
+/// One taken slot, given back when the connection ends.
+struct Slot(Arc<Slots>, IpAddr);
+
+impl Slots {
+    fn take(slots: &Arc<Slots>, ip: IpAddr) -> Option<Slot> {
+        let mut g = slots.0.lock().expect("not poisoned");
+        let per = g.1.get(&ip).copied().unwrap_or(0);
+        if g.0 >= MAX_CONNECTIONS || per >= MAX_PER_CLIENT {
+            return None;
+        }
+        g.0 += 1;
+        g.1.insert(ip, per + 1);
+        Some(Slot(slots.clone(), ip))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut g = self.0 .0.lock().expect("not poisoned");
+        g.0 -= 1;
+        if let Some(n) = g.1.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                g.1.remove(&self.1);
+            }
+        }
+    }
+}
+
+fn refuse_busy(mut stream: TcpStream) {
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = stream.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+}
+
+fn connection<F>(stream: TcpStream, peer: SocketAddr, handle: &F) -> io::Result<()>
+where
+    F: Fn(&Request, SocketAddr) -> Response,
+{
+    let deadline = Instant::now() + DEADLINE;
+    stream.set_read_timeout(Some(IDLE))?;
+    stream.set_write_timeout(Some(IDLE))?;
+    let mut reader =
+        BufReader::with_capacity(MAX_HEAD as usize, Timed { stream: stream.try_clone()?, until: deadline });
+    let mut writer = stream;
+    for served in 1..=MAX_REQUESTS {
+        // A request head must arrive whole within IDLE, however slowly it trickles in.
+        reader.get_mut().until = deadline.min(Instant::now() + IDLE);
+        let req = match read_head(&mut reader) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(()),
+            Err(Bad(status, why)) => {
+                let _ = send(&mut writer, &Response::text(status, why), false, false, deadline);
+                return Ok(());
+            }
+        };
+        let keep = served < MAX_REQUESTS && req.keep_alive;
+        let resp = if req.has_body {
+            Response::text(400, "request bodies are not accepted\n")
+        } else {
+            handle(&req.request, peer)
+        };
+        send(&mut writer, &resp, req.request.head_only, keep && !req.has_body, deadline)?;
+        if !keep || req.has_body {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// A stream whose reads fail once `until` has passed.
+struct Timed {
+    stream: TcpStream,
+    until: Instant,
+}
+
+impl Read for Timed {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "request head deadline"));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
+}
+
+struct Head {
+    request: Request,
+    keep_alive: bool,
+    has_body: bool,
+}
+
+/// A refusal: status and reason.
+struct Bad(u16, &'static str);
+
+/// Reads one request head; `None` when the client closed (or went idle)
+/// between requests.
+fn read_head(reader: &mut BufReader<Timed>) -> Result<Option<Head>, Bad> {
+    let mut limited = reader.take(MAX_HEAD);
+    let mut line = Vec::new();
+    match limited.read_until(b'\n', &mut line) {
+        Ok(0) | Err(_) if line.is_empty() => return Ok(None),
+        _ => {}
+    }
+    let first = std::str::from_utf8(trim_eol(&line)).map_err(|_| Bad(400, "bad request line\n"))?.to_owned();
+    let mut parts = first.split(' ');
+    let (method, target, version) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(m), Some(t), Some(v), None) if v.starts_with("HTTP/1.") => (m, t, v),
+        _ if !line.ends_with(b"\n") => return Err(Bad(414, "request line too long\n")),
+        _ => return Err(Bad(400, "bad request line\n")),
+    };
+    let mut head = Head {
+        request: Request {
+            head_only: method == "HEAD",
+            get: method == "GET" || method == "HEAD",
+            target: target.to_owned(),
+            host: None,
+        },
+        keep_alive: version == "HTTP/1.1",
+        has_body: false,
+    };
+    loop {
+        line.clear();
+        match limited.read_until(b'\n', &mut line) {
+            Ok(_) if line.ends_with(b"\n") => {}
+            Ok(_) if limited.limit() == 0 => return Err(Bad(431, "request head too large\n")),
+            _ => return Err(Bad(400, "incomplete request head\n")),
+        }
+        let l = trim_eol(&line);
+        if l.is_empty() {
+            return Ok(Some(head));
+        }
+        header(&mut head, l)?;
+    }
+}
+
+fn header(head: &mut Head, line: &[u8]) -> Result<(), Bad> {
+    let text = std::str::from_utf8(line).map_err(|_| Bad(400, "bad header\n"))?;
+    let (name, value) = text.split_once(':').ok_or(Bad(400, "bad header\n"))?;
+    // A header name is an RFC 9110 token: no spaces, no separators.
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(tchar) {
+        return Err(Bad(400, "bad header name\n"));
+    }
+    let value = value.trim();
+    match name.to_ascii_lowercase().as_str() {
+        "host" => head.request.host = Some(value.to_owned()),
+        "connection" if value.eq_ignore_ascii_case("close") => head.keep_alive = false,
+        "connection" if value.eq_ignore_ascii_case("keep-alive") => head.keep_alive = true,
+        "content-length" => head.has_body |= value != "0",
+        "transfer-encoding" => head.has_body = true,
+        _ => {}
+    }
+    Ok(())
+}
+
+fn trim_eol(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        414 => "URI Too Long",
+        431 => "Request Header Fields Too Large",
+        _ => "Error",
+    }
+}
+
+/// Writes a response; a body is sent in chunks, each under the idle
+/// timeout, all under the connection's deadline.
+fn send(w: &mut TcpStream, resp: &Response, head_only: bool, keep: bool, deadline: Instant) -> io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
+        resp.status,
+        reason(resp.status),
+        resp.content_type,
+        resp.len(),
+        if keep { "keep-alive" } else { "close" }
+    );
+    w.write_all(head.as_bytes())?;
+    if head_only {
+        return Ok(());
+    }
+    match &resp.body {
+        Body::Bytes(b) => w.write_all(b),
+        Body::File(f, len) => {
+            let mut body = f.take(*len);
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                if Instant::now() > deadline {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "connection deadline"));
+                }
+                let n = body.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                w.write_all(&buf[..n])?;
+            }
+        }
+    }
+}
