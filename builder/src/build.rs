@@ -88,6 +88,9 @@ struct Shared {
 
 pub fn run(cfg: &BuildConfig) -> Result<Vec<Built>> {
     let plans = plan::plan(&cfg.cluster, &cfg.selection, cfg.pki.as_ref())?;
+    for p in &plans {
+        output::check_node_dir(&cfg.out, &p.node.name)?;
+    }
     let shared = timing::phase("prepare", || prepare(cfg, &plans))?;
     // Render everything before writing anything: a failure leaves no output.
     let rendered = timing::phase("render", || render_all(cfg, &shared, &plans))?;

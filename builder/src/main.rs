@@ -70,11 +70,19 @@ fn build(args: BuildArgs) -> Result<()> {
         return Err(InputError::new("--box-version", "", "must be numbers separated by dots, such as 1.2.0").into());
     }
     let cluster = load_cluster(args.cluster.as_deref())?;
+    let selection = Selection { role: args.role, node: args.node, all: args.all };
+    // Everything a user can get wrong is found before anything is written.
+    imgbuild::plan::select(&cluster, &selection)?;
+    let origin = args.cluster.as_deref().map_or(cluster::DEFAULT_ORIGIN.to_owned(), |p| p.display().to_string());
+    cluster.artifacts.check_local(&origin)?;
+    if let Some(k) = &args.kernel {
+        k.check_local().map_err(|r| InputError::new("--kernel", "", r))?;
+    }
     let pki = load_pki(&cluster, args.pki.as_deref())?;
     let cfg = BuildConfig {
         cluster,
         pki,
-        selection: Selection { role: args.role, node: args.node, all: args.all },
+        selection,
         out: args.out,
         agent: AgentBinary::locate(args.agent.as_deref())?,
         agent_url: args.agent_url,

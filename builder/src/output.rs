@@ -40,8 +40,10 @@ impl Artifact {
     }
 }
 
-/// Writes `artifacts` as `out/node/`, replacing what was there.
+/// Writes `artifacts` as `out/node/`, replacing the folder that was there;
+/// anything else at that path is refused before anything is written.
 pub fn write_node_dir(out: &Path, node: &str, artifacts: &[Artifact]) -> Result<PathBuf> {
+    check_node_dir(out, node)?;
     fs::create_dir_all(out).with_context(|| format!("creating output dir {}", out.display()))?;
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{node}."))
@@ -62,18 +64,39 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         .with_context(|| format!("setting mode of {}", path.display()))
 }
 
-/// Moves `new` to `dest`; an old `dest` is moved aside first and removed last.
+/// Where `out/node` exists and is not a folder (a file, a link), the build
+/// stops before writing: it is the user's, not an earlier build's.
+pub fn check_node_dir(out: &Path, node: &str) -> Result<()> {
+    let dest = out.join(node);
+    match fs::symlink_metadata(&dest) {
+        Ok(m) if !m.is_dir() => Err(crate::error::InputError::new(
+            "--out",
+            "",
+            format!("{} exists and is not a folder a build wrote; move it away", dest.display()),
+        )
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+/// Moves `new` to `dest`; an old `dest` is moved aside (under a temporary
+/// name of its own, never a user's `NODE.old`) first and removed last.
 fn replace_dir(new: PathBuf, dest: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&new, fs::Permissions::from_mode(0o755))?;
-    let old = dest.with_extension("old");
-    let had_old = dest.exists();
-    if had_old {
-        let _ = fs::remove_dir_all(&old);
-        fs::rename(dest, &old).with_context(|| format!("moving aside {}", dest.display()))?;
-    }
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let had_old = fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir());
+    let old = if had_old {
+        // An empty folder of our own, which rename replaces with the old one.
+        let aside = tempfile::Builder::new().prefix(&format!(".{name}.old.")).tempdir_in(parent)?.keep();
+        fs::rename(dest, &aside).with_context(|| format!("moving aside {}", dest.display()))?;
+        Some(aside)
+    } else {
+        None
+    };
     fs::rename(&new, dest).with_context(|| format!("renaming {} to {}", new.display(), dest.display()))?;
-    if had_old {
+    if let Some(old) = old {
         fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
     }
     Ok(())
@@ -104,5 +127,21 @@ mod tests {
         assert!(!out.path().join("n/b").exists(), "stale file survived");
         let names: Vec<_> = fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["n"], "temp dirs left behind");
+    }
+
+    #[test]
+    fn a_users_files_beside_or_at_the_node_dir_are_left_alone() {
+        let out = tempfile::tempdir().unwrap();
+        fs::write(out.path().join("n.old"), "mine").unwrap();
+        write_node_dir(out.path(), "n", &[Artifact::new("a", b"1".to_vec())]).unwrap();
+        write_node_dir(out.path(), "n", &[Artifact::new("a", b"2".to_vec())]).unwrap();
+        assert_eq!(fs::read(out.path().join("n.old")).unwrap(), b"mine");
+        fs::write(out.path().join("m"), "a file of mine").unwrap();
+        let e = write_node_dir(out.path(), "m", &[Artifact::new("a", b"1".to_vec())]).unwrap_err();
+        assert!(e.chain().any(|c| c.is::<crate::error::InputError>()), "{e:#}");
+        assert_eq!(fs::read(out.path().join("m")).unwrap(), b"a file of mine");
+        let mut names: Vec<_> = fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["m", "n", "n.old"]);
     }
 }

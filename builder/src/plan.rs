@@ -36,7 +36,9 @@ pub fn plan(cluster: &Cluster, sel: &Selection, pki: Option<&Pki>) -> Result<Vec
     Ok(nodes.into_iter().map(|n| NodePlan { node: n.clone(), config: node_config(cluster, n, pki) }).collect())
 }
 
-fn select<'a>(cluster: &'a Cluster, sel: &Selection) -> Result<Vec<&'a Node>, InputError> {
+/// The nodes `sel` picks, or why it picks none: checked before anything is
+/// written (such as a new CA), so a bad `--node` leaves nothing behind.
+pub fn select<'a>(cluster: &'a Cluster, sel: &Selection) -> Result<Vec<&'a Node>, InputError> {
     if let Some(name) = &sel.node {
         let node = cluster.node(name).ok_or_else(|| {
             let known: Vec<&str> = cluster.nodes.iter().map(|n| n.name.as_str()).collect();

@@ -148,3 +148,42 @@ fn a_plain_http_cluster_makes_no_ca() {
     let config = std::fs::read_to_string(root.join("etc/node-agent/config.json")).unwrap();
     assert!(config.contains("\"http://172.17.8.101:2379\"") && !config.contains("PRIVATE KEY"), "{config}");
 }
+
+/// Input a user can get wrong is found before anything is written: no CA,
+/// no output folder, no download.
+#[test]
+fn bad_selections_sources_and_outputs_exit_2_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = dir.path().join("out");
+    let cluster = dir.path().join("c.toml");
+    let missing_etcd =
+        imgbuild::cluster::DEFAULT_TOML.replace("etcd = \"apt:etcd-server\"", "etcd = \"/nonexistent/etcd\"");
+    assert_ne!(missing_etcd, imgbuild::cluster::DEFAULT_TOML);
+    std::fs::write(&cluster, missing_etcd).unwrap();
+    let run = |args: &[&str]| {
+        let mut c = imgbuild_with_agent();
+        c.env("XDG_DATA_HOME", &data).args(args).arg("--out").arg(&out);
+        stderr_of(&mut c)
+    };
+    let (code, err) = run(&["--node", "nosuch"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--node: no node named \"nosuch\""), "{err}");
+    let (code, err) = run(&["--role", "etcd", "--cluster", cluster.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("c.toml: artifacts.etcd: /nonexistent/etcd is not a folder"), "{err}");
+    let (code, err) = run(&["--role", "worker", "--kernel", "/nonexistent-kernel"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--kernel: /nonexistent-kernel is not a folder"), "{err}");
+    assert!(!data.exists(), "no CA was created");
+    assert!(!out.exists(), "nothing was written");
+
+    // A file of the user's where a node folder would go is refused, untouched.
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("worker-1"), "mine").unwrap();
+    let (code, err) = run(&["--node", "worker-1", "--kernel", TEST_KERNEL]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("worker-1 exists and is not a folder a build wrote"), "{err}");
+    assert_eq!(std::fs::read(out.join("worker-1")).unwrap(), b"mine");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+}

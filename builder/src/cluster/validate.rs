@@ -33,6 +33,12 @@ pub fn validate(file: &ClusterFile, origin: &str) -> Result<Cluster> {
     if node_network.contains(&pod_network) || pod_network.contains(&node_network) {
         return Err(errs.at("network.pods", format!("{pod_network} overlaps the node network {node_network}")));
     }
+    // The agent refuses the same from etcd (flannel::guard): one rule.
+    node_agent::flannel::guard::check_pod_network(pod_network, node_network)
+        .map_err(|e| errs.at("network.pods", e.to_string()))?;
+    if let Some(what) = node_agent::flannel::guard::special_range(node_network) {
+        return Err(errs.at("network.nodes", format!("{node_network} overlaps {what}")));
+    }
     check_subnet_len(&errs, net, pod_network)?;
     let subnet_min = subnet_bound(&errs, "network.subnet_min", net.subnet_min.as_deref(), pod_network, net.subnet_len)?;
     let subnet_max = subnet_bound(&errs, "network.subnet_max", net.subnet_max.as_deref(), pod_network, net.subnet_len)?;
@@ -172,6 +178,9 @@ fn node(errs: &Errs, i: usize, e: &NodeEntry, node_network: Ipv4Net) -> Result<N
     if !mac.is_unicast() {
         return Err(errs.at(field("mac"), format!("{mac} is a multicast address")));
     }
+    if mac.0 == [0; 6] {
+        return Err(errs.at(field("mac"), format!("{mac} is all zeros")));
+    }
     Ok(Node { name: e.name.clone(), role, ip, mac })
 }
 
@@ -180,8 +189,12 @@ fn etcd(errs: &Errs, s: &EtcdSection, nodes: &[Node]) -> Result<EtcdSettings> {
     let (scheme, why) =
         if s.tls { ("https://", "etcd.tls is true (the default)") } else { ("http://", "etcd.tls is false") };
     for (i, url) in s.endpoints.iter().enumerate() {
+        // Endpoints go onto command lines and into unit files: no spaces,
+        // no control characters, and a host.
         let ok = (url.starts_with("http://") || url.starts_with("https://"))
-            && url.split("://").nth(1).is_some_and(|h| !h.is_empty());
+            && url.split("://").nth(1).is_some_and(|h| !h.is_empty())
+            && url.bytes().all(|b| b.is_ascii_graphic())
+            && reqwest::Url::parse(url).is_ok_and(|u| u.host().is_some());
         if !ok {
             return Err(errs.at(format!("etcd.endpoints[{i}]"), format!("{url:?} is not an http(s) URL")));
         }

@@ -42,6 +42,15 @@ impl SourceSpec {
         }
     }
 
+    /// For a folder or a .deb file: whether it is there, as what it should be.
+    pub fn check_local(&self) -> Result<(), String> {
+        match self {
+            SourceSpec::Folder(p) if !p.is_dir() => Err(format!("{} is not a folder", p.display())),
+            SourceSpec::Deb(p) if !p.is_file() => Err(format!("{} is not a file", p.display())),
+            _ => Ok(()),
+        }
+    }
+
     /// Parses a command-line spelling: as `parse_str`, plus `URL#sha256=HEX`.
     pub fn parse_flag(s: &str) -> Result<Self, String> {
         match s.split_once("#sha256=") {

@@ -228,12 +228,27 @@ impl NodeConfig {
         if self.node.role == Role::Etcd && self.etcd.member.is_none() {
             bail!("etcd.member: an etcd node needs its member settings");
         }
-        self.validate_etcd_tls()?;
-        if let Some(s) = self.guest.iter().flat_map(|g| &g.services).find(|s| s.argv.is_empty()) {
-            bail!("guest.services: service {:?} has an empty argv", s.name);
+        // Names become file names and log fields: no paths, no control bytes.
+        if !plain_name(&self.node.name) {
+            bail!(
+                "node.name: {:?} is not a name (letters, digits, '.', '-', '_'; not starting with '.' or '-')",
+                self.node.name
+            );
         }
-        if net.backend.kind == BackendType::Vxlan && net.backend.vni > 0x00ff_ffff {
-            bail!("network.backend.vni: {} is larger than 24 bits", net.backend.vni);
+        for (i, e) in self.etcd.endpoints.iter().enumerate() {
+            check_endpoint(&format!("etcd.endpoints[{i}]"), e)?;
+        }
+        self.validate_etcd_tls()?;
+        for s in self.guest.iter().flat_map(|g| &g.services) {
+            if !plain_name(&s.name) {
+                bail!("guest.services: {:?} is not a service name (letters, digits, '.', '-', '_')", s.name);
+            }
+            if s.argv.is_empty() {
+                bail!("guest.services: service {:?} has an empty argv", s.name);
+            }
+        }
+        if net.backend.kind == BackendType::Vxlan && !(1..=0x00ff_ffff).contains(&net.backend.vni) {
+            bail!("network.backend.vni: {} is not a VXLAN network identifier (1 to 16777215)", net.backend.vni);
         }
         Ok(())
     }
@@ -270,4 +285,26 @@ impl NodeConfig {
         }
         Ok(())
     }
+}
+
+/// A name that is safe as a file name and a log field.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && !name.starts_with(['.', '-'])
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// An etcd endpoint: an http(s) URL with a host, nothing that could break
+/// out of a command line or unit file.
+fn check_endpoint(field: &str, url: &str) -> Result<()> {
+    let parsed = reqwest::Url::parse(url).ok().filter(|u| {
+        (u.scheme() == "http" || u.scheme() == "https")
+            && u.host().is_some()
+            && url.bytes().all(|b| b.is_ascii_graphic())
+    });
+    if parsed.is_none() {
+        bail!("{field}: {url:?} is not an http(s) URL with a host");
+    }
+    Ok(())
 }

@@ -30,10 +30,15 @@ pub fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
+/// What special range `net` overlaps, if any.
+pub fn special_range(net: Ipv4Net) -> Option<&'static str> {
+    special().find(|(s, _)| overlaps(*s, net)).map(|(_, what)| what)
+}
+
 /// A pod network must be ordinary unicast space and apart from the node
 /// network (else its routes would capture the nodes' own traffic).
 pub fn check_pod_network(network: Ipv4Net, node_net: Ipv4Net) -> Result<()> {
-    if let Some((_, what)) = special().find(|(s, _)| overlaps(*s, network)) {
+    if let Some(what) = special_range(network) {
         bail!("pod network {network} overlaps {what}");
     }
     if overlaps(network, node_net) {
