@@ -187,3 +187,49 @@ fn bad_selections_sources_and_outputs_exit_2_before_writing() {
     assert_eq!(std::fs::read(out.join("worker-1")).unwrap(), b"mine");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
 }
+
+/// Every file a build writes is private (0600) unless it is one of the few
+/// declared public, and those hold no key or token: built here with every
+/// format, etcd TLS, tokens and merge stubs.
+#[test]
+fn every_artifact_is_private_unless_declared_public() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "correct horse battery staple\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = dir.path().join("out");
+    let mut c = imgbuild_with_agent();
+    c.args(["--all", "--disk", "--kernel", TEST_KERNEL, "--stub-url", "http://192.0.2.1:8080", "--agent-url"])
+        .arg("http://192.0.2.1:8080/assets")
+        .arg("--token-secret")
+        .arg(&secret)
+        .arg("--out")
+        .arg(&out);
+    run_ok(&mut c);
+    let public = |node: &str, file: &str| {
+        ["vmlinuz", "cmdline", "manifest.json", "node-agent"].contains(&file) || file == format!("{node}.box.json")
+    };
+    let mut seen = 0;
+    for node in std::fs::read_dir(&out).unwrap().map(|e| e.unwrap()) {
+        let name = node.file_name().to_string_lossy().into_owned();
+        for f in std::fs::read_dir(node.path()).unwrap().map(|e| e.unwrap()) {
+            let file = f.file_name().to_string_lossy().into_owned();
+            let mode = f.metadata().unwrap().permissions().mode() & 0o777;
+            let bytes = std::fs::read(f.path()).unwrap();
+            if file == "vmlinuz" || file == "node-agent" {
+                // The inputs themselves, the same for every node: nothing of one node's.
+                let first = std::fs::read(out.join("worker-1").join(&file)).unwrap();
+                assert!(bytes == first, "{name}/{file} differs from worker-1's");
+            } else if public(&name, &file) {
+                let text = String::from_utf8_lossy(&bytes);
+                assert!(!text.contains("PRIVATE KEY") && !text.contains("token="), "{name}/{file} is public");
+            }
+            if !public(&name, &file) {
+                assert_eq!(mode, 0o600, "{name}/{file} is not declared public, so it must be private");
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 4 * 10, "every format of every node was built ({seen} files)");
+}

@@ -99,10 +99,11 @@ pub fn valid_host(host: &str) -> bool {
 /// `secret`, everything of a node needs that node's `token=`.
 pub fn route(out: &Path, url: &str, host: &str, secret: Option<&TokenSecret>) -> Answer {
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
-    let param = |name: &str| query.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='));
-    let mac = || param("mac").and_then(|m| percent_decode(m).parse::<MacAddr>().ok());
+    // The first value of a query parameter, decoded as browsers and iPXE encode it.
+    let param = |name: &str| form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v);
+    let mac = || param("mac").and_then(|m| m.parse::<MacAddr>().ok());
     let node = |mac: Option<MacAddr>| mac.and_then(|m| index(out).remove(&m));
-    let allowed = |node: &str| secret.is_none_or(|s| param("token").is_some_and(|t| s.accepts(node, t)));
+    let allowed = |node: &str| secret.is_none_or(|s| param("token").is_some_and(|t| s.accepts(node, &t)));
     let answer = match path {
         "/boot.ipxe" if !valid_host(host) => return Answer::BadHost,
         "/boot.ipxe" => {
@@ -128,10 +129,6 @@ fn asset(out: &Path, path: &str) -> Option<(String, String, &'static str)> {
     let m = index(out).into_values().find(|m| m.node == node)?;
     (file == "manifest.json" || m.artifacts.iter().any(|a| a.file == file))
         .then(|| (m.node.clone(), file.to_owned(), "application/octet-stream"))
-}
-
-fn percent_decode(s: &str) -> String {
-    s.replace("%3A", ":").replace("%3a", ":")
 }
 
 /// Who may have what.
