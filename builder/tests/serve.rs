@@ -276,6 +276,7 @@ fn oversized_and_malformed_requests_are_refused() {
     let script = raw("GET /boot.ipxe HTTP/1.1\r\nHost: evil\";chain http://x\r\nConnection: close\r\n\r\n");
     assert!(script.starts_with("HTTP/1.1 400 ") && !script.contains("chain"), "{script}");
     assert!(raw("POST /boot.ipxe HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello").starts_with("HTTP/1.1 400 "));
+    assert!(raw("GET /boot.ipxe HTTP/1.1\r\nHost: x\r\nHost: evil\r\n\r\n").starts_with("HTTP/1.1 400 "));
 }
 
 #[test]
@@ -292,9 +293,22 @@ fn links_and_manifest_entries_out_of_the_folder_are_not_served() {
     std::fs::create_dir(out.join("n4")).unwrap();
     let m4 = r#"{"node":"n4","role":"worker","mac":"52:54:00:00:00:04","artifacts":[{"file":"../../secret","size":1,"sha256":"x"}]}"#;
     std::fs::write(out.join("n4/manifest.json"), m4).unwrap();
+    // FIFOs where a manifest or an artifact would be: they must not hang the server.
+    std::fs::create_dir(out.join("n5")).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(out.join("n5/manifest.json")).status().unwrap().success());
+    std::fs::create_dir(out.join("n6")).unwrap();
+    let m6 = r#"{"node":"n6","role":"worker","mac":"52:54:00:00:00:06","artifacts":[{"file":"vmlinuz","size":1,"sha256":"x"}]}"#;
+    std::fs::write(out.join("n6/manifest.json"), m6).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(out.join("n6/vmlinuz")).status().unwrap().success());
     let s = serve(&out);
     assert_eq!(get(&format!("{}/assets/n1/vmlinuz", s.1)).0, 200);
-    for path in ["/assets/n2/vmlinuz", "/assets/n3/vmlinuz", "/assets/n4/../../secret", "/assets/n4/..%2F..%2Fsecret"] {
+    for path in [
+        "/assets/n2/vmlinuz",
+        "/assets/n3/vmlinuz",
+        "/assets/n4/../../secret",
+        "/assets/n4/..%2F..%2Fsecret",
+        "/assets/n6/vmlinuz",
+    ] {
         assert_eq!(raw_get(&s.1, path).split(' ').nth(1), Some("404"), "{path}");
     }
 }
@@ -315,4 +329,24 @@ fn private_files_need_a_token_unless_the_lab_says_otherwise() {
     drop(s);
     let s = serve_with(&out, &["--insecure-no-token".as_ref()]);
     assert_eq!(get(&format!("{}/ignition?mac=52:54:00:00:00:01", s.1)), (200, b"{\"key\":\"PRIVATE KEY\"}".to_vec()));
+}
+
+#[test]
+fn a_client_holding_idle_connections_loses_them_to_its_own_new_requests() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let s = serve(&fake_out(tmp.path()));
+    // Sixteen connections that send nothing: this client's whole share.
+    let idle: Vec<std::net::TcpStream> = (0..16).map(|_| std::net::TcpStream::connect(addr(&s)).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // Its next request still gets an answer: an idle connection makes room.
+    for _ in 0..3 {
+        let mut c = std::net::TcpStream::connect(addr(&s)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(c, "GET /boot.ipxe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    }
+    drop(idle);
 }

@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
     std::fs::create_dir(&root).unwrap();
     let before = tree(&outside);
     let config = text.replace("@OUTSIDE@", outside.to_str().unwrap());
-    let limits = imgbuild_ignition::apply::Limits { config: 1 << 20, file: 1 << 20 };
+    let limits = imgbuild_ignition::apply::Limits { config: 1 << 20, file: 1 << 20, ..imgbuild_ignition::apply::LIMITS };
     let _ = imgbuild_ignition::apply::apply_with(config.as_bytes(), &root, &Offline, limits);
     assert_eq!(tree(&outside), before, "a config changed a folder beside its root");
     let names: Vec<_> = std::fs::read_dir(t.path()).unwrap().flatten().map(|e| e.file_name()).collect();

@@ -182,3 +182,41 @@ fn a_staged_config_that_fails_late_changes_nothing_in_the_root() {
     assert!(apply::stage(config, root.path(), &Offline).is_err());
     assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0, "neither /etc/a nor the stage is left");
 }
+
+/// A data: URL of `n` zero bytes, gzip'd.
+fn zeros_gz(n: usize) -> String {
+    use base64::Engine;
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&vec![0u8; n]).unwrap();
+    format!("data:;base64,{}", base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap()))
+}
+
+#[test]
+fn many_files_each_under_the_file_limit_stop_at_the_total() {
+    let files: Vec<String> = (0..4)
+        .map(|i| format!(r#"{{"path":"/f{i}","contents":{{"source":"{}","compression":"gzip"}}}}"#, zeros_gz(1 << 20)))
+        .collect();
+    let config = format!(r#"{{"ignition":{{"version":"3.3.0"}},"storage":{{"files":[{}]}}}}"#, files.join(","));
+    let limits = apply::Limits { file: 1 << 20, total: 3 << 20, ..apply::LIMITS };
+    let root = tempfile::tempdir().unwrap();
+    let e = apply::apply_with(config.as_bytes(), root.path(), &Offline, limits).unwrap_err().to_string();
+    assert_eq!(e, "/f3: the config's contents together are larger than the limit of 3145728 bytes");
+    assert!(!root.path().join("f3").exists());
+}
+
+#[test]
+fn a_fan_of_merges_stops_at_the_config_count() {
+    // Each level merges the one below ten times: 10 + 100 + 1000 configs.
+    let mut config = r#"{"ignition":{"version":"3.3.0"}}"#.to_owned();
+    for _ in 0..3 {
+        let child = format!("data:,{}", config.replace('%', "%25").replace('"', "%22").replace(',', "%2C"));
+        let merges: Vec<String> = (0..10).map(|_| format!(r#"{{"source":"{child}"}}"#)).collect();
+        config = format!(r#"{{"ignition":{{"version":"3.3.0","config":{{"merge":[{}]}}}}}}"#, merges.join(","));
+    }
+    let root = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let e = apply::apply(config.as_bytes(), root.path(), &Offline).unwrap_err().to_string();
+    assert!(e.ends_with(&format!("more than {} configs to merge or replace in all", apply::LIMITS.configs)), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}

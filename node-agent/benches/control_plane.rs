@@ -288,7 +288,8 @@ fn peer_leases(n: usize) -> Vec<Lease> {
 async fn program_routes(n: usize) -> Result<Duration> {
     let nl = Netlink::connect()?;
     let node = nl.link_by_name("eth0").await?.context("no eth0")?;
-    let mut b = Backend::new(nl.clone(), network()?, node, NODE_IP, MacAddr([0x0a, 0x58, 0, 0, 0, 1]));
+    let node_addr = Ipv4Net::new(NODE_IP, 16).expect("valid");
+    let mut b = Backend::new(nl.clone(), network()?, node, node_addr, MacAddr([0x0a, 0x59, 0, 0, 0, 1]));
     b.configure("10.0.0.0/24".parse()?).await?;
     let leases = peer_leases(n);
     let start = Instant::now();

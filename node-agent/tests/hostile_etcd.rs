@@ -104,18 +104,32 @@ fn bad_leases_are_skipped_alone_and_stale_entries_go_on_restart() {
 #[test]
 fn our_lease_overwritten_by_another_writer_is_taken_back() {
     let s = setup();
+    let peer = ("10.1.60.0/24", vxlan_lease("172.17.8.160", "52:54:00:00:00:60"));
+    assert!(s.etcd.ctl(&["put", &lease_key(peer.0), &peer.1]).0);
     let agent = start_agent(&s.ns, &s.config);
     let ready = agent.wait_for("node-agent: ready role=worker subnet=", 60);
     let subnet = ready.split("subnet=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
     let ours = s.etcd.get(&lease_key(&subnet)).unwrap();
-    let seen = agent.line_count();
-    // The same PublicIP with another VTEP: the agent writes its own back.
-    assert!(s.etcd.ctl(&["put", &lease_key(&subnet), &vxlan_lease("172.17.8.103", "52:54:00:66:66:66")]).0);
-    agent.wait_for_after(seen, "our lease was overwritten by another writer", 30);
-    agent.wait_for_after(seen, &format!("acquired lease {subnet}"), 30);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while s.etcd.get(&lease_key(&subnet)).as_deref() != Some(ours.as_str()) {
-        assert!(std::time::Instant::now() < deadline, "our lease value is back");
-        std::thread::sleep(std::time::Duration::from_millis(100));
+    // Another VTEP for our address, then another node's address altogether:
+    // each time the agent writes its own value back and keeps its subnet.
+    for (n, theirs) in
+        [vxlan_lease("172.17.8.103", "52:54:00:66:66:66"), vxlan_lease("172.17.8.108", "52:54:00:66:66:67")]
+            .iter()
+            .enumerate()
+    {
+        let seen = agent.line_count();
+        assert!(s.etcd.ctl(&["put", &lease_key(&subnet), theirs]).0);
+        agent.wait_for_after(seen, &format!("our lease {subnet} was overwritten by another writer"), 30);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while s.etcd.get(&lease_key(&subnet)).as_deref() != Some(ours.as_str()) {
+            assert!(std::time::Instant::now() < deadline, "case {n}: our lease value is back");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let log = agent.log();
+        assert!(!log.contains("acquired lease") || log.matches("acquired lease").count() == 1, "case {n}: {log}");
+        let routes = s.ns.sh("ip -4 route show dev flannel.1");
+        assert!(routes.contains("10.1.60.0/24 via 10.1.60.0 onlink"), "case {n}: the peer stays routed: {routes}");
+        let addr = s.ns.sh("ip -4 -o addr show dev flannel.1");
+        assert!(addr.contains(&format!("inet {}/32", subnet.trim_end_matches("/24"))), "case {n}: {addr}");
     }
 }

@@ -7,12 +7,14 @@
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Connections served at once, in all and from one address.
-pub const MAX_CONNECTIONS: usize = 128;
+/// Connections served at once, in all and from one client (an IPv4
+/// address, an IPv6 /64).
+pub const MAX_CONNECTIONS: usize = 512;
 pub const MAX_PER_CLIENT: usize = 16;
 /// The request line and headers together.
 pub const MAX_HEAD: u64 = 8 << 10;
@@ -25,6 +27,8 @@ pub const MAX_REQUESTS: usize = 100;
 
 /// A request as the router sees it.
 pub struct Request {
+    /// As the client sent it (only GET and HEAD are served).
+    pub method: String,
     pub head_only: bool,
     pub get: bool,
     pub target: String,
@@ -61,6 +65,7 @@ pub fn run<F>(listener: TcpListener, handle: F) -> io::Result<()>
 where
     F: Fn(&Request, SocketAddr) -> Response + Send + Sync + 'static,
 {
+    raise_file_limit();
     let handle = Arc::new(handle);
     let slots = Arc::new(Slots::default());
     loop {
@@ -72,57 +77,115 @@ where
                 continue;
             }
         };
-        let Some(slot) = Slots::take(&slots, peer.ip()) else {
-            refuse_busy(stream);
+        let Some(slot) = Slots::take(&slots, peer.ip(), &stream) else {
+            refuse_busy(stream, peer);
             continue;
         };
         let handle = handle.clone();
-        std::thread::spawn(move || {
-            let _slot = slot;
-            let _ = connection(stream, peer, &*handle);
+        let spawned = std::thread::Builder::new().stack_size(256 << 10).spawn(move || {
+            let _ = connection(stream, peer, &slot, &*handle);
         });
+        if spawned.is_err() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
-/// How many connections are open, in all and per address.
+/// Each connection holds three descriptors (the socket, the reader's and
+/// the registry's copies): lift the soft limit to the hard one so a full
+/// house never starves `accept`.
+fn raise_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+}
+
+/// Whom a connection counts against: its IPv4 address, or its IPv6 /64
+/// (one host can hold a whole /64).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let mut o = v6.octets();
+            o[8..].fill(0);
+            IpAddr::V6(o.into())
+        }
+    }
+}
+
+/// One open connection as the registry knows it.
+struct Conn {
+    client: IpAddr,
+    /// To close it when a newcomer needs its slot.
+    stream: TcpStream,
+    /// Waiting for (or reading) a request head: it may be closed for a newcomer.
+    idle: Arc<AtomicBool>,
+}
+
+/// The open connections, bounded in all and per client. At the bound, a
+/// connection that is only waiting for its next request (kept alive, or
+/// trickling a request head in) is closed to make room, as busy web
+/// servers do: holding connections open costs a client its slots, not
+/// everyone else theirs.
 #[derive(Default)]
-struct Slots(Mutex<(usize, HashMap<IpAddr, usize>)>);
+struct Slots(Mutex<(u64, HashMap<u64, Conn>)>);
 
 /// One taken slot, given back when the connection ends.
-struct Slot(Arc<Slots>, IpAddr);
+struct Slot {
+    slots: Arc<Slots>,
+    id: u64,
+    idle: Arc<AtomicBool>,
+}
 
 impl Slots {
-    fn take(slots: &Arc<Slots>, ip: IpAddr) -> Option<Slot> {
+    fn take(slots: &Arc<Slots>, ip: IpAddr, stream: &TcpStream) -> Option<Slot> {
+        let client = client_key(ip);
         let mut g = slots.0.lock().expect("not poisoned");
-        let per = g.1.get(&ip).copied().unwrap_or(0);
-        if g.0 >= MAX_CONNECTIONS || per >= MAX_PER_CLIENT {
-            return None;
+        let mine = g.1.values().filter(|c| c.client == client).count();
+        if mine >= MAX_PER_CLIENT {
+            evict(&mut g.1, Some(client))?;
+        } else if g.1.len() >= MAX_CONNECTIONS {
+            evict(&mut g.1, None)?;
         }
         g.0 += 1;
-        g.1.insert(ip, per + 1);
-        Some(Slot(slots.clone(), ip))
+        let id = g.0;
+        let idle = Arc::new(AtomicBool::new(true));
+        g.1.insert(id, Conn { client, stream: stream.try_clone().ok()?, idle: idle.clone() });
+        Some(Slot { slots: slots.clone(), id, idle })
     }
+}
+
+/// Closes one idle connection (of `client`, or of whoever holds the most),
+/// and forgets it; `None` when every one is busy.
+fn evict(conns: &mut HashMap<u64, Conn>, client: Option<IpAddr>) -> Option<()> {
+    let mut per: HashMap<IpAddr, usize> = HashMap::new();
+    for c in conns.values() {
+        *per.entry(c.client).or_default() += 1;
+    }
+    let candidates =
+        conns.iter().filter(|(_, c)| c.idle.load(Ordering::Relaxed) && client.is_none_or(|k| c.client == k));
+    let (&id, _) = candidates.max_by_key(|(id, c)| (per[&c.client], std::cmp::Reverse(**id)))?;
+    let conn = conns.remove(&id).expect("found");
+    let _ = conn.stream.shutdown(Shutdown::Both);
+    Some(())
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut g = self.0 .0.lock().expect("not poisoned");
-        g.0 -= 1;
-        if let Some(n) = g.1.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                g.1.remove(&self.1);
-            }
-        }
+        self.slots.0.lock().expect("not poisoned").1.remove(&self.id);
     }
 }
 
-fn refuse_busy(mut stream: TcpStream) {
+fn refuse_busy(mut stream: TcpStream, peer: SocketAddr) {
+    eprintln!("imgbuild: {peer} - - 503 0 (no free connection)");
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     let _ = stream.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
 }
 
-fn connection<F>(stream: TcpStream, peer: SocketAddr, handle: &F) -> io::Result<()>
+fn connection<F>(stream: TcpStream, peer: SocketAddr, slot: &Slot, handle: &F) -> io::Result<()>
 where
     F: Fn(&Request, SocketAddr) -> Response,
 {
@@ -135,16 +198,21 @@ where
     for served in 1..=MAX_REQUESTS {
         // A request head must arrive whole within IDLE, however slowly it trickles in.
         reader.get_mut().until = deadline.min(Instant::now() + IDLE);
-        let req = match read_head(&mut reader) {
+        slot.idle.store(true, Ordering::Relaxed);
+        let head = read_head(&mut reader);
+        slot.idle.store(false, Ordering::Relaxed);
+        let req = match head {
             Ok(Some(r)) => r,
             Ok(None) => return Ok(()),
             Err(Bad(status, why)) => {
+                eprintln!("imgbuild: {peer} - - {status} 0 ({})", why.trim_end());
                 let _ = send(&mut writer, &Response::text(status, why), false, false, deadline);
                 return Ok(());
             }
         };
         let keep = served < MAX_REQUESTS && req.keep_alive;
         let resp = if req.has_body {
+            eprintln!("imgbuild: {peer} {} - 400 0 (a request body)", req.request.method);
             Response::text(400, "request bodies are not accepted\n")
         } else {
             handle(&req.request, peer)
@@ -201,6 +269,7 @@ fn read_head(reader: &mut BufReader<Timed>) -> Result<Option<Head>, Bad> {
     };
     let mut head = Head {
         request: Request {
+            method: method.chars().filter(char::is_ascii_alphabetic).take(16).collect(),
             head_only: method == "HEAD",
             get: method == "GET" || method == "HEAD",
             target: target.to_owned(),
@@ -234,6 +303,7 @@ fn header(head: &mut Head, line: &[u8]) -> Result<(), Bad> {
     }
     let value = value.trim();
     match name.to_ascii_lowercase().as_str() {
+        "host" if head.request.host.is_some() => return Err(Bad(400, "more than one Host header\n")),
         "host" => head.request.host = Some(value.to_owned()),
         "connection" if value.eq_ignore_ascii_case("close") => head.keep_alive = false,
         "connection" if value.eq_ignore_ascii_case("keep-alive") => head.keep_alive = true,

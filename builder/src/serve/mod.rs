@@ -56,7 +56,10 @@ fn open_inside(out: &Path, node: &str, file: &str) -> Option<(std::fs::File, u64
     let dir = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
     let out: OwnedFd = rustix::fs::open(out, dir, Mode::empty()).ok()?;
     let node = rustix::fs::openat(&out, node, dir | OFlags::NOFOLLOW, Mode::empty()).ok()?;
-    let f = rustix::fs::openat(&node, file, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    // Non-blocking, so a FIFO planted in the folder cannot hang the open;
+    // anything but a regular file is then refused.
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let f = rustix::fs::openat(&node, file, flags, Mode::empty()).ok()?;
     let f = std::fs::File::from(f);
     let meta = f.metadata().ok().filter(|m| m.is_file())?;
     let private = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 == 0;
@@ -83,7 +86,7 @@ pub fn valid_host(host: &str) -> bool {
         Some((n, p)) if !n.contains(':') || n.ends_with(']') => (n, Some(p)),
         _ => (host, None),
     };
-    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let port_ok = port.is_none_or(|p| p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|p| p > 0));
     let name_ok = match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
         Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
         None => {
@@ -190,25 +193,14 @@ fn respond(
         Answer::Forbidden => http::Response::text(403, "forbidden: this node's token is required\n"),
         Answer::BadHost => http::Response::text(400, "bad Host header\n"),
     };
-    let method = if req.head_only { "HEAD" } else { "GET" };
-    eprintln!("imgbuild: {peer} {method} {} {} {}", log_safe(&req.target), resp.status, resp.len());
+    eprintln!("imgbuild: {peer} {} {} {} {}", req.method, log_safe(&req.target), resp.status, resp.len());
     resp
 }
 
 /// A request target as the log may show it: tokens redacted, control and
 /// non-ASCII bytes escaped, so a client cannot forge or hide log lines.
 pub fn log_safe(target: &str) -> String {
-    let redacted: Vec<String> = match target.split_once('?') {
-        Some((path, query)) => {
-            let params = query.split('&').map(|kv| match kv.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("token") => format!("{k}=REDACTED"),
-                _ => kv.to_owned(),
-            });
-            vec![path.to_owned(), params.collect::<Vec<_>>().join("&")]
-        }
-        None => vec![target.to_owned()],
-    };
-    let text = redacted.join("?");
+    let text = node_agent::config::providers::redacted(target);
     let mut out = String::with_capacity(text.len().min(512));
     for b in text.bytes().take(512) {
         if b.is_ascii_graphic() {
@@ -232,7 +224,20 @@ mod tests {
         for ok in ["127.0.0.1:8080", "boot.example", "pxe-1.lan:80", "[::1]:8080", "[fe80::1]", "10.0.0.1"] {
             assert!(valid_host(ok), "{ok}");
         }
-        for bad in ["", "a b", "x\nchain http://evil/", "h:80:80", "[::1", "h:", "h:123456", "h/x", "h;x", "::1"] {
+        for bad in [
+            "",
+            "a b",
+            "x\nchain http://evil/",
+            "h:80:80",
+            "[::1",
+            "h:",
+            "h:123456",
+            "h:99999",
+            "h:0",
+            "h/x",
+            "h;x",
+            "::1",
+        ] {
             assert!(!valid_host(bad), "{bad:?}");
         }
     }

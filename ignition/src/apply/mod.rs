@@ -48,11 +48,17 @@ pub struct Limits {
     pub config: u64,
     /// One file's contents: streamed to its file, never held whole.
     pub file: u64,
+    /// Everything one application parses and writes, together: a config
+    /// cannot fan out past it with many files or merges.
+    pub total: u64,
+    /// Configs fetched in all (merges and replacements, at any depth).
+    pub configs: u32,
 }
 
 /// A config that embeds the agent is ~4 MB; a file is at most a binary
-/// such as etcd or kubelet (~100 MB). Both with room to spare.
-pub const LIMITS: Limits = Limits { config: 32 << 20, file: 512 << 20 };
+/// such as etcd or kubelet (~100 MB); a node's whole config a few of those.
+/// All with room to spare, and within an image's RAM root.
+pub const LIMITS: Limits = Limits { config: 32 << 20, file: 512 << 20, total: 1 << 30, configs: 64 };
 
 /// What was applied, for the log.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -72,7 +78,7 @@ pub fn apply_with(config: &[u8], root: &Path, fetch: &dyn Fetch, limits: Limits)
     let io = |e| ApplyError::Io(root.display().to_string(), e);
     std::fs::create_dir_all(root).map_err(io)?;
     let dir = Root::open(root).map_err(io)?;
-    let mut walk = Walk { root: &dir, fetch, limits, applied: Applied::default(), modes: Vec::new() };
+    let mut walk = Walk::new(&dir, fetch, limits);
     walk.config(&parse_bounded(config, limits.config)?, 0)?;
     Ok(walk.applied)
 }
@@ -91,7 +97,7 @@ pub fn stage(config: &[u8], live: &Path, fetch: &dyn Fetch) -> Result<Staged> {
     let io = |e| ApplyError::Io(live.display().to_string(), e);
     let dir = tempfile::Builder::new().prefix(".ignition-stage-").tempdir_in(live).map_err(io)?;
     let root = Root::open(dir.path()).map_err(io)?;
-    let mut walk = Walk { root: &root, fetch, limits: LIMITS, applied: Applied::default(), modes: Vec::new() };
+    let mut walk = Walk::new(&root, fetch, LIMITS);
     walk.config(&parse_bounded(config, LIMITS.config)?, 0)?;
     let (applied, modes) = (walk.applied, walk.modes);
     Ok(Staged { dir, root, applied, modes })
@@ -115,6 +121,21 @@ impl Staged {
         drop(self.dir);
         Ok(self.applied)
     }
+}
+
+/// A URL as logs may show it: a `token=` value (what `imgbuild serve`
+/// checks, and a merge stub's URL carries) is replaced: consoles and logs
+/// reach more people than the node's config should.
+pub fn redacted(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else { return url.to_owned() };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("token") => format!("{k}=REDACTED"),
+            _ => kv.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", params.join("&"))
 }
 
 /// Only 3.3.0 is read, and only its types are deserialized: the agent
@@ -145,9 +166,37 @@ struct Walk<'a> {
     /// Each directory's mode, to set again where a commit merges it into
     /// a directory that already exists.
     modes: Vec<(RelPath, u32)>,
+    /// Bytes and configs left of `limits.total` and `limits.configs`.
+    bytes_left: u64,
+    configs_left: u32,
 }
 
-impl Walk<'_> {
+impl<'a> Walk<'a> {
+    fn new(root: &'a Root, fetch: &'a dyn Fetch, limits: Limits) -> Self {
+        let (bytes_left, configs_left) = (limits.total, limits.configs);
+        Walk { root, fetch, limits, applied: Applied::default(), modes: Vec::new(), bytes_left, configs_left }
+    }
+
+    /// How much one resource may be: its own limit, or what is left in all.
+    fn cap(&self, own: u64) -> u64 {
+        own.min(self.bytes_left)
+    }
+
+    /// Counts `n` bytes against the total; names the right limit on failure.
+    fn spend(&mut self, own: u64, r: std::result::Result<u64, Failure>) -> std::result::Result<(), String> {
+        match r {
+            Ok(n) => {
+                self.bytes_left -= n.min(self.bytes_left);
+                Ok(())
+            }
+            Err(Failure::TooLarge) if self.cap(own) < own => {
+                Err(format!("the config's contents together are larger than the limit of {} bytes", self.limits.total))
+            }
+            Err(Failure::TooLarge) => Err(format!("larger than the limit of {own} bytes")),
+            Err(Failure::Other(why)) => Err(why),
+        }
+    }
+
     fn config(&mut self, cfg: &ign::Config, depth: u32) -> Result<()> {
         if depth > 5 {
             return Err(ApplyError::Resource {
@@ -176,9 +225,16 @@ impl Walk<'_> {
         Ok(())
     }
 
-    fn config_resource(&self, r: &ign::Resource, what: &str) -> Result<ign::Config> {
+    fn config_resource(&mut self, r: &ign::Resource, what: &str) -> Result<ign::Config> {
+        if self.configs_left == 0 {
+            let why = format!("more than {} configs to merge or replace in all", self.limits.configs);
+            return Err(resource_error(what, why));
+        }
+        self.configs_left -= 1;
         let mut bytes = Vec::new();
-        stream(r, self.fetch, &mut bytes, self.limits.config).map_err(|why| resource_error(what, why))?;
+        let own = self.limits.config;
+        let r = stream(r, self.fetch, &mut bytes, self.cap(own));
+        self.spend(own, r).map_err(|why| resource_error(what, why))?;
         parse(&bytes)
     }
 
@@ -192,14 +248,14 @@ impl Walk<'_> {
 
     fn file(&mut self, f: &ign::File) -> Result<()> {
         let (path, mode) = (entry_path(&f.path)?, mode(&f.path, f.mode, 0o644)?);
-        let mut failed = None;
+        let (own, cap, fetch) = (self.limits.file, self.cap(self.limits.file), self.fetch);
+        let mut streamed = Ok(0);
         let written = self.root.write_file(&path, mode, |file| {
             let Some(r) = &f.contents else { return Ok(()) };
-            stream(r, self.fetch, file, self.limits.file).map_err(|why| {
-                failed = Some(why.clone());
-                std::io::Error::other(why)
-            })
+            streamed = stream(r, fetch, file, cap);
+            streamed.as_ref().map(drop).map_err(|_| std::io::Error::other("streaming the contents"))
         });
+        let failed = self.spend(own, streamed).err();
         match (written, failed) {
             (Ok(()), _) => {}
             (Err(_), Some(why)) => return Err(resource_error(&f.path, why)),
@@ -264,19 +320,34 @@ fn resource_error(what: &str, why: String) -> ApplyError {
     ApplyError::Resource { what: what.to_owned(), why }
 }
 
+/// Why a resource could not be streamed.
+#[derive(Debug)]
+enum Failure {
+    /// Past the limit it was given.
+    TooLarge,
+    Other(String),
+}
+
+impl From<String> for Failure {
+    fn from(why: String) -> Self {
+        Failure::Other(why)
+    }
+}
+
 /// Streams a resource's contents into `to`: fetched, decompressed, at most
-/// `limit` bytes, its hash checked on the way (over the decompressed bytes).
+/// `limit` bytes, its hash checked on the way (over the decompressed
+/// bytes). Returns how many bytes it wrote.
 fn stream(
     r: &ign::Resource,
     fetch: &dyn Fetch,
     to: &mut dyn std::io::Write,
     limit: u64,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<u64, Failure> {
     let source = r.source.as_deref().unwrap_or("data:,");
     let raw: Box<dyn Read + '_> = if let Some(data) = source.strip_prefix("data:") {
         Box::new(std::io::Cursor::new(source::decode_data_url(data)?))
     } else {
-        let body = fetch.fetch(source).map_err(|e| format!("fetching {source}: {e}"))?;
+        let body = fetch.fetch(source).map_err(|e| format!("fetching {}: {e}", redacted(source)))?;
         // The compressed body is bounded too: gzip never grows data by much.
         Box::new(body.take(limit.saturating_add(limit / 8 + 4096)))
     };
@@ -285,11 +356,13 @@ fn stream(
         Some(h) => Some(Expected::parse(h)?),
         None => None,
     };
-    source::copy_bounded(&mut body, to, limit, &mut hash).map_err(|e| match r.compression.as_deref() {
-        Some("gzip") if e.kind() != std::io::ErrorKind::FileTooLarge => format!("gunzip: {e}"),
-        _ => e.to_string(),
+    let n = source::copy_bounded(&mut body, to, limit, &mut hash).map_err(|e| match r.compression.as_deref() {
+        _ if e.kind() == std::io::ErrorKind::FileTooLarge => Failure::TooLarge,
+        Some("gzip") => Failure::Other(format!("gunzip: {e}")),
+        _ => Failure::Other(e.to_string()),
     })?;
-    hash.map_or(Ok(()), Expected::check)
+    hash.map_or(Ok(()), Expected::check)?;
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -312,6 +385,13 @@ mod tests {
             let found = self.0.iter().find(|(u, _)| u == url).ok_or("404")?;
             Ok(Box::new(&found.1[..]))
         }
+    }
+
+    #[test]
+    fn tokens_never_reach_a_log() {
+        assert_eq!(redacted("http://h/ignition?mac=m&token=abc"), "http://h/ignition?mac=m&token=REDACTED");
+        assert_eq!(redacted("http://h/x?TOKEN=a&token=b"), "http://h/x?TOKEN=REDACTED&token=REDACTED");
+        assert_eq!(redacted("http://h/x"), "http://h/x");
     }
 
     #[test]

@@ -5,7 +5,6 @@ mod host_gw;
 mod vxlan;
 
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
 use std::sync::Mutex;
 
 use anyhow::Result;
@@ -74,18 +73,24 @@ pub struct Backend {
     nl: Netlink,
     net: Network,
     ours: Option<Ipv4Net>,
+    local: guard::Local,
     programmed: HashMap<Ipv4Net, Lease>,
     /// Leases already named as unusable: each distinct value is logged once.
     refused: Mutex<HashSet<Lease>>,
 }
 
 impl Backend {
-    pub fn new(nl: Netlink, net: Network, node: LinkInfo, node_ip: Ipv4Addr, vtep_mac: MacAddr) -> Self {
-        let kind = match net.backend.kind {
-            BackendType::Vxlan => Kind::Vxlan(vxlan::Vxlan::new(nl.clone(), &net, node, node_ip, vtep_mac)),
-            BackendType::HostGw => Kind::HostGw(host_gw::HostGw::new(nl.clone(), node, node_ip)),
+    /// `node_addr` is the node address with the node network's prefix length.
+    pub fn new(nl: Netlink, net: Network, node: LinkInfo, node_addr: Ipv4Net, vtep_mac: MacAddr) -> Self {
+        let node_ip = node_addr.addr();
+        let (kind, vtep) = match net.backend.kind {
+            BackendType::Vxlan => {
+                (Kind::Vxlan(vxlan::Vxlan::new(nl.clone(), &net, node, node_ip, vtep_mac)), Some(vtep_mac))
+            }
+            BackendType::HostGw => (Kind::HostGw(host_gw::HostGw::new(nl.clone(), node, node_ip)), None),
         };
-        Backend { kind, nl, net, ours: None, programmed: HashMap::new(), refused: Mutex::default() }
+        let local = guard::Local { address: node_addr, vtep_mac: vtep };
+        Backend { kind, nl, net, ours: None, local, programmed: HashMap::new(), refused: Mutex::default() }
     }
 
     /// The attributes our lease advertises.
@@ -113,16 +118,24 @@ impl Backend {
         Ok(())
     }
 
+    /// Whether to program a lease: a peer's, of our backend, and safe.
+    /// (Leases of other backends or VNIs are someone else's, as in flannel.)
     fn wants(&self, lease: &Lease) -> bool {
-        Some(lease.subnet) != self.ours
-            && crate::flannel::alloc::in_range(&self.net, lease.subnet)
-            && self.kind.accepts(lease)
-            && self.usable(lease)
+        Some(lease.subnet) != self.ours && self.kind.accepts(lease) && self.usable(lease)
     }
 
     /// Whether a lease is safe to program; one that is not is named once.
     fn usable(&self, lease: &Lease) -> bool {
-        let Some(why) = guard::lease_problem(&self.net, lease) else { return true };
+        let net = &self.net;
+        let problem = if crate::flannel::alloc::in_range(net, lease.subnet) {
+            guard::lease_problem(net, &self.local, lease)
+        } else {
+            Some(format!(
+                "not one of {}'s /{} subnets from {} to {}",
+                net.network, net.subnet_len, net.subnet_min, net.subnet_max
+            ))
+        };
+        let Some(why) = problem else { return true };
         let mut refused = self.refused.lock().expect("not poisoned");
         if refused.len() >= 10_000 {
             refused.clear(); // a writer flooding etcd with bad leases gets no more of our memory
@@ -147,6 +160,7 @@ impl Backend {
             self.programmed.remove(&lease.subnet);
         }
         self.kind.add(lease).await?;
+        log::info(&format!("lease {} added for {}", lease.subnet, lease.attrs.public_ip));
         self.programmed.insert(lease.subnet, lease.clone());
         Ok(())
     }
@@ -208,6 +222,12 @@ impl Backend {
             }
         }
         Ok(())
+    }
+
+    /// Programs every lease again, whatever we believe the kernel holds.
+    pub async fn reprogram(&mut self, leases: &[Lease]) -> Result<()> {
+        self.programmed.clear();
+        self.sync(leases).await
     }
 
     pub fn programmed(&self) -> usize {

@@ -33,7 +33,7 @@ pub enum Source {
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Source::Url(u) => write!(f, "url {u}"),
+            Source::Url(u) => write!(f, "url {}", redacted(u)),
             Source::Imds(base) => write!(f, "imds {base}/latest/user-data"),
             Source::FwCfg(p) => write!(f, "fw_cfg {}", p.display()),
             Source::Embedded(p) => write!(f, "embedded {}", p.display()),
@@ -83,7 +83,7 @@ pub fn fetch_config(url: &str, attempts: u32) -> Result<Vec<u8>> {
         match Http.fetch_config(url) {
             Ok(b) => return Ok(b),
             Err(e) => {
-                log::warn(&format!("fetching {url} (try {attempt}): {e}"));
+                log::warn(&format!("fetching {} (try {attempt}): {e}", redacted(url)));
                 last = e;
             }
         }
@@ -92,17 +92,21 @@ pub fn fetch_config(url: &str, attempts: u32) -> Result<Vec<u8>> {
             delay = (delay * 2).min(Duration::from_secs(10));
         }
     }
-    bail!("could not fetch {url}: {last}")
+    bail!("could not fetch {}: {last}", redacted(url))
 }
 
 /// A malformed `ignition.config.url=` fails at once: retrying cannot fix it.
 pub fn check_url(url: &str) -> Result<()> {
     match reqwest::Url::parse(url) {
         Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => Ok(()),
-        Ok(u) => bail!("ignition.config.url={url}: {} URLs are not supported (http and https are)", u.scheme()),
-        Err(e) => bail!("ignition.config.url={url:?}: not a URL ({e})"),
+        Ok(u) => {
+            bail!("ignition.config.url={}: {} URLs are not supported (http and https are)", redacted(url), u.scheme())
+        }
+        Err(e) => bail!("ignition.config.url={:?}: not a URL ({e})", redacted(url)),
     }
 }
+
+pub use imgbuild_ignition::apply::redacted;
 
 /// IMDSv2: a session token by PUT, then the user-data with that token.
 pub fn imds_user_data(base: &str) -> Result<Vec<u8>> {
@@ -153,7 +157,8 @@ impl Fetch for Http {
     fn fetch(&self, url: &str) -> std::result::Result<Box<dyn std::io::Read + '_>, String> {
         let client =
             reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| chain(&e))?;
-        let resp = client.get(url).send().and_then(|r| r.error_for_status()).map_err(|e| chain(&e))?;
+        // reqwest's errors name the URL, token and all: ours names it redacted.
+        let resp = client.get(url).send().and_then(|r| r.error_for_status()).map_err(|e| chain(&e.without_url()))?;
         Ok(Box::new(resp))
     }
 }

@@ -10,6 +10,7 @@ use anyhow::{bail, Result};
 use ipnet::Ipv4Net;
 
 use super::{BackendData, Lease, Network};
+use crate::types::MacAddr;
 
 /// Ranges no pod network may overlap, with what they are.
 const SPECIAL: [(&str, &str); 6] = [
@@ -70,8 +71,17 @@ pub fn check_network(net: &Network, view: &NodeView) -> Result<()> {
     Ok(())
 }
 
-/// Why this node must not program `lease`, if it must not.
-pub fn lease_problem(net: &Network, lease: &Lease) -> Option<String> {
+/// This node, as peers' leases are checked against it.
+#[derive(Debug, Clone, Copy)]
+pub struct Local {
+    /// The node address with the node network's prefix length.
+    pub address: Ipv4Net,
+    /// Our VTEP's MAC (VXLAN only).
+    pub vtep_mac: Option<MacAddr>,
+}
+
+/// Why this node must not program a peer's `lease`, if it must not.
+pub fn lease_problem(net: &Network, local: &Local, lease: &Lease) -> Option<String> {
     let ip = lease.attrs.public_ip;
     if let Some((_, what)) = special().find(|(s, _)| s.contains(&ip)) {
         return Some(format!("PublicIP {ip} is {what}"));
@@ -79,12 +89,22 @@ pub fn lease_problem(net: &Network, lease: &Lease) -> Option<String> {
     if net.network.contains(&ip) {
         return Some(format!("PublicIP {ip} lies in the pod network {}", net.network));
     }
+    if ip == local.address.addr() {
+        return Some(format!("PublicIP {ip} is this node's own address"));
+    }
+    let node_net = local.address.trunc();
+    if node_net.prefix_len() < 31 && (ip == node_net.network() || ip == node_net.broadcast()) {
+        return Some(format!("PublicIP {ip} is the node network's own or broadcast address"));
+    }
     if let BackendData::Vxlan { vtep_mac, .. } = lease.attrs.backend {
         if vtep_mac.0 == [0; 6] {
             return Some(format!("VtepMAC {vtep_mac} is all zeros"));
         }
         if !vtep_mac.is_unicast() {
             return Some(format!("VtepMAC {vtep_mac} is not unicast"));
+        }
+        if Some(vtep_mac) == local.vtep_mac {
+            return Some(format!("VtepMAC {vtep_mac} is this node's own"));
         }
     }
     None
@@ -97,6 +117,15 @@ mod tests {
 
     fn net(network: &str) -> Network {
         Network::parse(format!(r#"{{"Network":"{network}","Backend":{{"Type":"vxlan"}}}}"#).as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_vni_the_kernel_cannot_make_is_refused() {
+        for vni in ["0", "16777216", "4294967296"] {
+            let cfg = format!(r#"{{"Network":"10.1.0.0/16","Backend":{{"Type":"vxlan","VNI":{vni}}}}}"#);
+            let e = Network::parse(cfg.as_bytes()).unwrap_err().to_string();
+            assert_eq!(e, format!("network config: VNI {vni} is not 1 to 16777215"));
+        }
     }
 
     fn view() -> NodeView {
@@ -138,7 +167,9 @@ mod tests {
     #[test]
     fn leases_the_kernel_would_refuse_or_that_lead_nowhere_are_named() {
         let n = net("10.1.0.0/16");
-        assert_eq!(lease_problem(&n, &lease("172.17.8.104", "52:54:00:aa:bb:cc")), None);
+        let local =
+            Local { address: "172.17.8.103/24".parse().unwrap(), vtep_mac: Some("52:54:00:00:00:03".parse().unwrap()) };
+        assert_eq!(lease_problem(&n, &local, &lease("172.17.8.104", "52:54:00:aa:bb:cc")), None);
         let cases = [
             ("0.0.0.0", "52:54:00:aa:bb:cc", "PublicIP 0.0.0.0 is \"this network\" (0.0.0.0/8)"),
             ("127.0.0.1", "52:54:00:aa:bb:cc", "PublicIP 127.0.0.1 is loopback (127.0.0.0/8)"),
@@ -148,9 +179,17 @@ mod tests {
             ("172.17.8.104", "00:00:00:00:00:00", "VtepMAC 00:00:00:00:00:00 is all zeros"),
             ("172.17.8.104", "ff:ff:ff:ff:ff:ff", "VtepMAC ff:ff:ff:ff:ff:ff is not unicast"),
             ("172.17.8.104", "01:00:5e:00:00:01", "VtepMAC 01:00:5e:00:00:01 is not unicast"),
+            ("172.17.8.103", "52:54:00:aa:bb:cc", "PublicIP 172.17.8.103 is this node's own address"),
+            (
+                "172.17.8.255",
+                "52:54:00:aa:bb:cc",
+                "PublicIP 172.17.8.255 is the node network's own or broadcast address",
+            ),
+            ("172.17.8.0", "52:54:00:aa:bb:cc", "PublicIP 172.17.8.0 is the node network's own or broadcast address"),
+            ("172.17.8.104", "52:54:00:00:00:03", "VtepMAC 52:54:00:00:00:03 is this node's own"),
         ];
         for (ip, mac, want) in cases {
-            assert_eq!(lease_problem(&n, &lease(ip, mac)).as_deref(), Some(want));
+            assert_eq!(lease_problem(&n, &local, &lease(ip, mac)).as_deref(), Some(want));
         }
     }
 }

@@ -100,6 +100,17 @@ impl SubnetManager {
         Ok(Lease { subnet, attrs: self.attrs.clone(), etcd_lease: id })
     }
 
+    /// Writes our lease back over another writer's value for our subnet, on
+    /// our etcd lease while it lives (else a fresh one): the node keeps its
+    /// subnet, and the pods on it keep their addresses.
+    pub async fn reclaim(&self, ours: &Lease) -> Result<Lease> {
+        if ours.etcd_lease != 0 && self.client.keepalive(ours.etcd_lease).await? > 0 {
+            self.client.put(&lease::key(ours.subnet), self.attrs.to_json().as_bytes(), Some(ours.etcd_lease)).await?;
+            return Ok(Lease { subnet: ours.subnet, attrs: self.attrs.clone(), etcd_lease: ours.etcd_lease });
+        }
+        self.refresh(ours.subnet).await
+    }
+
     /// Renews before expiry; false when etcd no longer has the lease.
     pub async fn renew(&self, lease: &Lease) -> Result<bool> {
         Ok(self.client.keepalive(lease.etcd_lease).await? > 0)

@@ -48,7 +48,7 @@ impl PodNetwork {
         let net = retry("network config", || safe_network(&client, &cfg, &nl)).await;
         log::info(&format!("etcd answered: network {} uptime={} cpu={}", net.network, super::uptime(), super::cpu()));
         let vtep = state::vtep_mac(&cfg.paths.state_dir)?;
-        let backend = Backend::new(nl, net, node_link, ip, vtep);
+        let backend = Backend::new(nl, net, node_link, cfg.node.address, vtep);
         let ttl = cfg.network.lease_ttl.map(|t| t as i64).unwrap_or(LEASE_TTL);
         let mgr = SubnetManager { client, net, attrs: backend.attrs(), ttl };
         let previous = SubnetEnv::previous_subnet(&cfg.paths.run_flannel);
@@ -123,6 +123,10 @@ impl PodNetwork {
         log::info(&format!("acquired lease {} (etcd lease {:x})", self.lease.subnet, self.lease.etcd_lease));
         if changed {
             self.configure().await?;
+            // A new address on the VXLAN device took the kernel's routes
+            // through it away: program every peer again.
+            let (leases, _) = manager::list_leases(&self.mgr.client).await?;
+            self.backend.reprogram(&leases).await?;
         }
         Ok(())
     }
@@ -203,10 +207,10 @@ impl PodNetwork {
             } else if subnet == self.lease.subnet {
                 let ours = manager::parse_kv(&ev.kv.key, &ev.kv.value, ev.kv.lease);
                 if ours.is_none_or(|l| l.attrs != self.lease.attrs) {
-                    self.reacquire("our lease was overwritten by another writer").await?;
+                    log::warn(&format!("our lease {subnet} was overwritten by another writer; writing ours back"));
+                    self.lease = self.mgr.reclaim(&self.lease).await?;
                 }
             } else if let Some(l) = manager::parse_kv(&ev.kv.key, &ev.kv.value, ev.kv.lease) {
-                log::info(&format!("lease {} added for {}", l.subnet, l.attrs.public_ip));
                 self.backend.add(&l).await?;
             }
             *rev = (*rev).max(ev.kv.mod_revision);
