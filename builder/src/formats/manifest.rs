@@ -38,3 +38,19 @@ impl Manifest {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_is_golden_and_sorted() {
+        let m = Manifest::new(
+            "worker-1",
+            "worker",
+            "52:54:00:13:02:9f",
+            vec![Entry::of("vmlinuz", b"kernel"), Entry::of("cmdline", b"console=ttyS0\n")],
+        );
+        crate::testutil::assert_golden("golden/manifest.json", &String::from_utf8(m.render()).unwrap());
+    }
+}

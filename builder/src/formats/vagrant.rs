@@ -165,6 +165,30 @@ pub fn valid_version(v: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::assert_golden;
+
+    #[test]
+    fn box_files_are_golden() {
+        let b = BoxSpec {
+            node: "worker-1",
+            role: "worker",
+            cluster: "imgbuild",
+            vmlinuz: b"kernel",
+            initrd: b"initrd",
+            cmdline: "console=ttyS0 quiet",
+            mtime: 0,
+        };
+        assert_golden("golden/vagrant/Vagrantfile", &box_vagrantfile(&b));
+        assert_golden("golden/vagrant/metadata.json", &metadata());
+        let sha = "0".repeat(64);
+        let c = catalog(
+            &box_name("imgbuild", "worker-1"),
+            "0.1.0",
+            "http://192.0.2.1:8080/assets/worker-1/worker-1.box",
+            &sha,
+        );
+        assert_golden("golden/vagrant/worker-1.box.json", &c);
+    }
 
     #[test]
     fn versions() {
