@@ -20,8 +20,12 @@ fuzz_target!(|data: &[u8]| {
             etcd: vec!["172.17.8.101".parse().unwrap()],
         };
         let _ = node_agent::flannel::guard::check_network(&net, &view);
+        let local = node_agent::flannel::guard::Local {
+            address: "172.17.8.103/24".parse().unwrap(),
+            vtep_mac: Some(node_agent::types::MacAddr([0x52, 0x54, 0, 0, 0, 3])),
+        };
         if let Some(l) = lease {
-            let _ = node_agent::flannel::guard::lease_problem(&net, &l);
+            let _ = node_agent::flannel::guard::lease_problem(&net, &local, &l);
         }
     }
 });
