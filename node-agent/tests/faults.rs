@@ -58,6 +58,8 @@ struct World {
     etcd: Etcd,
     _etcd_ns: Ns,
     _lan: Lan,
+    /// The agent's own subnet.
+    own: String,
 }
 
 fn world() -> World {
@@ -70,29 +72,47 @@ fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let config = node_config(dir.path(), "w1", "worker", "172.17.8.103/24", &etcd.endpoint, "vxlan");
     let agent = start_agent(&ns, &config);
-    agent.wait_for("node-agent: ready role=worker", 60);
-    World { agent, _dir: dir, ns, etcd, _etcd_ns: etcd_ns, _lan: lan }
+    let ready = agent.wait_for("node-agent: ready role=worker", 60);
+    let own = ready.split("subnet=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    World { agent, _dir: dir, ns, etcd, _etcd_ns: etcd_ns, _lan: lan, own }
+}
+
+/// `10.1.I.0/24` for a peer, unless the agent holds it (a put over its own
+/// lease would be taken back): then one 50 further on.
+fn peer_subnet(w: &World, i: u8) -> String {
+    let s = format!("10.1.{i}.0/24");
+    if s == w.own {
+        format!("10.1.{}.0/24", i + 50)
+    } else {
+        s
+    }
+}
+
+fn key_of(subnet: &str) -> String {
+    format!("{NET_PREFIX}{}", subnet.replace('/', "-"))
 }
 
 #[test]
 fn a_peer_whose_lease_expires_is_unprogrammed() {
     let w = world();
 
-    let (subnet, mac) = ("10.1.200.0/24", "0a:58:0a:01:c8:00");
+    let (subnet, mac) = (peer_subnet(&w, 200), "0a:58:0a:01:c8:00");
+    let subnet = subnet.as_str();
     put_peer(&w.etcd, subnet, "172.17.8.150", mac, Some(6));
     wait_until("the peer programmed", 20, || programmed(&w.ns, subnet, mac) == (true, true, true));
     // Nobody renews it: etcd expires the lease and deletes the key.
     wait_until("route, neighbour and FDB entry removed", 30, || {
         programmed(&w.ns, subnet, mac) == (false, false, false)
     });
-    assert!(w.etcd.keys(NET_PREFIX).iter().all(|k| !k.ends_with("10.1.200.0-24")));
+    assert!(w.etcd.keys(NET_PREFIX).iter().all(|k| k != &key_of(subnet)));
 }
 
 #[test]
 fn etcd_killed_and_restarted_mid_watch_leaves_no_stale_or_missed_peer() {
     let mut w = world();
 
-    let (b, b_mac) = ("10.1.201.0/24", "0a:58:0a:01:c9:00");
+    let (b, b_mac) = (peer_subnet(&w, 201), "0a:58:0a:01:c9:00");
+    let b = b.as_str();
     put_peer(&w.etcd, b, "172.17.8.151", b_mac, None);
     wait_until("peer B programmed", 20, || programmed(&w.ns, b, b_mac) == (true, true, true));
 
@@ -100,14 +120,15 @@ fn etcd_killed_and_restarted_mid_watch_leaves_no_stale_or_missed_peer() {
     let seen = w.agent.line_count();
     w.etcd.kill_and_restart(Duration::from_secs(3));
     // Changes right after the restart, while the agent may still be reconnecting.
-    let (c, c_mac) = ("10.1.202.0/24", "0a:58:0a:01:ca:00");
-    assert!(w.etcd.ctl(&["del", &format!("{NET_PREFIX}10.1.201.0-24")]).0);
+    let (c, c_mac) = (peer_subnet(&w, 202), "0a:58:0a:01:ca:00");
+    let c = c.as_str();
+    assert!(w.etcd.ctl(&["del", &key_of(b)]).0);
     put_peer(&w.etcd, c, "172.17.8.152", c_mac, None);
 
     wait_until("peer C programmed after the restart", 30, || programmed(&w.ns, c, c_mac) == (true, true, true));
     wait_until("peer B's entries gone", 30, || programmed(&w.ns, b, b_mac) == (false, false, false));
     // The agent kept running and its own lease is still there.
     assert!(w.agent.log().lines().skip(seen).all(|l| !l.contains("panicked")), "{}", w.agent.log());
-    let own: Vec<String> = w.etcd.keys(NET_PREFIX).into_iter().filter(|k| !k.ends_with("10.1.202.0-24")).collect();
+    let own: Vec<String> = w.etcd.keys(NET_PREFIX).into_iter().filter(|k| k != &key_of(c)).collect();
     assert_eq!(own.len(), 1, "our own lease survives: {own:?}");
 }

@@ -273,20 +273,31 @@ fn pods_on_two_hosts_reach_each_other_without_nat() {
 
     // A lease written as real flanneld writes it is routed the same way,
     // and removed again when the lease goes.
+    // (At subnets neither host holds: a put over a host's own lease is taken back.)
+    let free = |taken: &[&str]| {
+        (200..210)
+            .map(|i| format!("10.1.{i}.0/24"))
+            .find(|s| s != &sa && s != &sb && !taken.contains(&s.as_str()))
+            .unwrap()
+    };
+    let (fake, bad) = (free(&[]), free(&[]));
+    let bad = if bad == fake { free(&[fake.as_str()]) } else { bad };
+    let fake_gw = fake.trim_end_matches("/24");
     let seen = agent_a.line_count();
     let flanneld = r#"{"PublicIP":"172.17.8.110","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"6e:24:cf:11:72:9a"}}"#;
-    assert!(etcd.ctl(&["put", &lease_key("10.1.200.0/24"), flanneld]).0);
-    agent_a.wait_for_after(seen, "lease 10.1.200.0/24 added", 20);
-    assert!(a.ns.sh("ip route").contains("10.1.200.0/24 via 10.1.200.0 dev flannel.1 onlink"));
-    assert!(a.ns.sh("ip neigh show dev flannel.1").contains("10.1.200.0 lladdr 6e:24:cf:11:72:9a PERMANENT"));
+    assert!(etcd.ctl(&["put", &lease_key(&fake), flanneld]).0);
+    agent_a.wait_for_after(seen, &format!("lease {fake} added"), 20);
+    assert!(a.ns.sh("ip route").contains(&format!("{fake} via {fake_gw} dev flannel.1 onlink")));
+    let neigh = a.ns.sh("ip neigh show dev flannel.1");
+    assert!(neigh.contains(&format!("{fake_gw} lladdr 6e:24:cf:11:72:9a PERMANENT")), "{neigh}\n{}", agent_a.log());
     assert!(a.ns.sh("bridge fdb show dev flannel.1").contains("6e:24:cf:11:72:9a dst 172.17.8.110 self permanent"));
     // A malformed lease written by someone else is skipped, not fatal.
-    assert!(etcd.ctl(&["put", &lease_key("10.1.201.0/24"), "{not json"]).0);
+    assert!(etcd.ctl(&["put", &lease_key(&bad), "{not json"]).0);
     agent_a.wait_for_after(seen, "skipping malformed lease", 20);
-    assert!(etcd.ctl(&["del", &lease_key("10.1.200.0/24")]).0);
-    agent_a.wait_for_after(seen, "lease 10.1.200.0/24 removed", 20);
-    assert!(!a.ns.sh("ip route").contains("10.1.200.0/24"));
-    assert!(!a.ns.sh("ip neigh show dev flannel.1").contains("10.1.200.0 "));
+    assert!(etcd.ctl(&["del", &lease_key(&fake)]).0);
+    agent_a.wait_for_after(seen, &format!("lease {fake} removed"), 20);
+    assert!(!a.ns.sh("ip route").contains(&fake));
+    assert!(!a.ns.sh("ip neigh show dev flannel.1").contains(&format!("{fake_gw} ")));
     assert!(!a.ns.sh("bridge fdb show dev flannel.1").contains("6e:24:cf:11:72:9a"));
     // Traffic still flows after all that.
     probe(&pod_a, &ip_b);
