@@ -34,10 +34,6 @@ impl Artifact {
             Self::public(name, bytes)
         }
     }
-
-    pub fn is_private(&self) -> bool {
-        self.mode & 0o077 == 0
-    }
 }
 
 /// Writes `artifacts` as `out/node/`, replacing the folder that was there;

@@ -133,7 +133,7 @@ fn backend(errs: &Errs, file: &ClusterFile) -> Result<Backend> {
             )
         }
     };
-    if kind == BackendType::Vxlan && !(1..=0x00ff_ffff).contains(&b.vni) {
+    if kind == BackendType::Vxlan && !node_agent::config::VNI_RANGE.contains(&b.vni) {
         return Err(errs.at("backend.vni", format!("{} is not a VXLAN network identifier (1 to 16777215)", b.vni)));
     }
     if b.port == 0 {
@@ -189,13 +189,8 @@ fn etcd(errs: &Errs, s: &EtcdSection, nodes: &[Node]) -> Result<EtcdSettings> {
     let (scheme, why) =
         if s.tls { ("https://", "etcd.tls is true (the default)") } else { ("http://", "etcd.tls is false") };
     for (i, url) in s.endpoints.iter().enumerate() {
-        // Endpoints go onto command lines and into unit files: no spaces,
-        // no control characters, and a host.
-        let ok = (url.starts_with("http://") || url.starts_with("https://"))
-            && url.split("://").nth(1).is_some_and(|h| !h.is_empty())
-            && url.bytes().all(|b| b.is_ascii_graphic())
-            && reqwest::Url::parse(url).is_ok_and(|u| u.host().is_some());
-        if !ok {
+        // The node config holds endpoints to the same rule.
+        if !node_agent::config::is_http_url(url) {
             return Err(errs.at(format!("etcd.endpoints[{i}]"), format!("{url:?} is not an http(s) URL")));
         }
         if !url.starts_with(scheme) {

@@ -78,9 +78,14 @@ pub fn apply_with(config: &[u8], root: &Path, fetch: &dyn Fetch, limits: Limits)
     let io = |e| ApplyError::Io(root.display().to_string(), e);
     std::fs::create_dir_all(root).map_err(io)?;
     let dir = Root::open(root).map_err(io)?;
-    let mut walk = Walk::new(&dir, fetch, limits);
+    Ok(walk(config, &dir, fetch, limits)?.0)
+}
+
+/// Applies `config` under `root`: what was applied, and each directory's mode.
+fn walk(config: &[u8], root: &Root, fetch: &dyn Fetch, limits: Limits) -> Result<(Applied, Vec<(RelPath, u32)>)> {
+    let mut walk = Walk::new(root, fetch, limits);
     walk.config(&parse_bounded(config, limits.config)?, 0)?;
-    Ok(walk.applied)
+    Ok((walk.applied, walk.modes))
 }
 
 /// A config applied to a staging directory inside the live root, not yet
@@ -97,9 +102,7 @@ pub fn stage(config: &[u8], live: &Path, fetch: &dyn Fetch) -> Result<Staged> {
     let io = |e| ApplyError::Io(live.display().to_string(), e);
     let dir = tempfile::Builder::new().prefix(".ignition-stage-").tempdir_in(live).map_err(io)?;
     let root = Root::open(dir.path()).map_err(io)?;
-    let mut walk = Walk::new(&root, fetch, LIMITS);
-    walk.config(&parse_bounded(config, LIMITS.config)?, 0)?;
-    let (applied, modes) = (walk.applied, walk.modes);
+    let (applied, modes) = walk(config, &root, fetch, LIMITS)?;
     Ok(Staged { dir, root, applied, modes })
 }
 

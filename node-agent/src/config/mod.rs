@@ -8,7 +8,7 @@ pub mod providers;
 
 pub use cmdline::Cmdline;
 pub use node::{
-    Backend, BackendType, ClientTls, EtcdConfig, EtcdMember, Guest, KeyPair, NetworkConfig, NodeConfig, NodeIdentity,
-    Service,
+    is_http_url, Backend, BackendType, ClientTls, EtcdConfig, EtcdMember, Guest, KeyPair, NetworkConfig, NodeConfig,
+    NodeIdentity, Service, VNI_RANGE,
 };
 pub use paths::Paths;

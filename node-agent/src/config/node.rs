@@ -247,7 +247,7 @@ impl NodeConfig {
                 bail!("guest.services: service {:?} has an empty argv", s.name);
             }
         }
-        if net.backend.kind == BackendType::Vxlan && !(1..=0x00ff_ffff).contains(&net.backend.vni) {
+        if net.backend.kind == BackendType::Vxlan && !VNI_RANGE.contains(&net.backend.vni) {
             bail!("network.backend.vni: {} is not a VXLAN network identifier (1 to 16777215)", net.backend.vni);
         }
         Ok(())
@@ -287,6 +287,18 @@ impl NodeConfig {
     }
 }
 
+/// The VXLAN network identifiers a device can have: the cluster file, the
+/// node config and etcd's network config all hold a VNI to this.
+pub const VNI_RANGE: std::ops::RangeInclusive<u32> = 1..=0x00ff_ffff;
+
+/// An http(s) URL with a host, and nothing that could break out of a
+/// command line or unit file (no spaces, no control bytes): what an etcd
+/// endpoint must be, in the cluster file and in a node config.
+pub fn is_http_url(url: &str) -> bool {
+    url.bytes().all(|b| b.is_ascii_graphic())
+        && reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+}
+
 /// A name that is safe as a file name and a log field.
 fn plain_name(name: &str) -> bool {
     !name.is_empty()
@@ -295,15 +307,9 @@ fn plain_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
-/// An etcd endpoint: an http(s) URL with a host, nothing that could break
-/// out of a command line or unit file.
+/// An etcd endpoint: see [`is_http_url`].
 fn check_endpoint(field: &str, url: &str) -> Result<()> {
-    let parsed = reqwest::Url::parse(url).ok().filter(|u| {
-        (u.scheme() == "http" || u.scheme() == "https")
-            && u.host().is_some()
-            && url.bytes().all(|b| b.is_ascii_graphic())
-    });
-    if parsed.is_none() {
+    if !is_http_url(url) {
         bail!("{field}: {url:?} is not an http(s) URL with a host");
     }
     Ok(())

@@ -127,7 +127,9 @@ fn parse_backend(obj: &Map<String, Value>) -> Result<Backend> {
         other => bail!("network config: backend type {other:?} is not supported (vxlan or host-gw)"),
     };
     let num = |k: &str, d: u64| get(b, k).and_then(Value::as_u64).unwrap_or(d);
-    let vni = u32::try_from(num("VNI", 1)).ok().filter(|v| kind != BackendType::Vxlan || (1..=0x00ff_ffff).contains(v));
+    let vni = u32::try_from(num("VNI", 1))
+        .ok()
+        .filter(|v| kind != BackendType::Vxlan || crate::config::VNI_RANGE.contains(v));
     let vni = vni.with_context(|| format!("network config: VNI {} is not 1 to 16777215", num("VNI", 1)))?;
     let port = u16::try_from(num("Port", 8472)).context("network config: Port out of range")?;
     Ok(Backend { kind, vni, port: if port == 0 { 8472 } else { port } })
