@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use node_agent::config::{Guest, Service};
-use node_agent::types::Role;
+use node_config::Role;
+use node_config::{Guest, Service};
 
 use crate::agent::AgentBinary;
 use crate::cluster::Cluster;
@@ -321,7 +321,7 @@ fn vagrant_box(
 }
 
 /// The node config inside the image: there the agent runs etcd itself.
-fn image_config(p: &NodePlan) -> node_agent::config::NodeConfig {
+fn image_config(p: &NodePlan) -> node_config::NodeConfig {
     let mut cfg = p.config.clone();
     if let Some(m) = &mut cfg.etcd.member {
         m.supervise = true;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use node_agent::types::Role;
+use node_config::Role;
 
 use crate::image::initramfs::Compression;
 use crate::sources::SourceSpec;

@@ -2,8 +2,8 @@
 //! node config each agent gets. Pure.
 
 use ipnet::Ipv4Net;
-use node_agent::config::{ClientTls, EtcdConfig, EtcdMember, KeyPair, NetworkConfig, NodeConfig, NodeIdentity, Paths};
-use node_agent::types::Role;
+use node_config::Role;
+use node_config::{ClientTls, EtcdConfig, EtcdMember, KeyPair, NetworkConfig, NodeConfig, NodeIdentity, Paths};
 
 use crate::cluster::{Cluster, Node};
 use crate::error::InputError;

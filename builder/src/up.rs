@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use node_agent::types::Role;
+use node_config::Role;
 use sha2::{Digest, Sha256};
 
 use crate::cluster::{Cluster, Node};

@@ -15,7 +15,7 @@ use hosts::{start_agent, Lan, Ns};
 use imgbuild::cluster::Cluster;
 use imgbuild::pki::Pki;
 use imgbuild::plan::{plan, Selection};
-use node_agent::config::NodeConfig;
+use node_config::NodeConfig;
 
 /// Every node's config for the reference cluster under the CA in `pki_dir`.
 fn configs(pki_dir: &Path) -> BTreeMap<String, NodeConfig> {

@@ -223,7 +223,7 @@ async fn lease_storm(endpoint: &str, n: usize) -> Result<Storm> {
             tokio::spawn(async move {
                 let mgr = SubnetManager { client: client?, net, attrs: attrs(i), ttl: 3600 };
                 // As the agent does: an etcd error (a timeout under load) is retried.
-                let lease = node_agent::node::retry("acquiring a subnet lease", || mgr.acquire(None)).await;
+                let lease = node_agent::process::retry::retry("acquiring a subnet lease", || mgr.acquire(None)).await;
                 anyhow::Ok((lease.subnet, start.elapsed()))
             })
         })

@@ -18,7 +18,7 @@ fn main() -> Result<()> {
     let read = |p: &String| std::fs::read_to_string(p).with_context(|| format!("reading {p}"));
     let tls = ClientTls { ca: read(ca)?, cert: read(cert)?, key: read(key)? };
     let rounds: u32 = rounds.parse().context("ROUNDS: not a number")?;
-    node_agent::node::runtime()?.block_on(async {
+    node_agent::process::runtime()?.block_on(async {
         for _ in 0..rounds {
             let start = std::time::Instant::now();
             let client = Client::new(std::slice::from_ref(endpoint), Some(&tls))?;

@@ -2,14 +2,19 @@
 //! the agent reads, and everything the agent does at first boot.
 
 pub mod backend;
+pub mod boot;
+pub mod cli;
 pub mod cni;
+pub mod commands;
 pub mod config;
 pub mod etcd;
 pub mod failpoint;
 pub mod flannel;
+pub mod kmod;
 pub mod log;
 pub mod netlink;
 pub mod node;
 pub mod pid1;
 pub mod probe;
-pub mod types;
+pub mod process;
+pub use node_config::types;

@@ -122,10 +122,5 @@ fn http_responses_are_golden() {
         .iter()
         .map(|(name, url)| format!("{name}\n  {}\n", outcome(url).replace(&base, "SERVER").replace(&closed, "CLOSED")))
         .collect();
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/http-responses.txt");
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, &text).unwrap();
-    }
-    let want = std::fs::read_to_string(&path).expect("golden file (UPDATE_GOLDEN=1 writes it)");
-    assert!(want == text, "differs from {}:\n{text}", path.display());
+    testkit::assert_golden!("golden/http-responses.txt", &text);
 }

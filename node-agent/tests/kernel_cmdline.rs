@@ -62,10 +62,5 @@ fn describe(line: &str) -> String {
 #[test]
 fn kernel_command_lines_are_golden() {
     let text = CASES.iter().map(|c| describe(c)).collect::<Vec<_>>().join("\n");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/kernel-cmdline.txt");
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, &text).unwrap();
-    }
-    let want = std::fs::read_to_string(&path).expect("golden file (UPDATE_GOLDEN=1 writes it)");
-    assert!(want == text, "differs from {}:\n{text}", path.display());
+    testkit::assert_golden!("golden/kernel-cmdline.txt", &text);
 }

@@ -8,8 +8,8 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use ipnet::Ipv4Net;
-use node_agent::config::Backend;
-use node_agent::types::{MacAddr, Role};
+use node_config::Backend;
+use node_config::{MacAddr, Role};
 use sha2::{Digest, Sha256};
 
 use crate::error::InputError;

@@ -18,7 +18,7 @@ fn default_is_the_reference_cluster() {
     assert_eq!(c.node_network.to_string(), "172.17.8.0/24");
     assert_eq!(c.pod_network.to_string(), "10.1.0.0/16");
     assert_eq!(c.subnet_len, 24);
-    assert_eq!((c.backend.kind, c.backend.vni, c.backend.port), (node_agent::config::BackendType::Vxlan, 1, 8472));
+    assert_eq!((c.backend.kind, c.backend.vni, c.backend.port), (node_config::BackendType::Vxlan, 1, 8472));
     assert_eq!(c.etcd_endpoints(), ["https://172.17.8.101:2379"]);
     assert!(c.etcd.tls, "etcd uses TLS unless the file says otherwise");
 }

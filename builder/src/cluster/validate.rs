@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use node_agent::config::{Backend, BackendType};
-use node_agent::types::{MacAddr, Role};
+use node_config::rules;
+use node_config::{Backend, BackendType, MacAddr, Role};
 
 use super::schema::{ArtifactsSection, ClusterFile, EtcdSection, NetworkSection, NodeEntry};
 use super::{derived_mac, Artifacts, Cluster, EtcdSettings, Node};
@@ -34,9 +34,8 @@ pub fn validate(file: &ClusterFile, origin: &str) -> Result<Cluster> {
         return Err(errs.at("network.pods", format!("{pod_network} overlaps the node network {node_network}")));
     }
     // The agent refuses the same from etcd (flannel::guard): one rule.
-    node_agent::flannel::guard::check_pod_network(pod_network, node_network)
-        .map_err(|e| errs.at("network.pods", e.to_string()))?;
-    if let Some(what) = node_agent::flannel::guard::special_range(node_network) {
+    rules::check_pod_network(pod_network, node_network).map_err(|r| errs.at("network.pods", r))?;
+    if let Some(what) = rules::special_range(node_network) {
         return Err(errs.at("network.nodes", format!("{node_network} overlaps {what}")));
     }
     check_subnet_len(&errs, net, pod_network)?;
@@ -92,17 +91,7 @@ fn cidr(errs: &Errs, field: &str, s: &str) -> Result<Ipv4Net> {
 }
 
 fn check_subnet_len(errs: &Errs, net: &NetworkSection, pods: Ipv4Net) -> Result<()> {
-    let len = net.subnet_len;
-    if len <= pods.prefix_len() || len > 30 {
-        return Err(errs.at(
-            "network.subnet_len",
-            format!(
-                "{len} does not fit the pod network {pods} (must be longer than /{} and at most /30)",
-                pods.prefix_len()
-            ),
-        ));
-    }
-    Ok(())
+    rules::check_subnet_len(net.subnet_len, pods).map_err(|r| errs.at("network.subnet_len", r))
 }
 
 /// `subnet_min`/`subnet_max` as flannel takes them: subnet addresses inside
@@ -124,21 +113,11 @@ fn subnet_bound(errs: &Errs, field: &str, s: Option<&str>, pods: Ipv4Net, len: u
 
 fn backend(errs: &Errs, file: &ClusterFile) -> Result<Backend> {
     let b = &file.backend;
-    let kind = match b.kind.as_str() {
-        "vxlan" => BackendType::Vxlan,
-        "host-gw" => BackendType::HostGw,
-        other => {
-            return Err(
-                errs.at("backend.type", format!("unknown backend {other:?} (expected \"vxlan\" or \"host-gw\")"))
-            )
-        }
-    };
-    if kind == BackendType::Vxlan && !node_agent::config::VNI_RANGE.contains(&b.vni) {
-        return Err(errs.at("backend.vni", format!("{} is not a VXLAN network identifier (1 to 16777215)", b.vni)));
+    let kind: BackendType = b.kind.parse().map_err(|r: String| errs.at("backend.type", r))?;
+    if kind == BackendType::Vxlan {
+        rules::check_vni(b.vni).map_err(|r| errs.at("backend.vni", r))?;
     }
-    if b.port == 0 {
-        return Err(errs.at("backend.port", "0 is not a UDP port"));
-    }
+    rules::check_port(b.port, "UDP").map_err(|r| errs.at("backend.port", r))?;
     Ok(Backend { kind, vni: b.vni, port: b.port })
 }
 
@@ -190,9 +169,7 @@ fn etcd(errs: &Errs, s: &EtcdSection, nodes: &[Node]) -> Result<EtcdSettings> {
         if s.tls { ("https://", "etcd.tls is true (the default)") } else { ("http://", "etcd.tls is false") };
     for (i, url) in s.endpoints.iter().enumerate() {
         // The node config holds endpoints to the same rule.
-        if !node_agent::config::is_http_url(url) {
-            return Err(errs.at(format!("etcd.endpoints[{i}]"), format!("{url:?} is not an http(s) URL")));
-        }
+        rules::check_http_url(url).map_err(|r| errs.at(format!("etcd.endpoints[{i}]"), r))?;
         if !url.starts_with(scheme) {
             return Err(errs.at(format!("etcd.endpoints[{i}]"), format!("{url:?} must start with {scheme}: {why}")));
         }
@@ -208,9 +185,7 @@ fn etcd(errs: &Errs, s: &EtcdSection, nodes: &[Node]) -> Result<EtcdSettings> {
         return Err(errs.at("node", "2 etcd members cannot survive losing one; use 1 or 3 or more"));
     }
     for (field, port) in [("etcd.client_port", s.client_port), ("etcd.peer_port", s.peer_port)] {
-        if port == 0 {
-            return Err(errs.at(field, "0 is not a TCP port"));
-        }
+        rules::check_port(port, "TCP").map_err(|r| errs.at(field, r))?;
     }
     if s.client_port == s.peer_port {
         return Err(errs.at("etcd.peer_port", "must differ from etcd.client_port"));

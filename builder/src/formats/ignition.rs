@@ -4,14 +4,14 @@
 use std::path::Path;
 
 use imgbuild_ignition::{ConfigBuilder, Payload};
-use node_agent::config::{EtcdMember, NodeConfig, Paths};
-use node_agent::node::etcd::{self, TlsFiles};
-use node_agent::types::Role;
+use node_config::etcd::{self, TlsFiles};
+use node_config::Role;
+use node_config::{EtcdMember, NodeConfig, Paths};
 
 use crate::plan::NodePlan;
 
 pub const AGENT_PATH: &str = "/opt/bin/node-agent";
-pub const AGENT_CONFIG_PATH: &str = "/etc/node-agent/config.json";
+pub use node_config::layout::CONFIG_PATH as AGENT_CONFIG_PATH;
 pub const AGENT_UNIT: &str = "node-agent.service";
 
 /// How the agent binary travels in the config.

@@ -6,17 +6,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use node_config::layout;
+
 use super::cpio::{Archive, Node};
 use super::elf;
 use super::modules::{Module, ModuleTree};
 use super::recipe::Recipe;
 use crate::sources::find_in_tree;
 
-/// Where the agent finds things in the image.
-pub const CONFIG_PATH: &str = "etc/node-agent/config.json";
-pub const MODULE_LIST_PATH: &str = "etc/node-agent/modules";
-/// Modules PID 1 loads in the background (see `Recipe::pod_modules`).
-pub const POD_MODULE_LIST_PATH: &str = "etc/node-agent/modules.pods";
+/// Where the agent finds things in the image (the node config and module
+/// lists: `node_config::layout`).
 pub const CNI_BIN_DIR: &str = "opt/cni/bin";
 pub const ETCD_PATH: &str = "usr/bin/etcd";
 
@@ -123,9 +122,9 @@ fn add_modules(a: &mut Archive, tree: &ModuleTree, boot: &[String], pods: &[Stri
     let in_boot: std::collections::BTreeSet<&str> = boot.modules.iter().map(|m| m.name.as_str()).collect();
     let pods = tree.closure(pods)?;
     let pod_only: Vec<&Module> = pods.modules.iter().filter(|m| !in_boot.contains(m.name.as_str())).collect();
-    add_module_list(a, tree, version, MODULE_LIST_PATH, boot.modules.iter())?;
+    add_module_list(a, tree, version, layout::in_archive(layout::MODULE_LIST), boot.modules.iter())?;
     if !pod_only.is_empty() {
-        add_module_list(a, tree, version, POD_MODULE_LIST_PATH, pod_only.into_iter())?;
+        add_module_list(a, tree, version, layout::in_archive(layout::POD_MODULE_LIST), pod_only.into_iter())?;
     }
     Ok(())
 }
@@ -151,7 +150,7 @@ fn add_module_list<'m>(
 /// The node's image: the role base plus its config, written and compressed.
 pub fn node_initrd(base: &Archive, config_json: &str, mtime: u32, compression: Compression) -> Result<Vec<u8>> {
     let mut a = base.clone();
-    a.file(CONFIG_PATH, 0o600, config_json.as_bytes().to_vec())?;
+    a.file(layout::in_archive(layout::CONFIG_PATH), 0o600, config_json.as_bytes().to_vec())?;
     compress(&a.write(mtime), compression)
 }
 

@@ -1,8 +1,8 @@
 //! Role recipes from `images/`: what each role's image carries.
 
 use anyhow::{Context, Result};
-use node_agent::config::Service;
-use node_agent::types::Role;
+use node_config::Role;
+use node_config::Service;
 use serde::Deserialize;
 
 const COMMON: &str = include_str!("../../../images/common.toml");

@@ -11,7 +11,7 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use anyhow::Result;
-use node_agent::types::MacAddr;
+use node_config::MacAddr;
 use rustix::fs::{Mode, OFlags};
 
 use crate::formats::ipxe;
@@ -200,7 +200,7 @@ fn respond(
 /// A request target as the log may show it: tokens redacted, control and
 /// non-ASCII bytes escaped, so a client cannot forge or hide log lines.
 pub fn log_safe(target: &str) -> String {
-    let text = node_agent::config::providers::redacted(target);
+    let text = imgbuild_ignition::apply::redacted(target);
     let mut out = String::with_capacity(text.len().min(512));
     for b in text.bytes().take(512) {
         if b.is_ascii_graphic() {

@@ -67,7 +67,6 @@ mod tests {
             mtu: 1450,
             ipam_dir: "/var/lib/cni/networks".into(),
         };
-        let want = include_str!("../../tests/golden/10-imgbuild.conflist");
-        assert_eq!(c.render(), want);
+        testkit::assert_golden!("golden/10-imgbuild.conflist", &c.render());
     }
 }

@@ -341,11 +341,7 @@ mod tests {
             .chunks(16)
             .map(|c| c.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ") + "\n")
             .collect();
-        let want = include_str!("../../tests/golden/flannel.nft.hex");
-        if std::env::var_os("UPDATE_GOLDEN").is_some() {
-            std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/flannel.nft.hex"), &hex).unwrap();
-        }
-        assert_eq!(hex, want);
+        testkit::assert_golden!("golden/flannel.nft.hex", &hex);
         assert_eq!(b.acked.len(), 5 + 8);
         assert_eq!(b.acked[1], "delete table ip flannel-ipv4");
         assert_eq!(b.acked[5], "add rule postrtg #1");

@@ -95,7 +95,7 @@ mod tests {
     fn golden() {
         let r = Rules { network: "10.1.0.0/16".parse().unwrap(), subnet: "10.1.5.0/24".parse().unwrap() };
         let first = r.render("");
-        assert_eq!(first, include_str!("../../tests/golden/flannel.rules"));
+        testkit::assert_golden!("golden/flannel.rules", &first);
         // Once the jumps exist (as iptables-save prints them), they are not added again.
         let saved = "*nat\n-A POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG\nCOMMIT\n\
                      *filter\n-A FORWARD -m comment --comment \"flanneld forward\" -j FLANNEL-FWD\nCOMMIT\n";

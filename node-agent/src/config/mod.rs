@@ -1,14 +1,11 @@
-//! The node config: everything one node's agent needs, written by `imgbuild`
-//! as `/etc/node-agent/config.json` (or embedded in the image).
+//! The node config (its types and rules live in the `node-config` crate,
+//! shared with the builder), and how the agent finds it at boot.
 
 pub mod cmdline;
-mod node;
-mod paths;
 pub mod providers;
 
 pub use cmdline::Cmdline;
-pub use node::{
-    is_http_url, Backend, BackendType, ClientTls, EtcdConfig, EtcdMember, Guest, KeyPair, NetworkConfig, NodeConfig,
-    NodeIdentity, Service, VNI_RANGE,
+pub use node_config::{
+    Backend, BackendType, ClientTls, ConfigError, EtcdConfig, EtcdMember, Guest, KeyPair, NetworkConfig, NodeConfig,
+    NodeIdentity, Paths, Service,
 };
-pub use paths::Paths;

@@ -11,9 +11,9 @@ use imgbuild_ignition::apply::{self, Fetch};
 
 use super::{Cmdline, NodeConfig};
 use crate::log;
+use crate::process::Backoff;
 
-pub const CONFIG_PATH: &str = "/etc/node-agent/config.json";
-pub const FW_CFG_PATH: &str = "/sys/firmware/qemu_fw_cfg/by_name/opt/com.coreos/config/raw";
+pub use node_config::layout::{CONFIG_PATH, FW_CFG_PATH};
 /// EC2's instance metadata service.
 pub const IMDS: &str = "http://169.254.169.254";
 
@@ -63,7 +63,7 @@ pub fn sources(cmdline: &str, fw_cfg: &Path, embedded: &Path) -> Vec<Source> {
 /// Loads the node config from `source`, applying Ignition configs to `root`.
 pub fn load(source: &Source, root: &Path) -> Result<NodeConfig> {
     match source {
-        Source::Embedded(p) => NodeConfig::load(p),
+        Source::Embedded(p) => Ok(NodeConfig::load(p)?),
         Source::FwCfg(p) => {
             let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
             apply_ignition(&bytes, root)
@@ -77,7 +77,7 @@ pub fn load(source: &Source, root: &Path) -> Result<NodeConfig> {
 /// network or the server may come up after us. A malformed URL fails at once.
 pub fn fetch_config(url: &str, attempts: u32) -> Result<Vec<u8>> {
     check_url(url)?;
-    let mut delay = Duration::from_millis(500);
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
     let mut last = String::new();
     for attempt in 1..=attempts {
         match Http.fetch_config(url) {
@@ -88,8 +88,7 @@ pub fn fetch_config(url: &str, attempts: u32) -> Result<Vec<u8>> {
             }
         }
         if attempt < attempts {
-            std::thread::sleep(delay);
-            delay = (delay * 2).min(Duration::from_secs(10));
+            std::thread::sleep(backoff.next_delay());
         }
     }
     bail!("could not fetch {}: {last}", redacted(url))

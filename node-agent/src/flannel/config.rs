@@ -121,15 +121,12 @@ fn parse_backend(obj: &Map<String, Value>) -> Result<Backend> {
         );
     };
     let b = b.as_object().context("network config: Backend is not an object")?;
-    let kind = match get_str(b, "Type")?.unwrap_or("udp").to_ascii_lowercase().as_str() {
-        "vxlan" => BackendType::Vxlan,
-        "host-gw" => BackendType::HostGw,
-        other => bail!("network config: backend type {other:?} is not supported (vxlan or host-gw)"),
-    };
+    let name = get_str(b, "Type")?.unwrap_or("udp").to_ascii_lowercase();
+    let kind: BackendType = name.parse().map_err(|reason| anyhow::anyhow!("network config: Backend.Type: {reason}"))?;
     let num = |k: &str, d: u64| get(b, k).and_then(Value::as_u64).unwrap_or(d);
     let vni = u32::try_from(num("VNI", 1))
         .ok()
-        .filter(|v| kind != BackendType::Vxlan || crate::config::VNI_RANGE.contains(v));
+        .filter(|v| kind != BackendType::Vxlan || node_config::rules::check_vni(*v).is_ok());
     let vni = vni.with_context(|| format!("network config: VNI {} is not 1 to 16777215", num("VNI", 1)))?;
     let port = u16::try_from(num("Port", 8472)).context("network config: Port out of range")?;
     Ok(Backend { kind, vni, port: if port == 0 { 8472 } else { port } })

@@ -12,40 +12,11 @@ use ipnet::Ipv4Net;
 use super::{BackendData, Lease, Network};
 use crate::types::MacAddr;
 
-/// Ranges no pod network may overlap, with what they are.
-const SPECIAL: [(&str, &str); 6] = [
-    ("0.0.0.0/8", "\"this network\" (0.0.0.0/8)"),
-    ("127.0.0.0/8", "loopback (127.0.0.0/8)"),
-    ("169.254.0.0/16", "link-local (169.254.0.0/16)"),
-    ("224.0.0.0/4", "multicast (224.0.0.0/4)"),
-    ("240.0.0.0/4", "reserved (240.0.0.0/4)"),
-    ("255.255.255.255/32", "broadcast"),
-];
+pub use node_config::rules::{overlaps, special_range};
 
-fn special() -> impl Iterator<Item = (Ipv4Net, &'static str)> {
-    SPECIAL.iter().map(|(net, what)| (net.parse().expect("a CIDR"), *what))
-}
-
-/// Whether two networks share any address.
-pub fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
-    a.contains(&b.network()) || b.contains(&a.network())
-}
-
-/// What special range `net` overlaps, if any.
-pub fn special_range(net: Ipv4Net) -> Option<&'static str> {
-    special().find(|(s, _)| overlaps(*s, net)).map(|(_, what)| what)
-}
-
-/// A pod network must be ordinary unicast space and apart from the node
-/// network (else its routes would capture the nodes' own traffic).
+/// See [`node_config::rules::check_pod_network`]: the cluster file is held to the same rule.
 pub fn check_pod_network(network: Ipv4Net, node_net: Ipv4Net) -> Result<()> {
-    if let Some(what) = special_range(network) {
-        bail!("pod network {network} overlaps {what}");
-    }
-    if overlaps(network, node_net) {
-        bail!("pod network {network} overlaps the node network {}", node_net.trunc());
-    }
-    Ok(())
+    node_config::rules::check_pod_network(network, node_net).map_err(anyhow::Error::msg)
 }
 
 /// What the node's kernel already routes, and where etcd is: a network
@@ -83,7 +54,7 @@ pub struct Local {
 /// Why this node must not program a peer's `lease`, if it must not.
 pub fn lease_problem(net: &Network, local: &Local, lease: &Lease) -> Option<String> {
     let ip = lease.attrs.public_ip;
-    if let Some((_, what)) = special().find(|(s, _)| s.contains(&ip)) {
+    if let Some(what) = special_range(Ipv4Net::from(ip)) {
         return Some(format!("PublicIP {ip} is {what}"));
     }
     if net.network.contains(&ip) {

@@ -4,15 +4,14 @@ mod disk;
 pub mod etcd;
 mod pods;
 pub mod probe;
-mod retry;
 mod state;
-pub mod supervise;
 mod sys;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 pub use pods::PodNetwork;
-pub use retry::retry;
+
+use crate::process::retry::{self, retry};
 
 use crate::config::NodeConfig;
 use crate::etcd::Client;
@@ -28,46 +27,6 @@ pub struct Options {
     pub in_image: bool,
 }
 
-/// The tokio runtime the node's work runs on (`node-agent run`, the
-/// image's node process, and the first-request benchmark).
-pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the runtime")
-}
-
-/// Seconds since the kernel started, for boot timings.
-pub fn uptime() -> String {
-    let text = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
-    text.split_whitespace().next().map(|s| format!("{s}s")).unwrap_or_else(|| "?".into())
-}
-
-/// CPU time this process and the children it waited for have used, for
-/// boot timings: the agent's own work, as opposed to waiting.
-pub fn cpu() -> String {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<u64> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().skip(11).take(4).filter_map(|f| f.parse().ok()).collect())
-        .unwrap_or_default();
-    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as u64;
-    match fields.len() {
-        4 => format!("{}ms", fields.iter().sum::<u64>() * 1000 / ticks.max(1)),
-        _ => "?".into(),
-    }
-}
-
-/// A panic in any task or thread ends the node process at once, so its
-/// supervisor (PID 1 in the image, systemd on Container Linux) restarts it
-/// whole: a task that died quietly would leave a node that looks alive but
-/// no longer renews its lease or follows its peers.
-pub fn exit_on_panic() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        default(info);
-        log::error(&format!("{info}; the node process exits so that it is restarted whole"));
-        std::process::abort();
-    }));
-}
-
 /// The `panic-in-task` failpoint: a spawned task panics once the node is ready.
 fn panic_in_task_failpoint(cfg: &NodeConfig) {
     if crate::failpoint::once_per_boot("panic-in-task", &cfg.paths.state_dir) {
@@ -81,7 +40,7 @@ fn say_ready(cfg: &NodeConfig, opts: Options, what: &str) {
     if opts.in_image {
         sys::warn_if_tainted(&cfg.paths.proc_sys);
     }
-    log::info(&format!("ready {what} uptime={} cpu={}", uptime(), cpu()));
+    log::info(&format!("ready {what} uptime={} cpu={}", log::uptime(), log::cpu()));
     panic_in_task_failpoint(cfg);
 }
 

@@ -6,7 +6,6 @@ use std::net::Ipv4Addr;
 use anyhow::{Context, Result};
 use ipnet::Ipv4Net;
 
-use super::retry::retry;
 use super::{state, sys};
 use crate::backend::Backend;
 use crate::cni::{Conflist, Rules, SubnetEnv};
@@ -17,6 +16,7 @@ use crate::flannel::manager::{self, SubnetManager, LEASE_TTL};
 use crate::flannel::{guard, Lease};
 use crate::log;
 use crate::netlink::{LinkInfo, Netlink};
+use crate::process::retry::{self, retry};
 
 /// Written (in the image, on tmpfs: once per boot) after flannel's rules
 /// first went in.
@@ -46,7 +46,7 @@ impl PodNetwork {
         let ip = cfg.node.ip();
         let node_link = retry("finding the node interface", || node_link(&nl, ip)).await;
         let net = retry("network config", || safe_network(&client, &cfg, &nl)).await;
-        log::info(&format!("etcd answered: network {} uptime={} cpu={}", net.network, super::uptime(), super::cpu()));
+        log::info(&format!("etcd answered: network {} uptime={} cpu={}", net.network, log::uptime(), log::cpu()));
         let vtep = state::vtep_mac(&cfg.paths.state_dir)?;
         let backend = Backend::new(nl, net, node_link, cfg.node.address, vtep);
         let ttl = cfg.network.lease_ttl.map(|t| t as i64).unwrap_or(LEASE_TTL);
@@ -57,8 +57,8 @@ impl PodNetwork {
             "acquired lease {} (etcd lease {:x}) uptime={} cpu={}",
             lease.subnet,
             lease.etcd_lease,
-            super::uptime(),
-            super::cpu()
+            log::uptime(),
+            log::cpu()
         ));
         let mut me = PodNetwork { cfg, in_image, mgr, backend, lease };
         me.configure().await?;
@@ -74,7 +74,7 @@ impl PodNetwork {
         if self.in_image {
             // The overlay, netfilter and bridge drivers PID 1 loads while we
             // reached etcd.
-            crate::pid1::pod_modules_loaded(std::time::Duration::from_secs(60)).await;
+            crate::kmod::pod_modules_loaded(std::time::Duration::from_secs(60)).await;
         }
         let subnet = self.lease.subnet;
         self.backend.configure(subnet).await?;
@@ -141,7 +141,7 @@ impl PodNetwork {
                 Ok(w) => w,
                 Err(e) => {
                     log::warn(&format!("watching leases: {e:#}"));
-                    tokio::time::sleep(super::retry::MAX).await;
+                    tokio::time::sleep(retry::MAX).await;
                     rev = self.resync_logged(rev).await;
                     continue;
                 }

@@ -1,25 +1,18 @@
-//! Being PID 1 of the image: early mounts, module loading, the hostname,
-//! reaping orphans, and never exiting. Nothing here runs under systemd.
+//! PID 1 of the image, and only that: early mounts, the boot module list,
+//! the pod modules in the background, then supervising the node process
+//! (`boot`, restarted with backoff) while reaping orphans, and never
+//! exiting. The node's own work runs in that child, never here.
 
-pub mod dhcp;
-pub mod guest;
-mod modules;
 mod mounts;
-pub mod net;
 pub mod shutdown;
 
 use std::path::Path;
 use std::time::Duration;
 
-pub use modules::load_module_list;
+use crate::kmod::load_module_list;
+use crate::process::Backoff;
 
-/// Where the image keeps the module load list the builder wrote.
-pub const MODULE_LIST: &str = "/etc/node-agent/modules";
-/// Modules only the pod network needs (overlay, netfilter, bridge), loaded
-/// in the background (see [`pod_modules_loaded`]).
-pub const POD_MODULE_LIST: &str = "/etc/node-agent/modules.pods";
-/// Written when the background modules are loaded (or failed to).
-pub const POD_MODULES_DONE: &str = "/run/node-agent/pod-modules.done";
+pub use node_config::layout::{MODULE_LIST, POD_MODULES_DONE, POD_MODULE_LIST};
 
 pub fn is_pid1() -> bool {
     std::process::id() == 1
@@ -36,7 +29,7 @@ pub fn run() -> ! {
     if std::panic::catch_unwind(early_setup).is_err() {
         log("error: PID 1's early setup panicked; starting the node process anyway");
     }
-    log(&format!("starting the node process uptime={} cpu={}", crate::node::uptime(), crate::node::cpu()));
+    log(&format!("starting the node process uptime={} cpu={}", crate::log::uptime(), crate::log::cpu()));
     // While the node process reaches etcd: it needs these only once it has
     // a lease, and waits for them then. Images without pods have none.
     if Path::new(POD_MODULE_LIST).exists() {
@@ -50,14 +43,14 @@ fn early_setup() {
     // After the mounts: /proc tells the uptime.
     // cpu= here is the kernel's own boot (initcalls run as PID 1 before
     // /init): the agent's part is what PID 1 adds after this line.
-    log(&format!("PID 1 starting uptime={} cpu={}", crate::node::uptime(), crate::node::cpu()));
+    log(&format!("PID 1 starting uptime={} cpu={}", crate::log::uptime(), crate::log::cpu()));
     if let Err(e) = mounted {
         log(&format!("warning: early mounts: {e:#}"));
     }
     let release = kernel_release();
     log(&format!("kernel {release}"));
     match load_module_list(Path::new(MODULE_LIST), &Path::new("/lib/modules").join(release)) {
-        Ok(n) => log(&format!("loaded {n} kernel modules uptime={} cpu={}", crate::node::uptime(), crate::node::cpu())),
+        Ok(n) => log(&format!("loaded {n} kernel modules uptime={} cpu={}", crate::log::uptime(), crate::log::cpu())),
         Err(e) => log(&format!("warning: loading modules: {e:#}")),
     }
     shutdown::install();
@@ -66,7 +59,7 @@ fn early_setup() {
 fn load_pod_modules() {
     let dir = Path::new("/lib/modules").join(kernel_release());
     let outcome = match load_module_list(Path::new(POD_MODULE_LIST), &dir) {
-        Ok(n) => format!("loaded {n} pod modules uptime={} cpu={}", crate::node::uptime(), crate::node::cpu()),
+        Ok(n) => format!("loaded {n} pod modules uptime={} cpu={}", crate::log::uptime(), crate::log::cpu()),
         Err(e) => format!("warning: loading pod modules: {e:#}"),
     };
     log(&outcome);
@@ -74,23 +67,6 @@ fn load_pod_modules() {
     let written = done.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::write(done, &outcome));
     if let Err(e) = written {
         log(&format!("warning: writing {}: {e}", done.display()));
-    }
-}
-
-/// Waits (up to `limit`) until PID 1 has loaded the pod modules; at once
-/// when the image has none.
-pub async fn pod_modules_loaded(limit: Duration) {
-    if !Path::new(POD_MODULE_LIST).exists() {
-        return;
-    }
-    let start = std::time::Instant::now();
-    while !Path::new(POD_MODULES_DONE).exists() {
-        if start.elapsed() > limit {
-            crate::log::warn("the pod modules are still loading; going on");
-            return;
-        }
-        // The overlay waits on this: poll often (cheap, and only at boot).
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -108,7 +84,8 @@ fn spawn_worker() -> Option<u32> {
 /// A panic here is caught and the loop goes on: PID 1 exiting would panic
 /// the kernel.
 fn supervise_forever() -> ! {
-    let mut sup = Supervisor { worker: spawn_worker(), delay: Duration::from_secs(1) };
+    let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    let mut sup = Supervisor { worker: spawn_worker(), backoff };
     loop {
         if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sup.step())) {
             let what = panic
@@ -123,7 +100,7 @@ fn supervise_forever() -> ! {
 
 struct Supervisor {
     worker: Option<u32>,
-    delay: Duration,
+    backoff: Backoff,
 }
 
 static PID1_FAILPOINT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -148,9 +125,9 @@ impl Supervisor {
                         WaitStatus::Signaled(_, sig, _) => format!("was killed by {sig}"),
                         other => format!("{other:?}"),
                     };
-                    log(&format!("error: the node process {how}; restarting in {}s", self.delay.as_secs()));
-                    std::thread::sleep(self.delay);
-                    self.delay = (self.delay * 2).min(Duration::from_secs(30));
+                    let delay = self.backoff.next_delay();
+                    log(&format!("error: the node process {how}; restarting in {}s", delay.as_secs()));
+                    std::thread::sleep(delay);
                     self.worker = spawn_worker();
                 }
             }

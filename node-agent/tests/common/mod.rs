@@ -292,9 +292,9 @@ impl Drop for Agent {
 }
 
 /// Every path a test host's agent writes, inside `dir`; Debian's CNI plugins.
-pub fn paths_in(dir: &Path) -> node_agent::config::Paths {
+pub fn paths_in(dir: &Path) -> node_config::Paths {
     let p = |s: &str| dir.join(s);
-    node_agent::config::Paths {
+    node_config::Paths {
         run_flannel: p("run/flannel"),
         cni_conf_dir: p("etc/cni/net.d"),
         cni_bin_dir: "/usr/lib/cni".into(),

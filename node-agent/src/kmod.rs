@@ -1,7 +1,11 @@
-//! Loading the kernel modules the builder listed, in its order.
+//! Loading the kernel modules the builder listed, in its order, and
+//! waiting for PID 1's background load of the pod network's modules.
 
 use std::fs::File;
 use std::path::Path;
+use std::time::Duration;
+
+use node_config::layout::{POD_MODULES_DONE, POD_MODULE_LIST};
 
 use anyhow::{Context, Result};
 use nix::errno::Errno;
@@ -26,4 +30,21 @@ pub fn load_module_list(list: &Path, dir: &Path) -> Result<usize> {
         }
     }
     Ok(loaded)
+}
+
+/// Waits (up to `limit`) until PID 1 has loaded the pod modules; at once
+/// when the image has none.
+pub async fn pod_modules_loaded(limit: Duration) {
+    if !Path::new(POD_MODULE_LIST).exists() {
+        return;
+    }
+    let start = std::time::Instant::now();
+    while !Path::new(POD_MODULES_DONE).exists() {
+        if start.elapsed() > limit {
+            crate::log::warn("the pod modules are still loading; going on");
+            return;
+        }
+        // The overlay waits on this: poll often (cheap, and only at boot).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

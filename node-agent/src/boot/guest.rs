@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use crate::config::{Guest, NodeConfig};
 use crate::log;
 use crate::netlink::Netlink;
-use crate::node::supervise;
+use crate::process::supervise;
 use crate::types::MacAddr;
 
 /// Starts the guest's work as background tasks of the current runtime.

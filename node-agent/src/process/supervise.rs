@@ -9,7 +9,7 @@ use crate::log;
 
 /// Runs `argv` for ever; `name` labels logs, `log_path` gets its stderr/stdout.
 pub async fn forever(name: &str, argv: &[String], log_path: &Path) {
-    let mut delay = Duration::from_secs(1);
+    let mut backoff = super::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     loop {
         let started = Instant::now();
         match spawn(argv, log_path) {
@@ -22,10 +22,9 @@ pub async fn forever(name: &str, argv: &[String], log_path: &Path) {
         }
         // A program that ran a while gets a quick restart; a crash loop backs off.
         if started.elapsed() > Duration::from_secs(60) {
-            delay = Duration::from_secs(1);
+            backoff.reset();
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(30));
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 

@@ -16,7 +16,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    let mut delay = FIRST;
+    let mut backoff = super::Backoff::new(FIRST, MAX);
     let mut failures = 0u32;
     loop {
         match f().await {
@@ -27,8 +27,7 @@ where
                 if failures == 1 || failures % 10 == 0 {
                     log::warn(&format!("{what} (try {failures}, retrying): {e:#}"));
                 }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(MAX);
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     }

@@ -1,4 +1,4 @@
-//! Bringing up the node network as PID 1: loopback, and the interface with
+//! Bringing up the node network in the image's node process: loopback, and the interface with
 //! the node's MAC given the node IP.
 
 use std::time::Duration;
@@ -25,8 +25,8 @@ pub async fn up(cfg: &NodeConfig) -> Result<()> {
                 cfg.node.address,
                 link.name,
                 cfg.node.mac,
-                crate::node::uptime(),
-                crate::node::cpu()
+                crate::log::uptime(),
+                crate::log::cpu()
             ));
             return Ok(());
         }

@@ -1,12 +1,21 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use super::Paths;
+use crate::error::{ConfigError, Problem};
+use crate::rules;
 use crate::types::{MacAddr, Role};
+use crate::Paths;
+
+type Result<T> = std::result::Result<T, Problem>;
+
+macro_rules! refuse {
+    ($field:expr, $($arg:tt)*) => {
+        return Err(Problem::new($field, format!($($arg)*)))
+    };
+}
 
 /// One node's whole configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -103,16 +112,17 @@ fn check_certificates(field: &str, pem: &str) -> Result<()> {
     use rustls_pki_types::{pem::PemObject, CertificateDer};
     let certs: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| anyhow::anyhow!("{field}: not PEM: {e}"))?;
+        .map_err(|e| Problem::new(field, format!("not PEM: {e}")))?;
     if certs.is_empty() {
-        bail!("{field}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it");
+        refuse!(field, "no PEM certificate (-----BEGIN CERTIFICATE-----) in it");
     }
     Ok(())
 }
 
 fn check_private_key(field: &str, pem: &str) -> Result<()> {
     use rustls_pki_types::{pem::PemObject, PrivateKeyDer};
-    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| anyhow::anyhow!("{field}: no PEM private key: {e}"))?;
+    PrivateKeyDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| Problem::new(field, format!("no PEM private key: {e}")))?;
     Ok(())
 }
 
@@ -178,12 +188,34 @@ pub enum BackendType {
 }
 
 impl BackendType {
+    pub const ALL: [BackendType; 2] = [BackendType::Vxlan, BackendType::HostGw];
+    /// For error messages: the names [`BackendType::from_str`] accepts.
+    pub const EXPECTED: &'static str = "\"vxlan\" or \"host-gw\"";
+
     /// The name flannel uses in `Backend.Type` and `BackendType`.
     pub fn flannel_name(self) -> &'static str {
         match self {
             BackendType::Vxlan => "vxlan",
             BackendType::HostGw => "host-gw",
         }
+    }
+}
+
+impl std::fmt::Display for BackendType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.flannel_name())
+    }
+}
+
+/// flannel's names, exactly (its Go side lower-cases first; callers that
+/// read flannel's JSON do the same).
+impl std::str::FromStr for BackendType {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        BackendType::ALL
+            .into_iter()
+            .find(|b| b.flannel_name() == s)
+            .ok_or_else(|| format!("unknown backend {s:?} (expected {})", BackendType::EXPECTED))
     }
 }
 
@@ -198,15 +230,15 @@ pub struct Backend {
 
 impl NodeConfig {
     /// Reads and checks a config file.
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read(path).with_context(|| format!("reading node config {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("node config {}", path.display()))
+    pub fn load(path: &Path) -> std::result::Result<Self, ConfigError> {
+        let text = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text).map_err(|problem| ConfigError::Invalid { origin: path.display().to_string(), problem })
     }
 
     pub fn parse(bytes: &[u8]) -> Result<Self> {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
-        let cfg: NodeConfig =
-            serde_path_to_error::deserialize(de).map_err(|e| anyhow::anyhow!("{}: {}", e.path(), e.inner()))?;
+        let cfg: NodeConfig = serde_path_to_error::deserialize(de)
+            .map_err(|e| Problem::new(e.path().to_string(), e.inner().to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -214,42 +246,37 @@ impl NodeConfig {
     /// The invariants the builder guarantees; a hand-written config may break them.
     pub fn validate(&self) -> Result<()> {
         let net = &self.network;
-        if net.subnet_len <= net.network.prefix_len() || net.subnet_len > 30 {
-            bail!(
-                "network.subnet_len: {} does not fit pod network {} (must be longer than /{} and at most /30)",
-                net.subnet_len,
-                net.network,
-                net.network.prefix_len()
-            );
-        }
+        rules::check_subnet_len(net.subnet_len, net.network).map_err(|r| Problem::new("network.subnet_len", r))?;
         if self.node.role.has_pods() && self.etcd.endpoints.is_empty() {
-            bail!("etcd.endpoints: a {} node needs at least one etcd endpoint", self.node.role);
+            refuse!("etcd.endpoints", "a {} node needs at least one etcd endpoint", self.node.role);
         }
         if self.node.role == Role::Etcd && self.etcd.member.is_none() {
-            bail!("etcd.member: an etcd node needs its member settings");
+            refuse!("etcd.member", "an etcd node needs its member settings");
         }
         // Names become file names and log fields: no paths, no control bytes.
-        if !plain_name(&self.node.name) {
-            bail!(
-                "node.name: {:?} is not a name (letters, digits, '.', '-', '_'; not starting with '.' or '-')",
+        if !rules::is_plain_name(&self.node.name) {
+            refuse!(
+                "node.name",
+                "{:?} is not a name (letters, digits, '.', '-', '_'; not starting with '.' or '-')",
                 self.node.name
             );
         }
         for (i, e) in self.etcd.endpoints.iter().enumerate() {
-            check_endpoint(&format!("etcd.endpoints[{i}]"), e)?;
+            rules::check_http_url(e).map_err(|r| Problem::new(format!("etcd.endpoints[{i}]"), r))?;
         }
         self.validate_etcd_tls()?;
         for s in self.guest.iter().flat_map(|g| &g.services) {
-            if !plain_name(&s.name) {
-                bail!("guest.services: {:?} is not a service name (letters, digits, '.', '-', '_')", s.name);
+            if !rules::is_plain_name(&s.name) {
+                refuse!("guest.services", "{:?} is not a service name (letters, digits, '.', '-', '_')", s.name);
             }
             if s.argv.is_empty() {
-                bail!("guest.services: service {:?} has an empty argv", s.name);
+                refuse!("guest.services", "service {:?} has an empty argv", s.name);
             }
         }
-        if net.backend.kind == BackendType::Vxlan && !VNI_RANGE.contains(&net.backend.vni) {
-            bail!("network.backend.vni: {} is not a VXLAN network identifier (1 to 16777215)", net.backend.vni);
+        if net.backend.kind == BackendType::Vxlan {
+            rules::check_vni(net.backend.vni).map_err(|r| Problem::new("network.backend.vni", r))?;
         }
+        rules::check_port(net.backend.port, "UDP").map_err(|r| Problem::new("network.backend.port", r))?;
         Ok(())
     }
 
@@ -261,7 +288,7 @@ impl NodeConfig {
         let etcd = &self.etcd;
         if let Some(t) = &etcd.tls {
             if let Some(e) = etcd.endpoints.iter().find(|e| !e.starts_with("https://")) {
-                bail!("etcd.endpoints: {e:?} must start with https:// (etcd.tls is set)");
+                refuse!("etcd.endpoints", "{e:?} must start with https:// (etcd.tls is set)");
             }
             check_certificates("etcd.tls.ca", &t.ca)?;
             check_certificates("etcd.tls.cert", &t.cert)?;
@@ -273,44 +300,16 @@ impl NodeConfig {
             check_private_key("etcd.member.tls.key", &pair.key)?;
         }
         if m.tls.is_some() && etcd.tls.is_none() {
-            bail!("etcd.member.tls: a member certificate needs the cluster CA in etcd.tls");
+            refuse!("etcd.member.tls", "a member certificate needs the cluster CA in etcd.tls");
         }
         let peers = m.initial_cluster.iter().filter_map(|p| p.split_once('=').map(|(_, url)| url));
         let urls = [m.client_url.as_str(), m.peer_url.as_str()].into_iter().chain(peers);
         for url in urls {
             if m.tls.is_some() != url.starts_with("https://") {
                 let why = if m.tls.is_some() { "etcd.member.tls is set" } else { "etcd.member.tls is not set" };
-                bail!("etcd.member: {url:?} must use {} ({why})", if m.tls.is_some() { "https" } else { "http" });
+                refuse!("etcd.member", "{url:?} must use {} ({why})", if m.tls.is_some() { "https" } else { "http" });
             }
         }
         Ok(())
     }
-}
-
-/// The VXLAN network identifiers a device can have: the cluster file, the
-/// node config and etcd's network config all hold a VNI to this.
-pub const VNI_RANGE: std::ops::RangeInclusive<u32> = 1..=0x00ff_ffff;
-
-/// An http(s) URL with a host, and nothing that could break out of a
-/// command line or unit file (no spaces, no control bytes): what an etcd
-/// endpoint must be, in the cluster file and in a node config.
-pub fn is_http_url(url: &str) -> bool {
-    url.bytes().all(|b| b.is_ascii_graphic())
-        && reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-}
-
-/// A name that is safe as a file name and a log field.
-fn plain_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && !name.starts_with(['.', '-'])
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-}
-
-/// An etcd endpoint: see [`is_http_url`].
-fn check_endpoint(field: &str, url: &str) -> Result<()> {
-    if !is_http_url(url) {
-        bail!("{field}: {url:?} is not an http(s) URL with a host");
-    }
-    Ok(())
 }

@@ -1,0 +1,139 @@
+//! The rules a value must pass wherever it is written: the cluster file,
+//! a node config, or etcd's network config. Each returns the reason a value
+//! is refused; the caller names the field.
+
+use std::ops::RangeInclusive;
+
+use ipnet::Ipv4Net;
+
+/// The VXLAN network identifiers a device can have.
+pub const VNI_RANGE: RangeInclusive<u32> = 1..=0x00ff_ffff;
+
+/// The longest pod subnet a node may lease: a /31 has no room for a
+/// gateway and a pod.
+pub const MAX_SUBNET_LEN: u8 = 30;
+
+pub fn check_vni(vni: u32) -> Result<(), String> {
+    if VNI_RANGE.contains(&vni) {
+        Ok(())
+    } else {
+        Err(format!("{vni} is not a VXLAN network identifier (1 to 16777215)"))
+    }
+}
+
+/// A port a socket can be bound to; `what` is "UDP" or "TCP".
+pub fn check_port(port: u16, what: &str) -> Result<(), String> {
+    if port == 0 {
+        Err(format!("0 is not a {what} port"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Node subnets of `len` bits must split the pod network in more than one.
+pub fn check_subnet_len(len: u8, pods: Ipv4Net) -> Result<(), String> {
+    if len <= pods.prefix_len() || len > MAX_SUBNET_LEN {
+        return Err(format!(
+            "{len} does not fit the pod network {pods} (must be longer than /{} and at most /{MAX_SUBNET_LEN})",
+            pods.prefix_len()
+        ));
+    }
+    Ok(())
+}
+
+/// An http(s) URL with a host, and nothing that could break out of a
+/// command line or unit file (no spaces, no control bytes): what an etcd
+/// endpoint must be, in the cluster file and in a node config.
+pub fn is_http_url(url: &str) -> bool {
+    url.bytes().all(|b| b.is_ascii_graphic())
+        && url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+}
+
+pub fn check_http_url(url: &str) -> Result<(), String> {
+    if is_http_url(url) {
+        Ok(())
+    } else {
+        Err(format!("{url:?} is not an http(s) URL with a host"))
+    }
+}
+
+/// Ranges no pod network may overlap, with what they are.
+const SPECIAL: [(&str, &str); 6] = [
+    ("0.0.0.0/8", "\"this network\" (0.0.0.0/8)"),
+    ("127.0.0.0/8", "loopback (127.0.0.0/8)"),
+    ("169.254.0.0/16", "link-local (169.254.0.0/16)"),
+    ("224.0.0.0/4", "multicast (224.0.0.0/4)"),
+    ("240.0.0.0/4", "reserved (240.0.0.0/4)"),
+    ("255.255.255.255/32", "broadcast"),
+];
+
+/// Whether two networks share any address.
+pub fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// What special range `net` overlaps, if any.
+pub fn special_range(net: Ipv4Net) -> Option<&'static str> {
+    SPECIAL
+        .iter()
+        .map(|(s, what)| (s.parse::<Ipv4Net>().expect("a CIDR"), *what))
+        .find(|(s, _)| overlaps(*s, net))
+        .map(|(_, what)| what)
+}
+
+/// A pod network must be ordinary unicast space and apart from the node
+/// network (else its routes would capture the nodes' own traffic).
+pub fn check_pod_network(network: Ipv4Net, node_net: Ipv4Net) -> Result<(), String> {
+    if let Some(what) = special_range(network) {
+        return Err(format!("pod network {network} overlaps {what}"));
+    }
+    if overlaps(network, node_net) {
+        return Err(format!("pod network {network} overlaps the node network {}", node_net.trunc()));
+    }
+    Ok(())
+}
+
+/// A name that is safe as a file name and a log field.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && !name.starts_with(['.', '-'])
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vni_zero_and_25_bits_are_refused() {
+        assert!(check_vni(0).is_err() && check_vni(1 << 24).is_err());
+        assert!(check_vni(1).is_ok() && check_vni(0x00ff_ffff).is_ok());
+    }
+
+    #[test]
+    fn subnet_lengths() {
+        let pods: Ipv4Net = "10.244.0.0/16".parse().unwrap();
+        assert!(check_subnet_len(24, pods).is_ok() && check_subnet_len(30, pods).is_ok());
+        for bad in [0, 16, 31, 32] {
+            assert!(check_subnet_len(bad, pods).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn urls() {
+        assert!(is_http_url("https://10.0.0.1:2379"));
+        for bad in ["", "10.0.0.1:2379", "unix:///run/etcd.sock", "http://", "http://a b", "http://a\nb"] {
+            assert!(!is_http_url(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn pod_networks() {
+        let nodes: Ipv4Net = "172.17.8.0/24".parse().unwrap();
+        assert!(check_pod_network("10.244.0.0/16".parse().unwrap(), nodes).is_ok());
+        for bad in ["127.0.0.0/16", "172.17.0.0/16", "169.254.0.0/16", "224.0.0.0/8", "0.0.0.0/0"] {
+            assert!(check_pod_network(bad.parse().unwrap(), nodes).is_err(), "{bad}");
+        }
+    }
+}

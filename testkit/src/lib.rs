@@ -1,0 +1,28 @@
+//! Test helpers every crate of the workspace shares.
+
+use std::path::Path;
+
+/// Compares `actual` with the checked-in golden file at `path`. With
+/// `UPDATE_GOLDEN=1` it rewrites the file instead (after an intended
+/// change; review the diff), through a temporary file and a rename.
+pub fn assert_golden(path: &Path, actual: &str) {
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        let dir = path.parent().expect("a golden file has a folder");
+        std::fs::create_dir_all(dir).unwrap();
+        let tmp = dir.join(format!(".{}.tmp", path.file_name().unwrap().to_string_lossy()));
+        std::fs::write(&tmp, actual).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("reading golden {}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
+    assert!(want == actual, "output differs from {}:\n--- want\n{want}\n--- got\n{actual}", path.display());
+}
+
+/// [`assert_golden`] for a file under the calling crate's `tests/` folder.
+#[macro_export]
+macro_rules! assert_golden {
+    ($rel:expr, $actual:expr) => {
+        $crate::assert_golden(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join($rel), $actual)
+    };
+}
