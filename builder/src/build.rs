@@ -2,15 +2,16 @@
 //! payloads once, render each node's artifacts in memory, then write each
 //! node dir in one step.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use node_config::Role;
 use node_config::{Guest, Service};
 
 use crate::agent::AgentBinary;
-use crate::cluster::Cluster;
+use crate::cluster::{self, Cluster};
+use crate::error::InputError;
 use crate::formats::disk::{self, DiskSpec};
 use crate::formats::ignition::{self, AgentDelivery};
 use crate::formats::manifest::{Entry, Manifest};
@@ -20,7 +21,7 @@ use crate::image::initramfs::{self, Compression, Payloads};
 use crate::image::modules::ModuleTree;
 use crate::image::recipe::Recipe;
 use crate::output::{self, Artifact};
-use crate::pki::Pki;
+use crate::pki::{self, Pki};
 use crate::plan::{self, NodePlan, Selection};
 use crate::sources::{self, kernel, Cache, SourceSpec};
 use crate::timing;
@@ -30,6 +31,31 @@ use sha2::{Digest, Sha256};
 
 pub const DEFAULT_ETCD: &str = "apt:etcd-server";
 pub const DEFAULT_CNI: &str = "apt:containernetworking-plugins";
+
+/// What a build can write for each node; `manifest.json` always.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Output {
+    /// `NODE.ign` (and `NODE.stub.ign` with --stub-url, `node-agent` with --agent-url).
+    Ignition,
+    /// `vmlinuz`, `initrd.img`, `cmdline`.
+    Image,
+    /// `NODE.ipxe`.
+    Ipxe,
+    /// `NODE.box` and `NODE.box.json`.
+    Box,
+    /// `NODE.raw` and `NODE.qcow2`.
+    Disk,
+}
+
+impl Output {
+    /// What `imgbuild` writes without `--only` (and `--disk` adds disks).
+    pub const DEFAULT: [Output; 4] = [Output::Ignition, Output::Image, Output::Ipxe, Output::Box];
+
+    /// Whether this output needs the kernel and a built initramfs.
+    fn needs_image(self) -> bool {
+        matches!(self, Output::Image | Output::Box | Output::Disk)
+    }
+}
 
 /// Everything a build needs, already parsed and validated.
 #[derive(Debug)]
@@ -49,11 +75,78 @@ pub struct BuildConfig {
     pub kernel: Option<SourceSpec>,
     pub compression: Compression,
     pub debug_boot: bool,
-    /// Also write EFI disk images.
-    pub disk: bool,
-    /// Write Vagrant boxes (`NODE.box`, `NODE.box.json`); `up` needs none.
-    pub vagrant: Option<VagrantOptions>,
+    /// What to write for each node.
+    pub outputs: BTreeSet<Output>,
+    /// How box catalogs point at their boxes (with `Output::Box`).
+    pub vagrant: VagrantOptions,
     pub cache: Cache,
+}
+
+impl BuildConfig {
+    /// Loads and checks every input, refusing what a user can get wrong
+    /// before anything is written (the CA is created last, only then).
+    /// Options beyond the inputs start at their defaults.
+    pub fn new(inputs: &crate::cmdline::Inputs, out: PathBuf, selection: Selection) -> Result<Self> {
+        let cluster = load_cluster(inputs.cluster.as_deref())?;
+        plan::select(&cluster, &selection)?;
+        let origin = inputs.cluster.as_deref().map_or(cluster::DEFAULT_ORIGIN.to_owned(), |p| p.display().to_string());
+        cluster.artifacts.check_local(&origin)?;
+        if let Some(k) = &inputs.kernel {
+            k.check_local().map_err(|r| InputError::new("--kernel", "", r))?;
+        }
+        let agent = AgentBinary::locate(inputs.agent.as_deref())?;
+        let pki = load_pki(&cluster, inputs.pki.as_deref())?;
+        Ok(BuildConfig {
+            cluster,
+            pki,
+            selection,
+            out,
+            agent,
+            agent_url: None,
+            stub_url: None,
+            token_secret: None,
+            kernel: inputs.kernel.clone(),
+            compression: Compression::default(),
+            debug_boot: false,
+            outputs: Output::DEFAULT.into(),
+            vagrant: VagrantOptions { base_url: None, version: env!("CARGO_PKG_VERSION").into() },
+            cache: inputs.cache.clone().map_or_else(Cache::from_env, Cache::new),
+        })
+    }
+
+    pub fn wants(&self, o: Output) -> bool {
+        self.outputs.contains(&o)
+    }
+
+    fn wants_image(&self) -> bool {
+        self.outputs.iter().any(|o| o.needs_image())
+    }
+}
+
+/// The cluster file, or the embedded reference cluster.
+pub fn load_cluster(path: Option<&Path>) -> Result<Cluster, InputError> {
+    match path {
+        Some(p) => Cluster::load(p),
+        None => Ok(Cluster::embedded_default()),
+    }
+}
+
+/// The cluster CA when its etcd uses TLS: from `--pki`, else the default
+/// place for the cluster's name; created on first use.
+fn load_pki(cluster: &Cluster, dir: Option<&Path>) -> Result<Option<Pki>> {
+    if !cluster.etcd.tls {
+        return Ok(None);
+    }
+    let dir = match dir {
+        Some(d) => d.to_owned(),
+        None => pki::default_dir(&cluster.name)?,
+    };
+    let fresh = !dir.join(pki::CA_KEY).exists() && !dir.join(pki::CA_CERT).exists();
+    let loaded = Pki::load_or_create(&dir, &cluster.name)?;
+    if fresh {
+        crate::ui::note(&format!("created the cluster's etcd CA in {} (keep it: nodes trust only it)", dir.display()));
+    }
+    Ok(Some(loaded))
 }
 
 /// Where the box catalog points and which version it gives.
@@ -74,6 +167,15 @@ pub struct Built {
 
 /// Inputs shared by every node of a build.
 struct Shared {
+    /// Set when an output needs the image (image, box, disk).
+    image: Option<ImageInputs>,
+    /// The agent as Ignition carries it inline, compressed once.
+    agent_payload: Option<Payload>,
+    mtime: u32,
+}
+
+/// What every node's image is made from.
+struct ImageInputs {
     vmlinuz: Vec<u8>,
     /// systemd-boot, when disks are wanted.
     bootloader: Option<Vec<u8>>,
@@ -81,9 +183,6 @@ struct Shared {
     /// What a box image adds to any role's (appended as a second archive:
     /// the kernel unpacks both) and the services it runs.
     box_overlay: Option<(Archive, Vec<Service>)>,
-    /// The agent as Ignition carries it inline, compressed once.
-    agent_payload: Option<Payload>,
-    mtime: u32,
 }
 
 pub fn run(cfg: &BuildConfig) -> Result<Vec<Built>> {
@@ -103,6 +202,7 @@ pub fn run(cfg: &BuildConfig) -> Result<Vec<Built>> {
             let dir = timing::phase(&format!("write {}", p.node.name), || {
                 output::write_node_dir(&cfg.out, &p.node.name, &all)
             })?;
+            crate::ui::note(&format!("wrote {} ({} files)", dir.display(), all.len()));
             Ok(Built { dir, manifest })
         })
         .collect()
@@ -131,10 +231,11 @@ fn render_all<'a>(cfg: &BuildConfig, shared: &Shared, plans: &'a [NodePlan]) -> 
 fn prepare(cfg: &BuildConfig, plans: &[NodePlan]) -> Result<Shared> {
     // Compressing the agent for Ignition takes as long as the rest: overlap them.
     std::thread::scope(|s| {
-        let payload = s.spawn(|| cfg.agent_url.is_none().then(|| inline_agent(cfg)).transpose());
-        let images = prepare_images(cfg, plans);
+        let embed = cfg.agent_url.is_none() && cfg.wants(Output::Ignition);
+        let payload = s.spawn(move || embed.then(|| inline_agent(cfg)).transpose());
+        let image = cfg.wants_image().then(|| prepare_images(cfg, plans)).transpose();
         let agent_payload = payload.join().expect("agent compression panicked")?;
-        images.map(|shared| Shared { agent_payload, ..shared })
+        Ok(Shared { image: image?, agent_payload, mtime: initramfs::mtime_from_env() })
     })
 }
 
@@ -146,7 +247,7 @@ fn inline_agent(cfg: &BuildConfig) -> Result<Payload> {
     Ok(Payload::Inline { gzipped })
 }
 
-fn prepare_images(cfg: &BuildConfig, plans: &[NodePlan]) -> Result<Shared> {
+fn prepare_images(cfg: &BuildConfig, plans: &[NodePlan]) -> Result<ImageInputs> {
     let spec = cfg.kernel.clone().or_else(|| cfg.cluster.artifacts.kernel.clone()).unwrap_or_else(kernel::default_spec);
     let k = kernel::resolve(&cfg.cache, &spec)?;
     let vmlinuz = std::fs::read(&k.vmlinuz).with_context(|| format!("reading {}", k.vmlinuz.display()))?;
@@ -165,9 +266,9 @@ fn prepare_images(cfg: &BuildConfig, plans: &[NodePlan]) -> Result<Shared> {
         bases.insert(role, base);
     }
     // The same for every role: made once.
-    let box_overlay = cfg.vagrant.is_some().then(|| box_overlay(cfg)).transpose()?;
-    let bootloader = cfg.disk.then(|| bootloader(cfg)).transpose()?;
-    Ok(Shared { vmlinuz, bootloader, bases, box_overlay, agent_payload: None, mtime: initramfs::mtime_from_env() })
+    let box_overlay = cfg.wants(Output::Box).then(|| box_overlay(cfg)).transpose()?;
+    let bootloader = cfg.wants(Output::Disk).then(|| bootloader(cfg)).transpose()?;
+    Ok(ImageInputs { vmlinuz, bootloader, bases, box_overlay })
 }
 
 fn box_overlay(cfg: &BuildConfig) -> Result<(Archive, Vec<Service>)> {
@@ -212,66 +313,85 @@ fn payloads_for_tools(cfg: &BuildConfig, recipe: &Recipe) -> Result<Payloads> {
 
 /// Every artifact of one node except the manifest.
 fn artifacts(cfg: &BuildConfig, shared: &Shared, p: &NodePlan) -> Result<Vec<Artifact>> {
+    let token = cfg.token_secret.as_ref().map(|s| s.token(&p.node.name));
+    let cmdline = initramfs::cmdline(cfg.debug_boot);
+    let mut out = Vec::new();
+    if cfg.wants(Output::Ignition) {
+        out.extend(ignition_artifacts(cfg, shared, p, token.as_deref()));
+    }
+    if let Some(image) = &shared.image {
+        out.extend(image_artifacts(cfg, shared, image, p, &cmdline)?);
+    }
+    if cfg.wants(Output::Ipxe) {
+        let script = ipxe::node_script(p, &cmdline, token.as_deref()).into_bytes();
+        out.push(Artifact::private_if(token.is_some(), format!("{}.ipxe", p.node.name), script));
+    }
+    Ok(out)
+}
+
+/// `NODE.ign`, its merge stub (`--stub-url`) and the agent it fetches (`--agent-url`).
+fn ignition_artifacts(cfg: &BuildConfig, shared: &Shared, p: &NodePlan, token: Option<&str>) -> Vec<Artifact> {
     let name = &p.node.name;
-    let token = cfg.token_secret.as_ref().map(|s| s.token(name));
     let delivery = match (&cfg.agent_url, &shared.agent_payload) {
         (Some(url), _) => AgentDelivery::Remote { base_url: url, bytes: &cfg.agent.bytes },
         (None, Some(payload)) => AgentDelivery::Embedded(payload),
         (None, None) => unreachable!("prepare compresses the agent when it is embedded"),
     };
-    let base = &shared.bases[&p.node.role];
-    let config = ignition::config_json(&image_config(p));
-    let cmdline = initramfs::cmdline(cfg.debug_boot);
-    let initrd = timing::phase(&format!("initramfs {name}"), || {
-        initramfs::node_initrd(base, &config, shared.mtime, cfg.compression)
-    })?;
     let ign = timing::phase(&format!("ignition {name}"), || ignition::render(p, &delivery));
-    let boxed = timing::phase(&format!("vagrant-box {name}"), || {
-        cfg.vagrant.as_ref().map(|v| vagrant_box(cfg, shared, p, v, &cmdline, &initrd)).transpose()
-    })?;
     // What holds the node's private key (with etcd TLS) or its token is
     // for the node's owner only; see `Artifact::new`.
     let keys = p.config.etcd.tls.is_some();
-    let tokened = token.is_some();
     let mut out = Vec::new();
-    if let Some(bootloader) = &shared.bootloader {
-        let spec = DiskSpec {
-            node: name,
-            vmlinuz: &shared.vmlinuz,
-            initrd: &initrd,
-            cmdline: &cmdline,
-            bootloader,
-            data_mib: 256,
-        };
-        let raw = disk::efi_disk(&spec)?;
-        out.push(Artifact::private_if(keys, format!("{name}.qcow2"), qcow2::from_raw(&raw, raw.len() as u64)?));
-        out.push(Artifact::private_if(keys, format!("{name}.raw"), raw));
-    }
     if let Some(base) = &cfg.stub_url {
         let mut url = format!("{}/ignition?mac={}", base.trim_end_matches('/'), p.node.mac);
-        if let Some(t) = &token {
+        if let Some(t) = token {
             url.push_str(&format!("&token={t}"));
         }
         let stub = imgbuild_ignition::render(&imgbuild_ignition::merge_stub(&url, &ign));
-        out.push(Artifact::private_if(tokened, format!("{name}.stub.ign"), stub));
+        out.push(Artifact::private_if(token.is_some(), format!("{name}.stub.ign"), stub));
     }
-    out.extend([
-        Artifact::private_if(keys, format!("{name}.ign"), ign),
-        Artifact::public("vmlinuz", shared.vmlinuz.clone()),
-        Artifact::private_if(keys, "initrd.img", initrd),
-        Artifact::public("cmdline", cmdline.clone().into_bytes()),
-        Artifact::private_if(
-            tokened,
-            format!("{name}.ipxe"),
-            ipxe::node_script(p, &cmdline, token.as_deref()).into_bytes(),
-        ),
-    ]);
+    out.push(Artifact::private_if(keys, format!("{name}.ign"), ign));
     if cfg.agent_url.is_some() {
         // Served beside the config for Ignition to fetch.
         out.push(Artifact { name: "node-agent".into(), bytes: cfg.agent.bytes.clone(), mode: 0o755 });
     }
-    if let Some(boxed) = boxed {
+    out
+}
+
+/// The image files, the box and the disks: all carry the node's initramfs.
+fn image_artifacts(
+    cfg: &BuildConfig,
+    shared: &Shared,
+    image: &ImageInputs,
+    p: &NodePlan,
+    cmdline: &str,
+) -> Result<Vec<Artifact>> {
+    let name = &p.node.name;
+    let base = &image.bases[&p.node.role];
+    let config = ignition::config_json(&image_config(p));
+    let initrd = timing::phase(&format!("initramfs {name}"), || {
+        initramfs::node_initrd(base, &config, shared.mtime, cfg.compression)
+    })?;
+    let keys = p.config.etcd.tls.is_some();
+    let mut out = Vec::new();
+    if cfg.wants(Output::Box) {
+        let boxed =
+            timing::phase(&format!("vagrant-box {name}"), || vagrant_box(cfg, shared, image, p, cmdline, &initrd))?;
         out.extend(boxed);
+    }
+    if let Some(bootloader) = &image.bootloader {
+        let spec =
+            DiskSpec { node: name, vmlinuz: &image.vmlinuz, initrd: &initrd, cmdline, bootloader, data_mib: 256 };
+        let raw = disk::efi_disk(&spec)?;
+        out.push(Artifact::private_if(keys, format!("{name}.qcow2"), qcow2::from_raw(&raw, raw.len() as u64)?));
+        out.push(Artifact::private_if(keys, format!("{name}.raw"), raw));
+    }
+    if cfg.wants(Output::Image) {
+        out.extend([
+            Artifact::public("vmlinuz", image.vmlinuz.clone()),
+            Artifact::private_if(keys, "initrd.img", initrd),
+            Artifact::public("cmdline", cmdline.to_owned().into_bytes()),
+        ]);
     }
     Ok(out)
 }
@@ -280,13 +400,14 @@ fn artifacts(cfg: &BuildConfig, shared: &Shared, p: &NodePlan) -> Result<Vec<Art
 fn vagrant_box(
     cfg: &BuildConfig,
     shared: &Shared,
+    image: &ImageInputs,
     p: &NodePlan,
-    v: &VagrantOptions,
     cmdline: &str,
     node_initrd: &[u8],
 ) -> Result<[Artifact; 2]> {
     let name = &p.node.name;
-    let (overlay, services) = shared.box_overlay.as_ref().expect("prepared when boxes are wanted");
+    let v = &cfg.vagrant;
+    let (overlay, services) = image.box_overlay.as_ref().expect("prepared when boxes are wanted");
     let mut config = image_config(p);
     config.guest = Some(Guest { dhcp_other_links: true, services: services.clone() });
     // The node's image plus a second archive whose config replaces the first's.
@@ -298,7 +419,7 @@ fn vagrant_box(
         node: name,
         role: p.node.role.as_str(),
         cluster: &cfg.cluster.name,
-        vmlinuz: &shared.vmlinuz,
+        vmlinuz: &image.vmlinuz,
         initrd: &initrd,
         cmdline: &cmdline,
         mtime: shared.mtime,
@@ -338,5 +459,20 @@ pub fn summary(built: &[Built]) -> String {
             s.push_str(&format!("{path:<28} {:>12}  {}\n", e.size, e.sha256));
         }
     }
+    s
+}
+
+/// The build summary for `--json`: each node's manifest and folder.
+pub fn summary_json(built: &[Built]) -> String {
+    let nodes: Vec<serde_json::Value> = built
+        .iter()
+        .map(|b| {
+            let mut v = serde_json::to_value(&b.manifest).expect("a manifest serializes");
+            v["dir"] = b.dir.display().to_string().into();
+            v
+        })
+        .collect();
+    let mut s = serde_json::to_string_pretty(&serde_json::json!({ "nodes": nodes })).expect("JSON values serialize");
+    s.push('\n');
     s
 }

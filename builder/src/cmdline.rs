@@ -1,19 +1,51 @@
-//! The command line: clap types only, turned into the config structs the
-//! library runs from.
+//! The command line: clap types only. Flags several commands share are
+//! defined once (`Inputs`, `OutDir`, `Verbosity`) and flattened where used;
+//! `commands` turns them into the config structs the library runs from.
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use node_config::Role;
 
+use crate::build::Output;
 use crate::image::initramfs::Compression;
 use crate::sources::SourceSpec;
+
+/// imgbuild's version, with the git commit it was built from when known
+/// (see `build.rs`).
+pub const VERSION: &str = env!("BUILD_VERSION");
+
+const EXAMPLES: &str = "\
+Examples:
+  imgbuild --role worker                       build the reference cluster's workers into out/
+  imgbuild init && imgbuild --all --cluster cluster.toml
+                                               edit your own cluster file, build every node
+  imgbuild --node worker-1 --only ignition     just out/worker-1/worker-1.ign (for Flatcar)
+  sudo imgbuild up --check                     boot the whole cluster in QEMU and prove the overlay
+  imgbuild serve --listen 0.0.0.0:8080 --token-secret secret
+                                               serve a build for PXE and cloud boot
+  imgbuild completions bash > /etc/bash_completion.d/imgbuild
+
+Environment:
+  IMGBUILD_AGENT      the static node-agent to embed (as --agent)
+  IMGBUILD_CACHE      where downloads and derived files are cached (as --cache;
+                      default $XDG_CACHE_HOME/imgbuild, i.e. ~/.cache/imgbuild)
+  XDG_DATA_HOME       the default --pki is $XDG_DATA_HOME/imgbuild/pki/CLUSTER
+  SOURCE_DATE_EPOCH   the initramfs entries' mtime (default 0)
+  IMGBUILD_TIMINGS=1  one stderr line per build phase (as -v)
+
+Exit status: 0 done, 1 failed, 2 bad usage or bad input (one line naming the
+file, field and reason; nothing written).";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "imgbuild",
-    version,
+    version = VERSION,
     about = "Builds bootable Kubernetes nodes from one cluster file",
+    long_about = "Builds bootable Kubernetes nodes from one cluster file: per node a Flatcar / Container Linux \
+                  Ignition config, a unikernel-style image (kernel + initramfs whose PID 1 is node-agent), an \
+                  iPXE script, a Vagrant box and optionally EFI disk images.",
+    after_help = EXAMPLES,
     help_expected = true,
     args_conflicts_with_subcommands = true
 )]
@@ -22,28 +54,78 @@ pub struct Cli {
     pub cmd: Option<Cmd>,
     #[command(flatten)]
     pub build: BuildArgs,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Write the embedded default cluster as an editable cluster file.
     Init(InitArgs),
-    /// Build every node and boot the whole cluster in QEMU on this machine.
+    /// Build every node and boot the whole cluster in QEMU on this machine (needs root).
     Up(UpArgs),
-    /// Stop a cluster that `up` started.
+    /// Stop a cluster that `up` started (needs root).
     Down(DownArgs),
     /// Serve what imgbuild built, for PXE (iPXE) and cloud boot, by MAC.
     Serve(ServeArgs),
+    /// Print a shell completion script for imgbuild.
+    Completions(CompletionsArgs),
+    /// Print imgbuild's man page (roff).
+    #[command(hide = true)]
+    Man,
+}
+
+/// `-q` and `-v`, for every command.
+#[derive(Debug, Args, Clone, Copy, Default)]
+pub struct Verbosity {
+    /// Print errors only: no progress, no summary.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Also print how long each build phase took.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+/// What a build is made from: the flags `imgbuild` and `imgbuild up` share.
+#[derive(Debug, Args, Clone, Default)]
+pub struct Inputs {
+    /// The cluster file (default: the embedded reference cluster; `imgbuild init` writes it out).
+    #[arg(long, value_name = "FILE")]
+    pub cluster: Option<PathBuf>,
+    /// The static node-agent binary to embed (default: `node-agent` beside imgbuild).
+    #[arg(long, value_name = "FILE", env = "IMGBUILD_AGENT")]
+    pub agent: Option<PathBuf>,
+    /// The kernel and its modules: a folder (vmlinuz + lib/modules), a kernel
+    /// .deb, apt:PACKAGE, or URL#sha256=HEX (default: the running kernel when
+    /// its modules are present, else apt:linux-image-cloud-amd64).
+    #[arg(long, value_name = "SRC", value_parser = parse_source)]
+    pub kernel: Option<SourceSpec>,
+    /// The cluster's etcd CA (`ca.key`, `ca.crt`): created there on first
+    /// use, reused after (default: $XDG_DATA_HOME/imgbuild/pki/CLUSTER, i.e.
+    /// ~/.local/share/imgbuild/pki/CLUSTER). Every node's certificates derive
+    /// from it, so the same CA gives the same bytes.
+    #[arg(long, value_name = "DIR")]
+    pub pki: Option<PathBuf>,
+    /// Where downloads (kernel, packages) and derived files are cached.
+    #[arg(long, value_name = "DIR", env = "IMGBUILD_CACHE")]
+    pub cache: Option<PathBuf>,
+}
+
+/// The build output folder.
+#[derive(Debug, Args, Clone)]
+pub struct OutDir {
+    /// The build output folder (one folder per node inside).
+    #[arg(long, value_name = "DIR", default_value = "out")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// The address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: String,
-    /// The build output to serve.
-    #[arg(long, default_value = "out")]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub out: OutDir,
     /// Require each node's token (as `imgbuild --token-secret` put into its
     /// boot URLs) for its iPXE script, config and assets; 403 otherwise.
     #[arg(long, value_name = "FILE", conflicts_with = "insecure_no_token")]
@@ -57,63 +139,50 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// The cluster file (default: the embedded reference cluster).
-    #[arg(long)]
-    pub cluster: Option<PathBuf>,
-    /// Where to build and keep the cluster's state (`OUT/.up`).
-    #[arg(long, default_value = "out")]
-    pub out: PathBuf,
-    /// The static node-agent binary to embed (default: beside imgbuild).
-    #[arg(long)]
-    pub agent: Option<PathBuf>,
-    /// The kernel source, as for a build.
-    #[arg(long, value_name = "SRC", value_parser = parse_source)]
-    pub kernel: Option<SourceSpec>,
+    #[command(flatten)]
+    pub inputs: Inputs,
+    #[command(flatten)]
+    pub out: OutDir,
     /// Prove pod-to-pod traffic across the overlay between every pair of
     /// workers, print the report, stop the cluster, and exit 0 only if all passed.
     #[arg(long)]
     pub check: bool,
-    /// The cluster's etcd CA (`ca.key`, `ca.crt`): created there on first
-    /// use, reused after (default: $XDG_DATA_HOME/imgbuild/pki/CLUSTER, i.e.
-    /// ~/.local/share/imgbuild/pki/CLUSTER). Every node's certificates derive
-    /// from it, so the same CA gives the same bytes.
-    #[arg(long, value_name = "DIR")]
-    pub pki: Option<PathBuf>,
-    /// How long to wait for readiness (and probes) before giving up, in seconds.
-    #[arg(long, default_value_t = 300)]
+    /// How long to wait for readiness (and probes) before giving up.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub timeout: u64,
-    /// Memory per VM in MiB.
-    #[arg(long, default_value_t = 512)]
+    /// Memory per VM.
+    #[arg(long, value_name = "MIB", default_value_t = 512)]
     pub memory: u32,
+    /// Print the final report as JSON on stdout (progress goes to stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct DownArgs {
-    /// The build output the cluster was started from.
-    #[arg(long, default_value = "out")]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub out: OutDir,
 }
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// Build every node of this role (etcd, master, worker).
-    #[arg(long, value_parser = parse_role)]
+    /// Build every node of this role.
+    #[arg(long, value_name = "ROLE", value_parser = parse_role)]
     pub role: Option<Role>,
     /// Build only this node.
-    #[arg(long)]
+    #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
     /// Build every node of the cluster (as `vagrant/Vagrantfile` wants).
     #[arg(long, conflicts_with_all = ["role", "node"])]
     pub all: bool,
-    /// The cluster file (default: the embedded reference cluster).
-    #[arg(long)]
-    pub cluster: Option<PathBuf>,
-    /// Where to write the nodes' artifacts.
-    #[arg(long, default_value = "out")]
-    pub out: PathBuf,
-    /// The static node-agent binary to embed (default: beside imgbuild).
-    #[arg(long)]
-    pub agent: Option<PathBuf>,
+    #[command(flatten)]
+    pub inputs: Inputs,
+    #[command(flatten)]
+    pub out: OutDir,
+    /// Write only these outputs (comma-separated), plus `manifest.json`
+    /// (default: ignition, image, ipxe, box; and disk with --disk).
+    #[arg(long, value_name = "LIST", value_enum, value_delimiter = ',', conflicts_with = "disk")]
+    pub only: Option<Vec<Output>>,
     /// Fetch the agent from this base URL (as `URL/NODE/node-agent`, checked
     /// by sha512) instead of embedding it in the Ignition config.
     #[arg(long, value_name = "URL")]
@@ -122,24 +191,13 @@ pub struct BuildArgs {
     /// from `URL/ignition?mac=MAC` (as `imgbuild serve` answers), sha512-checked.
     #[arg(long, value_name = "URL")]
     pub stub_url: Option<String>,
-    /// The cluster's etcd CA (`ca.key`, `ca.crt`): created there on first
-    /// use, reused after (default: $XDG_DATA_HOME/imgbuild/pki/CLUSTER, i.e.
-    /// ~/.local/share/imgbuild/pki/CLUSTER). Every node's certificates derive
-    /// from it, so the same CA gives the same bytes.
-    #[arg(long, value_name = "DIR")]
-    pub pki: Option<PathBuf>,
     /// Put a per-node token (HMAC of the node name under this secret file,
     /// mode 0600) into each node's iPXE script and merge stub, as
     /// `imgbuild serve --token-secret` requires.
     #[arg(long, value_name = "FILE")]
     pub token_secret: Option<PathBuf>,
-    /// The kernel and its modules: a folder (vmlinuz + lib/modules), a kernel
-    /// .deb, apt:PACKAGE, or URL#sha256=HEX (default: the running kernel when
-    /// its modules are present, else apt:linux-image-cloud-amd64).
-    #[arg(long, value_name = "SRC", value_parser = parse_source)]
-    pub kernel: Option<SourceSpec>,
     /// How the initramfs is compressed.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(long, value_name = "ALGORITHM", value_enum, default_value_t)]
     pub compression: Compression,
     /// Boot verbosely: no `quiet`, and the agent logs debug lines.
     #[arg(long)]
@@ -155,16 +213,33 @@ pub struct BuildArgs {
     /// The version the box catalogs give the boxes.
     #[arg(long, value_name = "VERSION", default_value = env!("CARGO_PKG_VERSION"))]
     pub box_version: String,
+    /// Print the build summary as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct InitArgs {
     /// Where to write the cluster file.
-    #[arg(long, default_value = "cluster.toml")]
+    #[arg(long, value_name = "FILE", default_value = "cluster.toml")]
     pub out: PathBuf,
     /// Replace an existing file.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 fn parse_source(s: &str) -> Result<SourceSpec, String> {
@@ -183,5 +258,13 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn only_takes_a_comma_separated_list() {
+        let cli = Cli::try_parse_from(["imgbuild", "--role", "worker", "--only", "ignition,ipxe"]).unwrap();
+        assert_eq!(cli.build.only, Some(vec![Output::Ignition, Output::Ipxe]));
+        assert!(Cli::try_parse_from(["imgbuild", "--only", "kernel"]).is_err());
+        assert!(Cli::try_parse_from(["imgbuild", "--only", "disk", "--disk"]).is_err());
     }
 }

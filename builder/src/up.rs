@@ -13,6 +13,7 @@ use node_config::Role;
 use sha2::{Digest, Sha256};
 
 use crate::cluster::{Cluster, Node};
+use crate::ui;
 
 const MCAST: &str = "230.0.0.1:1234";
 
@@ -28,6 +29,81 @@ pub fn netns_name(out: &Path) -> String {
     format!("imgbuild-{}", hex::encode(&h[..4]))
 }
 
+/// How `up` waits and reports.
+#[derive(Debug, Clone, Copy)]
+pub struct UpOptions {
+    /// Probe pod-to-pod paths, then stop the cluster.
+    pub check: bool,
+    pub timeout: Duration,
+    pub memory_mb: u32,
+    /// The final report as JSON on stdout.
+    pub json: bool,
+}
+
+/// `imgbuild up` after its build: boot every node, follow each through its
+/// stages, print the report, and (with `check`, or on failure) stop them.
+pub fn run(cluster: &Cluster, out: &Path, opts: UpOptions) -> Result<()> {
+    let started = Instant::now();
+    boot(cluster, out, opts.check, opts.memory_mb)?;
+    ui::note(&format!("booting {} VMs; consoles in {}/NODE.console", cluster.nodes.len(), state_dir(out).display()));
+    let result = wait_for_cluster(cluster, out, opts, started);
+    let st = statuses(cluster, out);
+    // With --json, stdout holds the report alone; everything else is a note.
+    let say = |line: &str| if opts.json { ui::note(line) } else { println!("{line}") };
+    if opts.json {
+        let error = result.as_ref().err().map(|e| format!("{e:#}"));
+        print!("{}", report_json(cluster, &st, error.as_deref()));
+    } else {
+        print!("{}", report(cluster, &st));
+    }
+    say(&format!("elapsed since boot: {:.1}s", started.elapsed().as_secs_f64()));
+    if opts.check || result.is_err() {
+        let n = down(out)?;
+        say(&format!("stopped {n} VMs"));
+    } else {
+        say(&format!("stop it with: imgbuild down --out {}", out.display()));
+    }
+    result?;
+    if opts.check {
+        say("check passed: every worker reached every other worker's probe pod with its own address");
+    }
+    Ok(())
+}
+
+/// Waits for every node to be ready (and, with `check`, every probe),
+/// printing each stage a node reaches as it happens.
+fn wait_for_cluster(cluster: &Cluster, out: &Path, opts: UpOptions, started: Instant) -> Result<()> {
+    let mut seen = BTreeMap::new();
+    let mut poll = || {
+        let now = statuses(cluster, out);
+        for line in progress(cluster, &seen, &now) {
+            ui::note(&format!("+{:.1}s {line}", started.elapsed().as_secs_f64()));
+        }
+        seen = now.clone();
+        if let Some((name, _)) = now.iter().find(|(_, s)| s.panicked) {
+            bail!("{name}'s kernel panicked; see {}", state_dir(out).join(format!("{name}.console")).display());
+        }
+        Ok(now)
+    };
+    let ready = wait_until(opts.timeout, || Ok(poll()?.values().all(|s| s.ready_after.is_some())))?;
+    let secs = opts.timeout.as_secs();
+    if !ready {
+        let st = statuses(cluster, out);
+        let late: Vec<&str> = st.iter().filter(|(_, s)| s.ready_after.is_none()).map(|(n, _)| n.as_str()).collect();
+        bail!("timed out after {secs}s: not ready: {}", late.join(", "));
+    }
+    if !opts.check {
+        return Ok(());
+    }
+    let left = opts.timeout.saturating_sub(started.elapsed());
+    let probed = wait_until(left, || Ok(missing_probes(cluster, &poll()?).is_empty()))?;
+    if !probed {
+        let missing = missing_probes(cluster, &statuses(cluster, out));
+        bail!("timed out after {secs}s: probes not passed: {}", missing.join(", "));
+    }
+    Ok(())
+}
+
 /// Boots every node built into `out`; `probe` adds the connectivity probe.
 pub fn boot(cluster: &Cluster, out: &Path, probe: bool, memory_mb: u32) -> Result<()> {
     let state = state_dir(out);
@@ -36,10 +112,10 @@ pub fn boot(cluster: &Cluster, out: &Path, probe: bool, memory_mb: u32) -> Resul
     }
     std::fs::create_dir_all(&state)?;
     let ns = netns_name(out);
-    run(Command::new("ip").args(["netns", "add", &ns]))
+    run_cmd(Command::new("ip").args(["netns", "add", &ns]))
         .context("creating the cluster's network namespace (needs root)")?;
     std::fs::write(state.join("netns"), &ns)?;
-    run(Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"]))?;
+    run_cmd(Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"]))?;
     for node in &cluster.nodes {
         start_vm(&ns, out, node, probe, memory_mb).with_context(|| format!("starting {}", node.name))?;
     }
@@ -70,24 +146,37 @@ fn start_vm(ns: &str, out: &Path, node: &Node, probe: bool, memory_mb: u32) -> R
         std::fs::File::create(&path)?.set_len(256 << 20)?;
         disk = vec!["-drive".to_owned(), format!("file={},if=virtio,format=raw", path.display())];
     }
-    run(Command::new("ip")
-        .args(["netns", "exec", ns, "qemu-system-x86_64", "-accel", "tcg", "-m", &memory_mb.to_string(), "-smp", "1"])
-        .args(["-no-reboot", "-display", "none", "-monitor", "none", "-daemonize"])
-        .arg("-pidfile")
-        .arg(state.join(format!("{}.pid", node.name)))
-        .arg("-serial")
-        .arg(format!("file:{}", console.display()))
-        .arg("-kernel")
-        .arg(dir.join("vmlinuz"))
-        .arg("-initrd")
-        .arg(dir.join("initrd.img"))
-        .args(["-append", &cmdline])
-        .args(["-netdev", &format!("socket,id=node,mcast={MCAST},localaddr=127.0.0.1")])
-        .args(["-device", &format!("virtio-net-pci,netdev=node,mac={}", node.mac)])
-        // Seeds the guest's CRNG at once: without it the first TLS handshake
-        // to etcd waits on (and burns CPU for) jitter entropy.
-        .args(["-device", "virtio-rng-pci"])
-        .args(&disk))?;
+    run_cmd(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "qemu-system-x86_64",
+                "-accel",
+                "tcg",
+                "-m",
+                &memory_mb.to_string(),
+                "-smp",
+                "1",
+            ])
+            .args(["-no-reboot", "-display", "none", "-monitor", "none", "-daemonize"])
+            .arg("-pidfile")
+            .arg(state.join(format!("{}.pid", node.name)))
+            .arg("-serial")
+            .arg(format!("file:{}", console.display()))
+            .arg("-kernel")
+            .arg(dir.join("vmlinuz"))
+            .arg("-initrd")
+            .arg(dir.join("initrd.img"))
+            .args(["-append", &cmdline])
+            .args(["-netdev", &format!("socket,id=node,mcast={MCAST},localaddr=127.0.0.1")])
+            .args(["-device", &format!("virtio-net-pci,netdev=node,mac={}", node.mac)])
+            // Seeds the guest's CRNG at once: without it the first TLS handshake
+            // to etcd waits on (and burns CPU for) jitter entropy.
+            .args(["-device", "virtio-rng-pci"])
+            .args(&disk),
+    )?;
     Ok(())
 }
 
@@ -115,8 +204,14 @@ pub fn down(out: &Path) -> Result<usize> {
 }
 
 /// What one node's console says so far.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct NodeStatus {
+    /// PID 1 has started.
+    pub booted: bool,
+    /// The node process found its config.
+    pub config: bool,
+    /// Its subnet lease, once acquired.
+    pub lease: Option<String>,
     /// Seconds from kernel start to `node-agent: ready`.
     pub ready_after: Option<f64>,
     pub subnet: Option<String>,
@@ -130,7 +225,13 @@ pub fn parse_console(text: &str) -> NodeStatus {
     let mut s = NodeStatus { panicked: text.contains("Kernel panic"), ..Default::default() };
     for line in text.lines() {
         let Some(rest) = line.split("node-agent: ").nth(1) else { continue };
-        if let Some(ready) = rest.strip_prefix("ready ") {
+        if rest.starts_with("PID 1 starting") {
+            s.booted = true;
+        } else if rest.starts_with("config from ") && !rest.contains(" failed: ") {
+            s.config = true;
+        } else if let Some(lease) = rest.strip_prefix("acquired lease ") {
+            s.lease = lease.split_whitespace().next().map(str::to_owned);
+        } else if let Some(ready) = rest.strip_prefix("ready ") {
             for kv in ready.split_whitespace() {
                 if let Some(v) = kv.strip_prefix("uptime=") {
                     s.ready_after = v.trim_end_matches('s').parse().ok();
@@ -205,7 +306,63 @@ pub fn report(cluster: &Cluster, st: &BTreeMap<String, NodeStatus>) -> String {
     s
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
+/// The stages a node has reached, in order, as words for progress lines.
+fn stages(n: &Node, s: &NodeStatus) -> Vec<String> {
+    let mut out = Vec::new();
+    if s.booted {
+        out.push("booted".to_owned());
+    }
+    if s.config {
+        out.push("config".to_owned());
+    }
+    if let Some(l) = &s.lease {
+        out.push(format!("lease {l}"));
+    }
+    if let Some(t) = s.ready_after {
+        out.push(format!("ready (kernel start + {t:.2}s)"));
+    }
+    if n.role.has_pods() {
+        out.extend(s.probed.iter().map(|peer| format!("probe reached {peer}")));
+    }
+    out
+}
+
+/// One line per stage a node reached since `before`, for people watching.
+pub fn progress(
+    cluster: &Cluster,
+    before: &BTreeMap<String, NodeStatus>,
+    now: &BTreeMap<String, NodeStatus>,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for n in &cluster.nodes {
+        let old = before.get(&n.name).map(|s| stages(n, s)).unwrap_or_default();
+        for stage in stages(n, &now[&n.name]).into_iter().filter(|st| !old.contains(st)) {
+            lines.push(format!("{} {stage}", n.name));
+        }
+    }
+    lines
+}
+
+/// `up --json`'s report: every node's status and whether the run passed.
+pub fn report_json(cluster: &Cluster, st: &BTreeMap<String, NodeStatus>, error: Option<&str>) -> String {
+    let nodes: Vec<serde_json::Value> = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut v = serde_json::to_value(&st[&n.name]).expect("a status serializes");
+            v["name"] = n.name.clone().into();
+            v["role"] = n.role.as_str().into();
+            v["ip"] = n.ip.to_string().into();
+            v
+        })
+        .collect();
+    let report = serde_json::json!({ "passed": error.is_none(), "error": error, "nodes": nodes });
+    let mut s = serde_json::to_string_pretty(&report).expect("JSON values serialize");
+    s.push('\n');
+    s
+}
+
+fn run_cmd(cmd: &mut Command) -> Result<()> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
         bail!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
@@ -224,6 +381,7 @@ mod tests {
                     node-agent: probe ok peer=172.17.8.104 pod=10.1.28.254 seen-as=10.1.9.254\n";
         let s = parse_console(text);
         assert_eq!(s.ready_after, Some(7.41));
+        assert!(s.booted && !s.config && s.lease.is_none());
         assert_eq!(s.subnet.as_deref(), Some("10.1.9.0/24"));
         assert_eq!(s.probed, ["172.17.8.104"]);
         assert!(!s.panicked);

@@ -233,3 +233,96 @@ fn every_artifact_is_private_unless_declared_public() {
     }
     assert!(seen >= 4 * 10, "every format of every node was built ({seen} files)");
 }
+
+/// The files of `out/NODE`, sorted.
+fn files_of(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn only_writes_what_was_asked_and_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    // Only Ignition: the kernel is never resolved, so an empty cache and a
+    // package apt does not have are fine.
+    let out = dir.path().join("ign");
+    let mut c = imgbuild_with_agent();
+    c.args(["--node", "worker-1", "--only", "ignition", "--kernel", "apt:no-such-kernel-package", "--out"])
+        .arg(&out)
+        .env("IMGBUILD_CACHE", dir.path().join("empty-cache"));
+    run_ok(&mut c);
+    assert_eq!(files_of(&out.join("worker-1")), ["manifest.json", "worker-1.ign"]);
+    assert!(!dir.path().join("empty-cache/blobs").exists(), "nothing was downloaded");
+    let out = dir.path().join("boot");
+    let only = ["--node", "worker-1", "--only", "ipxe,image", "--kernel", TEST_KERNEL, "--out"];
+    run_ok(imgbuild_with_agent().args(only).arg(&out));
+    assert_eq!(files_of(&out.join("worker-1")), ["cmdline", "initrd.img", "manifest.json", "vmlinuz", "worker-1.ipxe"]);
+    let out = dir.path().join("disk");
+    run_ok(
+        imgbuild_with_agent().args(["--node", "etcd-1", "--only", "disk", "--kernel", TEST_KERNEL, "--out"]).arg(&out),
+    );
+    assert_eq!(files_of(&out.join("etcd-1")), ["etcd-1.qcow2", "etcd-1.raw", "manifest.json"]);
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("etcd-1/manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["artifacts"].as_array().unwrap().len(), 2, "{m}");
+    let (code, err) = stderr_of(imgbuild().args(["--role", "worker", "--only", "ignition,kernel"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("kernel") && err.contains("ignition, image, ipxe, box, disk"), "{err}");
+}
+
+#[test]
+fn json_summary_lists_every_artifact_of_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let res =
+        run_ok(imgbuild_with_agent().args(["--role", "worker", "--only", "ignition", "--json", "--out"]).arg(&out));
+    let v: serde_json::Value = serde_json::from_slice(&res.stdout).expect("stdout is JSON alone");
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.iter().map(|n| n["node"].as_str().unwrap()).collect::<Vec<_>>(), ["worker-1", "worker-2"]);
+    for n in nodes {
+        let files: Vec<&str> = n["artifacts"].as_array().unwrap().iter().map(|a| a["file"].as_str().unwrap()).collect();
+        assert_eq!(files, [format!("{}.ign", n["node"].as_str().unwrap())]);
+        assert_eq!(n["dir"].as_str().unwrap(), out.join(n["node"].as_str().unwrap()).display().to_string());
+    }
+}
+
+#[test]
+fn quiet_prints_nothing_and_version_names_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let res =
+        run_ok(imgbuild_with_agent().args(["-q", "--node", "worker-1", "--only", "ignition", "--out"]).arg(dir.path()));
+    assert!(res.stdout.is_empty() && res.stderr.is_empty(), "{res:?}");
+    let v = run_ok(imgbuild().arg("--version"));
+    let v = String::from_utf8(v.stdout).unwrap();
+    let head = std::process::Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output().unwrap();
+    let head = String::from_utf8(head.stdout).unwrap();
+    assert_eq!(v.trim(), format!("imgbuild {} (commit {})", env!("CARGO_PKG_VERSION"), head.trim()));
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_same_definitions() {
+    for (shell, marker) in
+        [("bash", "complete -F _imgbuild"), ("zsh", "#compdef imgbuild"), ("fish", "complete -c imgbuild")]
+    {
+        let out = run_ok(imgbuild().args(["completions", shell]));
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains(marker), "{shell}: {text}");
+        assert!(text.contains("only") && text.contains("token-secret"), "{shell} completes every flag");
+    }
+    if which_bash() {
+        let out = run_ok(imgbuild().args(["completions", "bash"]));
+        let check = std::process::Command::new("bash").arg("-n").stdin(std::process::Stdio::piped()).spawn();
+        let mut child = check.unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+        assert!(child.wait().unwrap().success(), "the bash completion script does not parse");
+    }
+    let man = String::from_utf8(run_ok(imgbuild().arg("man")).stdout).unwrap();
+    assert!(man.starts_with(".ie") && man.contains(".TH imgbuild 1") && man.contains("\\-\\-only"), "{man}");
+}
+
+fn which_bash() -> bool {
+    std::path::Path::new("/bin/bash").exists()
+}

@@ -72,3 +72,48 @@ fn deb_folder_and_url_kernels_agree() {
     assert!(!fresh.join("blobs").join(&wrong).exists() && !fresh.join("blobs").join(&sha).exists());
     assert!(!bad_out.join("worker-1").exists());
 }
+
+/// Every entry under `root`: path, kind, mode, and content digest or link target.
+fn listing(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let mode = meta.permissions().mode() & 0o7777;
+            let what = if meta.file_type().is_symlink() {
+                format!("link {}", std::fs::read_link(&path).unwrap().display())
+            } else if meta.is_dir() {
+                stack.push(path.clone());
+                "dir".to_owned()
+            } else {
+                format!("file {}", hex::encode(sha256_file(&path).unwrap()))
+            };
+            out.push(format!("{rel} {mode:o} {what}"));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn debs_unpack_in_process_exactly_as_dpkg_deb_does() {
+    common::require_tool("dpkg-deb");
+    let deb = debian_kernel_deb();
+    let tmp = tempfile::tempdir().unwrap();
+    let ours = imgbuild::sources::deb::unpack(&Cache::new(tmp.path().join("cache")), &deb).unwrap();
+    let theirs = tmp.path().join("dpkg");
+    run_ok(std::process::Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&theirs));
+    let (a, b) = (listing(&ours), listing(&theirs));
+    assert!(a.len() > 1000, "a kernel package has thousands of files: {}", a.len());
+    assert!(a == b, "in-process unpack differs from dpkg-deb -x: {:?}", a.iter().zip(&b).find(|(x, y)| x != y));
+    for field in ["Package", "Version", "Depends", "Description", "Nonexistent"] {
+        let dpkg = run_ok(std::process::Command::new("dpkg-deb").arg("-f").arg(&deb).arg(field));
+        let want = String::from_utf8(dpkg.stdout).unwrap();
+        let want = want.lines().map(str::trim).collect::<Vec<_>>().join(" ");
+        assert_eq!(imgbuild::sources::deb::field(&deb, field).unwrap(), want.trim(), "{field}");
+    }
+}

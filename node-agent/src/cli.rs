@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "node-agent", version, about = "imgbuild's first-boot node agent", help_expected = true)]
+#[command(name = "node-agent", version = env!("BUILD_VERSION"), about = "imgbuild's first-boot node agent", help_expected = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Cmd,

@@ -2,6 +2,15 @@
 
 use std::process::ExitCode;
 
+// The agent runs as PID 1 of an image with no libraries: a dynamic build
+// is useless there, so refuse to make one (as `cargo install` would
+// without the repository's .cargo/config.toml).
+#[cfg(not(target_feature = "crt-static"))]
+compile_error!(
+    "node-agent must be linked statically: build it inside the repository (its .cargo/config.toml sets \
+     this), or pass RUSTFLAGS='-C target-feature=+crt-static' --target x86_64-unknown-linux-gnu"
+);
+
 use clap::Parser;
 use node_agent::cli::{Cli, Cmd, ProbeCmd};
 use node_agent::{boot, commands, pid1, probe};

@@ -50,7 +50,13 @@ pub fn needs(data: &[u8]) -> Result<Needs> {
 pub fn ensure_static(data: &[u8], what: &str) -> Result<()> {
     let n = needs(data).with_context(|| format!("reading {what}"))?;
     if !n.is_static() {
-        bail!("{what} is not static: interpreter {:?}, libraries {:?}", n.interpreter, n.libraries);
+        bail!(
+            "{what} is not static: interpreter {:?}, libraries {:?} (it runs as PID 1 with no libraries; \
+             build it with `cargo build --release` inside the repository, whose .cargo/config.toml links it \
+             statically, or pass --agent a static build)",
+            n.interpreter,
+            n.libraries
+        );
     }
     Ok(())
 }

@@ -7,7 +7,6 @@
 //! (`modules.builtin`) need no file and are not an error.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -191,23 +190,8 @@ fn uncompressed_path(rel: &Path) -> PathBuf {
 }
 
 fn decompress(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    let mut out = Vec::new();
-    match ext {
-        "xz" => {
-            xz2::read::XzDecoder::new(&raw[..])
-                .read_to_end(&mut out)
-                .with_context(|| format!("unpacking {}", path.display()))?;
-        }
-        "zst" => out = zstd::decode_all(&raw[..]).with_context(|| format!("unpacking {}", path.display()))?,
-        "gz" => {
-            flate2::read::GzDecoder::new(&raw[..])
-                .read_to_end(&mut out)
-                .with_context(|| format!("unpacking {}", path.display()))?;
-        }
-        _ => out = raw,
-    }
-    Ok(out)
+    crate::sources::decompress::all(&path.to_string_lossy(), &raw)
+        .with_context(|| format!("unpacking {}", path.display()))
 }
 
 /// The `key=value` strings of a module's `.modinfo` section.

@@ -1,13 +1,17 @@
-//! Debian packages: unpacking (with `dpkg-deb`, the system's own tool) into
-//! the cache, and downloading by name (with `apt-get download`, which checks
-//! the archive's signed hashes).
+//! Debian packages: unpacking in-process (an `ar` archive holding
+//! `control.tar.*` and `data.tar.*`, so `--kernel FILE.deb` and URL sources
+//! work without dpkg) into the cache, and downloading by name (with
+//! `apt-get download`, which checks the archive's signed hashes).
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use object::read::archive::ArchiveFile;
 
 use super::cache::{sha256_file, Cache};
+use super::decompress;
 
 /// Unpacks `deb` once into the cache; returns the tree's root.
 pub fn unpack(cache: &Cache, deb: &Path) -> Result<PathBuf> {
@@ -22,16 +26,79 @@ pub fn unpack_known(cache: &Cache, deb: &Path, sha: &[u8; 32]) -> Result<PathBuf
     }
     let tmp = cache.scratch()?;
     let root = tmp.path().join("root");
-    run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&root))
-        .with_context(|| format!("unpacking {}", deb.display()))?;
+    std::fs::create_dir_all(&root)?;
+    let bytes = std::fs::read(deb).with_context(|| format!("reading {}", deb.display()))?;
+    let (name, data) = member(&bytes, "data.tar").with_context(|| format!("unpacking {}", deb.display()))?;
+    unpack_tar(decompress::reader(name, data)?, &root)
+        .with_context(|| format!("unpacking {name} of {}", deb.display()))?;
     cache.commit(&root, &dest)?;
     Ok(dest)
 }
 
-/// A control field of a package file, e.g. `Depends`.
+/// The member of a `.deb` whose name starts with `prefix` (`data.tar`,
+/// `control.tar`), after checking the format version as dpkg does.
+fn member<'a>(deb: &'a [u8], prefix: &str) -> Result<(&'a str, &'a [u8])> {
+    let ar = ArchiveFile::parse(deb).context("not a Debian package (an ar archive)")?;
+    let mut found = None;
+    let mut version = None;
+    for m in ar.members() {
+        let m = m.context("a damaged ar member")?;
+        let name = std::str::from_utf8(m.name()).context("a member name that is not UTF-8")?.trim_end_matches('/');
+        let data = m.data(deb).context("a member past the end of the file")?;
+        if name == "debian-binary" {
+            version = Some(data);
+        } else if name.starts_with(prefix) && found.is_none() {
+            found = Some((name, data));
+        }
+    }
+    match version {
+        Some(v) if v.starts_with(b"2.") => {}
+        Some(v) => bail!("package format {:?} is not 2.x", String::from_utf8_lossy(v).trim()),
+        None => bail!("no debian-binary member: not a Debian package"),
+    }
+    found.with_context(|| format!("no {prefix}.* member"))
+}
+
+/// Unpacks a package's tar into `root`. The tar crate keeps every entry
+/// inside `root` (no `..`, no writing through a link that leaves it).
+fn unpack_tar(r: impl Read, root: &Path) -> Result<()> {
+    let mut tar = tar::Archive::new(r);
+    tar.set_preserve_permissions(true);
+    tar.set_preserve_mtime(true);
+    tar.set_unpack_xattrs(false);
+    tar.set_overwrite(true);
+    tar.unpack(root)?;
+    Ok(())
+}
+
+/// A control field of a package file, e.g. `Depends` (empty when absent).
 pub fn field(deb: &Path, name: &str) -> Result<String> {
-    let out = run(Command::new("dpkg-deb").arg("-f").arg(deb).arg(name))?;
-    Ok(out.trim().to_owned())
+    let bytes = std::fs::read(deb).with_context(|| format!("reading {}", deb.display()))?;
+    let (member_name, data) = member(&bytes, "control.tar").with_context(|| format!("reading {}", deb.display()))?;
+    let mut tar = tar::Archive::new(decompress::reader(member_name, data)?);
+    for entry in tar.entries()? {
+        let mut entry = entry?;
+        if entry.path()?.as_os_str() != "./control" && entry.path()?.as_os_str() != "control" {
+            continue;
+        }
+        let mut text = String::new();
+        entry.read_to_string(&mut text)?;
+        return Ok(control_field(&text, name));
+    }
+    bail!("{}: no control file", deb.display())
+}
+
+/// A field of a control file, with its continuation lines joined.
+fn control_field(control: &str, name: &str) -> String {
+    let mut lines =
+        control.lines().skip_while(|l| !l.split_once(':').is_some_and(|(k, _)| k.eq_ignore_ascii_case(name)));
+    let Some(first) = lines.next() else { return String::new() };
+    let mut value = first.split_once(':').map_or("", |(_, v)| v).trim().to_owned();
+    for cont in lines.take_while(|l| l.starts_with([' ', '\t'])) {
+        value.push(' ');
+        value.push_str(cont.trim());
+    }
+    value
 }
 
 /// What apt would install for `package`: its version and the archive's sha256.

@@ -3,6 +3,7 @@
 
 mod cache;
 pub mod deb;
+pub mod decompress;
 pub mod kernel;
 mod spec;
 pub mod url;

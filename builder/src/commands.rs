@@ -1,0 +1,127 @@
+//! What each `imgbuild` command does, from its parsed flags. `main.rs`
+//! only dispatches here and turns the result into an exit status.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::CommandFactory;
+
+use crate::build::{self, BuildConfig, Output};
+use crate::cluster::{self, Cluster};
+use crate::cmdline::{BuildArgs, Cli, CompletionsArgs, DownArgs, InitArgs, ServeArgs, Shell, UpArgs, Verbosity};
+use crate::error::InputError;
+use crate::formats::vagrant;
+use crate::plan::Selection;
+use crate::token::TokenSecret;
+use crate::{output, serve, ui, up};
+
+/// Input the user can fix is status 2; everything else is 1.
+pub fn exit_status(result: Result<()>) -> ExitCode {
+    let Err(e) = result else { return ExitCode::SUCCESS };
+    eprintln!("imgbuild: error: {e:#}");
+    if e.chain().any(|c| c.is::<InputError>()) {
+        ExitCode::from(2)
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+pub fn set_verbosity(v: Verbosity) {
+    ui::set_level(match (v.quiet, v.verbose) {
+        (true, _) => ui::Level::Quiet,
+        (_, true) => ui::Level::Verbose,
+        _ => ui::Level::Normal,
+    });
+}
+
+pub fn build(args: BuildArgs) -> Result<()> {
+    if !vagrant::valid_version(&args.box_version) {
+        return Err(InputError::new("--box-version", "", "must be numbers separated by dots, such as 1.2.0").into());
+    }
+    let selection = Selection { role: args.role, node: args.node, all: args.all };
+    let mut cfg = BuildConfig::new(&args.inputs, args.out.out, selection)?;
+    cfg.agent_url = args.agent_url;
+    cfg.stub_url = args.stub_url;
+    cfg.token_secret = args.token_secret.as_deref().map(TokenSecret::load).transpose()?;
+    cfg.compression = args.compression;
+    cfg.debug_boot = args.debug_boot;
+    cfg.vagrant = build::VagrantOptions { base_url: args.box_url, version: args.box_version };
+    match args.only {
+        Some(only) => cfg.outputs = only.into_iter().collect(),
+        None if args.disk => {
+            cfg.outputs.insert(Output::Disk);
+        }
+        None => {}
+    }
+    let built = build::run(&cfg)?;
+    if args.json {
+        print!("{}", build::summary_json(&built));
+    } else if !ui::quiet() {
+        print!("{}", build::summary(&built));
+    }
+    Ok(())
+}
+
+pub fn up(args: UpArgs) -> Result<()> {
+    let all = Selection { all: true, ..Default::default() };
+    let mut cfg = BuildConfig::new(&args.inputs, args.out.out.clone(), all)?;
+    // `up` boots the image; the configs and scripts are written too, for looking at.
+    cfg.outputs = [Output::Ignition, Output::Image, Output::Ipxe].into();
+    build::run(&cfg)?;
+    let opts = up::UpOptions {
+        check: args.check,
+        timeout: std::time::Duration::from_secs(args.timeout),
+        memory_mb: args.memory,
+        json: args.json,
+    };
+    up::run(&cfg.cluster, &args.out.out, opts)
+}
+
+pub fn down(args: &DownArgs) -> Result<()> {
+    let n = up::down(&args.out.out)?;
+    println!("stopped {n} VMs");
+    Ok(())
+}
+
+pub fn serve(args: &ServeArgs) -> Result<()> {
+    let secret = args.token_secret.as_deref().map(TokenSecret::load).transpose()?;
+    let policy = match secret {
+        Some(s) => serve::Access::Tokens(s),
+        None if args.insecure_no_token => serve::Access::Open,
+        None => serve::Access::PublicOnly,
+    };
+    serve::serve(&args.listen, &args.out.out, policy)
+}
+
+pub fn init(args: &InitArgs) -> Result<()> {
+    if args.out.exists() && !args.force {
+        return Err(
+            InputError::new(args.out.display().to_string(), "", "already exists (use --force to replace it)").into()
+        );
+    }
+    let file = cluster::parse_file(cluster::DEFAULT_TOML, cluster::DEFAULT_ORIGIN)?;
+    let text = Cluster::embedded_default().to_toml(&file);
+    output::write_file_atomic(&args.out, text.as_bytes()).with_context(|| format!("writing {}", args.out.display()))?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
+
+/// `imgbuild completions SHELL`: the script on stdout.
+pub fn completions(args: &CompletionsArgs) -> Result<()> {
+    let shell = match args.shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "imgbuild", &mut script);
+    std::io::stdout().write_all(&script).context("writing the completion script")
+}
+
+/// `imgbuild man`: the man page (roff) on stdout, from the same definitions.
+pub fn man() -> Result<()> {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command()).render(&mut page).context("rendering the man page")?;
+    std::io::stdout().write_all(&page).context("writing the man page")
+}
