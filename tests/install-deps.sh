@@ -11,6 +11,7 @@ packages=(
   qemu-utils                        # qemu-img: qcow2 disks
   iproute2 iputils-ping nftables iptables kmod
   cpio zstd                         # checking initramfs images with the usual tools
+  graphviz                          # docs/architecture.svg is drawn from docs/architecture.dot
   vagrant vagrant-libvirt           # `vagrant box add`, `vagrant up` of the reference cluster
   libvirt-daemon-system dnsmasq-base  # libvirtd (started by tests/libvirt.sh) and its DHCP
 )

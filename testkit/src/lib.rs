@@ -26,3 +26,24 @@ macro_rules! assert_golden {
         $crate::assert_golden(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join($rel), $actual)
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `UPDATE_GOLDEN=1 cargo test` rewrites a golden file; without it a
+    /// difference fails. (The one test here that sets the variable.)
+    #[test]
+    fn update_golden_rewrites_the_file() {
+        let dir = std::env::temp_dir().join(format!("testkit-{}", std::process::id()));
+        let path = dir.join("golden/out.txt");
+        std::env::set_var("UPDATE_GOLDEN", "1");
+        assert_golden(&path, "new\n");
+        std::env::remove_var("UPDATE_GOLDEN");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
+        assert_golden(&path, "new\n");
+        let differs = std::panic::catch_unwind(|| assert_golden(&path, "other\n"));
+        assert!(differs.is_err(), "a difference must fail");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -135,7 +135,8 @@ pub fn apply_ignition(bytes: &[u8], root: &Path) -> Result<NodeConfig> {
     let staged = apply::stage(bytes, root, &Http).context("applying the Ignition config")?;
     let text =
         staged.read(CONFIG_PATH, MAX_NODE_CONFIG).with_context(|| format!("reading node config {CONFIG_PATH}"))?;
-    let cfg = NodeConfig::parse(&text).with_context(|| format!("node config {CONFIG_PATH}"))?;
+    let cfg = NodeConfig::parse(&text)
+        .map_err(|problem| node_config::ConfigError::Invalid { origin: CONFIG_PATH.into(), problem })?;
     let applied = staged.commit(root).context("moving the applied files into place")?;
     log::info(&format!(
         "applied Ignition config: {} files, {} directories, {} links",
