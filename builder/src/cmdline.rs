@@ -68,6 +68,8 @@ pub enum Cmd {
     Down(DownArgs),
     /// Serve what imgbuild built, for PXE (iPXE) and cloud boot, by MAC.
     Serve(ServeArgs),
+    /// Kubernetes NetworkPolicy: check what policies allow between pods.
+    Policy(PolicyArgs),
     /// Print a shell completion script for imgbuild.
     Completions(CompletionsArgs),
     /// Print imgbuild's man page (roff).
@@ -226,6 +228,42 @@ pub struct InitArgs {
     /// Replace an existing file.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    #[command(subcommand)]
+    pub cmd: PolicyCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Print, for every ordered pair of distinct pods and port, whether the
+    /// policies allow it: `FROM TO PORT/PROTO allow|deny`, sorted.
+    #[command(after_help = "Example:\n  imgbuild policy test --pods pods.yaml --policies policies/ --ports 80,53/UDP")]
+    Test(PolicyTestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyTestArgs {
+    /// The pods: `namespaces: {NAME: {LABELS}}` and `pods: [{namespace, name,
+    /// ip, labels, ports: [{name, port, protocol}]}]` (YAML or JSON).
+    #[arg(long, value_name = "FILE")]
+    pub pods: PathBuf,
+    /// NetworkPolicy and Namespace manifests (networking.k8s.io/v1, YAML with
+    /// `---` or JSON): a file, or every .yaml/.yml/.json file of a folder.
+    #[arg(long, value_name = "FILE|DIR")]
+    pub policies: PathBuf,
+    /// The ports to test, as PORT or PORT/PROTO (TCP, UDP, SCTP), comma-
+    /// separated (default: each destination pod's own ports).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_port)]
+    pub ports: Option<Vec<(u16, imgbuild_policy::Protocol)>>,
+}
+
+fn parse_port(s: &str) -> Result<(u16, imgbuild_policy::Protocol), String> {
+    let (port, proto) = s.split_once('/').unwrap_or((s, "TCP"));
+    let n: u16 = port.parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("{port:?} is not a port (1 to 65535)"))?;
+    Ok((n, proto.to_ascii_uppercase().parse()?))
 }
 
 #[derive(Debug, Args)]

@@ -9,7 +9,9 @@ use clap::CommandFactory;
 
 use crate::build::{self, BuildConfig, Output};
 use crate::cluster::{self, Cluster};
-use crate::cmdline::{BuildArgs, Cli, CompletionsArgs, DownArgs, InitArgs, ServeArgs, Shell, UpArgs, Verbosity};
+use crate::cmdline::{
+    BuildArgs, Cli, CompletionsArgs, DownArgs, InitArgs, PolicyArgs, PolicyCmd, ServeArgs, Shell, UpArgs, Verbosity,
+};
 use crate::error::InputError;
 use crate::formats::vagrant;
 use crate::plan::Selection;
@@ -105,6 +107,16 @@ pub fn init(args: &InitArgs) -> Result<()> {
     output::write_file_atomic(&args.out, text.as_bytes()).with_context(|| format!("writing {}", args.out.display()))?;
     println!("wrote {}", args.out.display());
     Ok(())
+}
+
+/// `imgbuild policy ...`.
+pub fn policy(args: &PolicyArgs) -> Result<()> {
+    match &args.cmd {
+        PolicyCmd::Test(t) => {
+            print!("{}", crate::policy::test(&t.pods, &t.policies, t.ports.as_deref())?);
+            Ok(())
+        }
+    }
 }
 
 /// `imgbuild completions SHELL`: the script on stdout.

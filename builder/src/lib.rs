@@ -11,6 +11,7 @@ pub mod image;
 pub mod output;
 pub mod pki;
 pub mod plan;
+pub mod policy;
 pub mod serve;
 pub mod sources;
 #[cfg(test)]

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         Some(Cmd::Up(args)) => commands::up(args),
         Some(Cmd::Down(args)) => commands::down(&args),
         Some(Cmd::Serve(args)) => commands::serve(&args),
+        Some(Cmd::Policy(args)) => commands::policy(&args),
         Some(Cmd::Completions(args)) => commands::completions(&args),
         Some(Cmd::Man) => commands::man(),
         None => commands::build(cli.build),

@@ -49,7 +49,9 @@ mod tests {
         let bare = labels(&[]);
         assert!(LabelSelector::default().matches(&web) && LabelSelector::default().matches(&bare));
         assert!(req("app", Operator::In, &["web", "api"]).matches(&web));
-        assert!(!req("app", Operator::In, &["api"]).matches(&web) && !req("app", Operator::In, &["web"]).matches(&bare));
+        assert!(
+            !req("app", Operator::In, &["api"]).matches(&web) && !req("app", Operator::In, &["web"]).matches(&bare)
+        );
         assert!(!req("app", Operator::NotIn, &["web"]).matches(&web));
         assert!(req("app", Operator::NotIn, &["web"]).matches(&bare), "NotIn holds without the key");
         assert!(req("tier", Operator::Exists, &[]).matches(&web) && !req("tier", Operator::Exists, &[]).matches(&bare));

@@ -1,0 +1,286 @@
+//! Reading manifests: YAML (several documents with `---`) or JSON (one
+//! object, an array, or a stream), `kind: List` flattened; each object
+//! checked as the API server would, refused with its document's index and
+//! the field's path.
+
+use std::path::Path;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::model::{IntOrString, LabelSelector, Namespace, NetworkPolicy, Operator, Peer, PolicyPort};
+use crate::Invalid;
+
+/// The objects of one or more manifest files.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Manifests {
+    pub policies: Vec<NetworkPolicy>,
+    pub namespaces: Vec<Namespace>,
+}
+
+type Check = Result<(), (String, String)>;
+
+fn refuse<T>(field: impl Into<String>, reason: impl Into<String>) -> Result<T, (String, String)> {
+    Err((field.into(), reason.into()))
+}
+
+/// A manifest file, or every `.yaml`, `.yml` and `.json` file of a folder
+/// (not its subfolders, as `kubectl apply -f DIR`), in name order.
+pub fn load_manifests(path: &Path) -> Result<Manifests, Invalid> {
+    let origin = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|e| Invalid::new(&origin, "", e.to_string()))?;
+    let files = if meta.is_dir() {
+        let mut files: Vec<_> = std::fs::read_dir(path)
+            .map_err(|e| Invalid::new(&origin, "", e.to_string()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json") && p.is_file())
+            .collect();
+        files.sort();
+        files
+    } else {
+        vec![path.to_owned()]
+    };
+    let mut all = Manifests::default();
+    for file in files {
+        let origin = file.display().to_string();
+        let text = std::fs::read_to_string(&file).map_err(|e| Invalid::new(&origin, "", e.to_string()))?;
+        let m = parse_manifests(&text, &origin)?;
+        all.policies.extend(m.policies);
+        all.namespaces.extend(m.namespaces);
+    }
+    Ok(all)
+}
+
+/// The objects in one file's text; `origin` names it in errors.
+pub fn parse_manifests(text: &str, origin: &str) -> Result<Manifests, Invalid> {
+    let mut out = Manifests::default();
+    for (i, doc) in documents(text).map_err(|(f, r)| Invalid::new(origin, f, r))?.into_iter().enumerate() {
+        let at = format!("documents[{i}]");
+        add_object(&mut out, doc, &at).map_err(|(f, r)| Invalid::new(origin, f, r))?;
+    }
+    Ok(out)
+}
+
+/// The documents of a YAML stream or a JSON text, in order; empty YAML
+/// documents are kept as `null` so indexes match what a reader counts.
+fn documents(text: &str) -> Result<Vec<Value>, (String, String)> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        let mut docs = Vec::new();
+        for (i, v) in serde_json::Deserializer::from_str(text).into_iter::<Value>().enumerate() {
+            match v {
+                Ok(Value::Array(items)) => docs.extend(items),
+                Ok(v) => docs.push(v),
+                Err(e) => return refuse(format!("documents[{i}]"), format!("not JSON: {e}")),
+            }
+        }
+        return Ok(docs);
+    }
+    serde_yaml_ng::Deserializer::from_str(text)
+        .enumerate()
+        .map(|(i, doc)| Value::deserialize(doc).map_err(|e| (format!("documents[{i}]"), format!("not YAML: {e}"))))
+        .collect()
+}
+
+fn add_object(out: &mut Manifests, doc: Value, at: &str) -> Check {
+    if doc.is_null() {
+        return Ok(());
+    }
+    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let api = doc.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_owned();
+    match (kind.as_str(), api.as_str()) {
+        ("NetworkPolicy", "networking.k8s.io/v1") => {
+            let p: NetworkPolicy = typed(doc, at)?;
+            check_policy(&p, at)?;
+            out.policies.push(p);
+        }
+        ("Namespace", "v1") => {
+            let n: Namespace = typed(doc, at)?;
+            check_name(&n.metadata.name, &format!("{at}.metadata.name"))?;
+            out.namespaces.push(n);
+        }
+        ("List" | "NetworkPolicyList" | "NamespaceList", "v1" | "networking.k8s.io/v1") => {
+            let Some(Value::Array(items)) = doc.get("items") else {
+                return refuse(format!("{at}.items"), "a List needs an items array");
+            };
+            for (j, item) in items.iter().enumerate() {
+                add_object(out, item.clone(), &format!("{at}.items[{j}]"))?;
+            }
+        }
+        ("NetworkPolicy" | "Namespace", _) => {
+            let want = if kind == "Namespace" { "v1" } else { "networking.k8s.io/v1" };
+            return refuse(format!("{at}.apiVersion"), format!("{api:?} is not {want}"));
+        }
+        _ if !doc.is_object() => return refuse(at, "not an object"),
+        _ => return refuse(format!("{at}.kind"), format!("{kind:?} is not NetworkPolicy or Namespace")),
+    }
+    Ok(())
+}
+
+/// `doc` as `T`, unknown fields refused, with the failing field's path.
+fn typed<T: for<'de> Deserialize<'de>>(doc: Value, at: &str) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(doc).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { at.to_owned() } else { format!("{at}.{path}") };
+        (field, e.inner().to_string())
+    })
+}
+
+fn check_policy(p: &NetworkPolicy, at: &str) -> Check {
+    check_name(&p.metadata.name, &format!("{at}.metadata.name"))?;
+    if let Some(ns) = &p.metadata.namespace {
+        check_name(ns, &format!("{at}.metadata.namespace"))?;
+    }
+    check_selector(&p.spec.pod_selector, &format!("{at}.spec.podSelector"))?;
+    if let Some(types) = &p.spec.policy_types {
+        if types.is_empty() {
+            return refuse(format!("{at}.spec.policyTypes"), "empty (leave it out for the default)");
+        }
+        if types.len() == 2 && types[0] == types[1] {
+            return refuse(format!("{at}.spec.policyTypes[1]"), "duplicate");
+        }
+    }
+    for (i, r) in p.spec.ingress.iter().flatten().enumerate() {
+        check_rule(r.from.as_deref(), r.ports.as_deref(), &format!("{at}.spec.ingress[{i}]"), "from")?;
+    }
+    for (i, r) in p.spec.egress.iter().flatten().enumerate() {
+        check_rule(r.to.as_deref(), r.ports.as_deref(), &format!("{at}.spec.egress[{i}]"), "to")?;
+    }
+    Ok(())
+}
+
+fn check_rule(peers: Option<&[Peer]>, ports: Option<&[PolicyPort]>, at: &str, side: &str) -> Check {
+    for (i, peer) in peers.into_iter().flatten().enumerate() {
+        check_peer(peer, &format!("{at}.{side}[{i}]"))?;
+    }
+    for (i, port) in ports.into_iter().flatten().enumerate() {
+        check_port(port, &format!("{at}.ports[{i}]"))?;
+    }
+    Ok(())
+}
+
+fn check_peer(peer: &Peer, at: &str) -> Check {
+    if let Some(s) = &peer.pod_selector {
+        check_selector(s, &format!("{at}.podSelector"))?;
+    }
+    if let Some(s) = &peer.namespace_selector {
+        check_selector(s, &format!("{at}.namespaceSelector"))?;
+    }
+    let selects = peer.pod_selector.is_some() || peer.namespace_selector.is_some();
+    match &peer.ip_block {
+        Some(_) if selects => refuse(at, "ipBlock cannot be combined with podSelector or namespaceSelector"),
+        Some(b) => check_ip_block(&b.cidr, &b.except, &format!("{at}.ipBlock")),
+        None if !selects => refuse(at, "a peer needs podSelector, namespaceSelector or ipBlock"),
+        None => Ok(()),
+    }
+}
+
+fn check_ip_block(cidr: &str, except: &[String], at: &str) -> Check {
+    let net: IpNet = cidr.parse().map_err(|_| (format!("{at}.cidr"), format!("{cidr:?} is not a CIDR")))?;
+    for (i, e) in except.iter().enumerate() {
+        let field = format!("{at}.except[{i}]");
+        let ex: IpNet = e.parse().map_err(|_| (field.clone(), format!("{e:?} is not a CIDR")))?;
+        // As the API server: each except must be strictly inside the cidr.
+        if !(net.contains(&ex.network()) && ex.prefix_len() > net.prefix_len()) {
+            return refuse(field, format!("{e} is not inside the cidr {cidr}"));
+        }
+    }
+    Ok(())
+}
+
+fn check_port(p: &PolicyPort, at: &str) -> Check {
+    match &p.port {
+        Some(IntOrString::Int(n)) => {
+            if !(1..=65535).contains(n) {
+                return refuse(format!("{at}.port"), format!("{n} is not a port (1 to 65535)"));
+            }
+            if let Some(end) = p.end_port {
+                if !(*n..=65535).contains(&end) {
+                    return refuse(format!("{at}.endPort"), format!("{end} is not from port {n} to 65535"));
+                }
+            }
+        }
+        Some(IntOrString::String(name)) => {
+            if !is_port_name(name) {
+                return refuse(
+                    format!("{at}.port"),
+                    format!("{name:?} is not a port name (1-15 lower-case letters, digits and '-', with a letter)"),
+                );
+            }
+            if p.end_port.is_some() {
+                return refuse(format!("{at}.endPort"), "needs a numeric port");
+            }
+        }
+        None if p.end_port.is_some() => return refuse(format!("{at}.endPort"), "needs a numeric port"),
+        None => {}
+    }
+    Ok(())
+}
+
+/// An IANA service name, as Kubernetes requires of named ports.
+pub(crate) fn is_port_name(s: &str) -> bool {
+    (1..=15).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().any(|b| b.is_ascii_lowercase())
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && !s.contains("--")
+}
+
+fn check_selector(s: &LabelSelector, at: &str) -> Check {
+    for (k, v) in &s.match_labels {
+        check_label(k, v, &format!("{at}.matchLabels.{k}"))?;
+    }
+    for (i, r) in s.match_expressions.iter().enumerate() {
+        let field = format!("{at}.matchExpressions[{i}]");
+        check_label(&r.key, "", &format!("{field}.key"))?;
+        let with_values = matches!(r.operator, Operator::In | Operator::NotIn);
+        if with_values && r.values.is_empty() {
+            return refuse(format!("{field}.values"), format!("{:?} needs at least one value", r.operator));
+        }
+        if !with_values && !r.values.is_empty() {
+            return refuse(format!("{field}.values"), format!("{:?} takes no values", r.operator));
+        }
+        for (j, v) in r.values.iter().enumerate() {
+            check_label("x", v, &format!("{field}.values[{j}]"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Kubernetes' label rules: an optional DNS prefix and `/`, a name of at
+/// most 63 characters; values at most 63, possibly empty.
+fn check_label(key: &str, value: &str, at: &str) -> Check {
+    let name = key.rsplit_once('/').map_or(key, |(prefix, name)| if prefix.is_empty() { "" } else { name });
+    let part = |s: &str| {
+        s.len() <= 63
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            && s.bytes().next().is_none_or(|b| b.is_ascii_alphanumeric())
+            && s.bytes().last().is_none_or(|b| b.is_ascii_alphanumeric())
+    };
+    if name.is_empty() || !part(name) || key.len() > 253 + 1 + 63 {
+        return refuse(at, format!("{key:?} is not a label key"));
+    }
+    if !part(value) {
+        return refuse(at, format!("{value:?} is not a label value (at most 63 letters, digits, '-', '_', '.')"));
+    }
+    Ok(())
+}
+
+/// A DNS-1123 label or subdomain, as object names must be.
+fn check_name(name: &str, at: &str) -> Check {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        refuse(at, format!("{name:?} is not a name (lower-case letters, digits, '-' and '.')"))
+    }
+}
