@@ -88,7 +88,9 @@ impl BuildConfig {
     /// Options beyond the inputs start at their defaults.
     pub fn new(inputs: &crate::cmdline::Inputs, out: PathBuf, selection: Selection) -> Result<Self> {
         let cluster = load_cluster(inputs.cluster.as_deref())?;
-        plan::select(&cluster, &selection)?;
+        for node in plan::select(&cluster, &selection)? {
+            output::check_node_dir(&out, &node.name)?;
+        }
         let origin = inputs.cluster.as_deref().map_or(cluster::DEFAULT_ORIGIN.to_owned(), |p| p.display().to_string());
         cluster.artifacts.check_local(&origin)?;
         if let Some(k) = &inputs.kernel {

@@ -21,12 +21,27 @@ use crate::{output, serve, ui, up};
 /// Input the user can fix is status 2; everything else is 1.
 pub fn exit_status(result: Result<()>) -> ExitCode {
     let Err(e) = result else { return ExitCode::SUCCESS };
-    eprintln!("imgbuild: error: {e:#}");
+    eprintln!("imgbuild: error: {}", escaped(&format!("{e:#}")));
     if e.chain().any(|c| c.is::<InputError>()) {
         ExitCode::from(2)
     } else {
         ExitCode::from(1)
     }
+}
+
+/// A closed stdout (`imgbuild ... | head`) ends the command quietly, as
+/// it does any Unix tool, instead of a panic in `println!`. Not for `serve`,
+/// whose sockets never raise SIGPIPE anyway (std sends with MSG_NOSIGNAL).
+pub fn end_quietly_on_closed_stdout() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: restoring the default disposition, before any thread starts.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
+/// Control bytes in an error (from a file name, a package's entry) are
+/// shown escaped, so a message is one line and cannot rewrite the terminal.
+fn escaped(msg: &str) -> String {
+    msg.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 pub fn set_verbosity(v: Verbosity) {

@@ -9,6 +9,9 @@ use imgbuild::commands;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     commands::set_verbosity(cli.verbosity);
+    if !matches!(cli.cmd, Some(Cmd::Serve(_))) {
+        commands::end_quietly_on_closed_stdout();
+    }
     let result = match cli.cmd {
         Some(Cmd::Init(args)) => commands::init(&args),
         Some(Cmd::Up(args)) => commands::up(args),

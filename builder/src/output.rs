@@ -63,6 +63,13 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 /// Where `out/node` exists and is not a folder (a file, a link), the build
 /// stops before writing: it is the user's, not an earlier build's.
 pub fn check_node_dir(out: &Path, node: &str) -> Result<()> {
+    // `--out` itself: a folder, or nothing yet (a dangling link is neither).
+    match fs::symlink_metadata(out) {
+        Ok(_) if !out.is_dir() => {
+            return Err(crate::error::InputError::new("--out", "", format!("{} is not a folder", out.display())).into())
+        }
+        _ => {}
+    }
     let dest = out.join(node);
     match fs::symlink_metadata(&dest) {
         Ok(m) if !m.is_dir() => Err(crate::error::InputError::new(

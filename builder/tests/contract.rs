@@ -89,3 +89,33 @@ fn etcd_endpoint_urls() {
 fn toml_string(s: &str) -> String {
     serde_json::to_string(s).unwrap()
 }
+
+#[test]
+fn macs_and_node_addresses() {
+    for mac in ["52:54:00:13:02:9f", "01:00:5e:00:00:01", "ff:ff:ff:ff:ff:ff", "00:00:00:00:00:00", "02:00:00:00:00:01"]
+    {
+        let toml = plain_toml().replace("ip = \"172.17.8.103\"", &format!("ip = \"172.17.8.103\"\nmac = \"{mac}\""));
+        let node = node_config_accepts(|v| v["node"]["mac"] = mac.into());
+        agree(&format!("mac {mac}"), cluster_accepts(&toml), node);
+    }
+    for ip in ["172.17.8.103", "172.17.8.0", "172.17.8.255", "172.17.8.254"] {
+        let toml = plain_toml().replace("ip = \"172.17.8.103\"", &format!("ip = \"{ip}\""));
+        let node = node_config_accepts(|v| v["node"]["address"] = format!("{ip}/24").into());
+        agree(&format!("node ip {ip}"), cluster_accepts(&toml), node);
+    }
+}
+
+#[test]
+fn subnet_bounds() {
+    for (min, max) in
+        [("10.1.1.0", "10.1.9.0"), ("10.9.0.0", "10.1.9.0"), ("10.1.1.5", "10.1.9.0"), ("10.1.9.0", "10.1.2.0")]
+    {
+        let toml = plain_toml()
+            .replace("subnet_len = 24", &format!("subnet_len = 24\nsubnet_min = \"{min}\"\nsubnet_max = \"{max}\""));
+        let node = node_config_accepts(|v| {
+            v["network"]["subnet_min"] = min.into();
+            v["network"]["subnet_max"] = max.into();
+        });
+        agree(&format!("subnet_min {min} subnet_max {max}"), cluster_accepts(&toml), node);
+    }
+}

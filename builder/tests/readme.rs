@@ -23,6 +23,7 @@ const RUN: &[&str] = &[
     "imgbuild --node worker-1 --only ignition",
     "imgbuild --all --agent-url https://boot.example.internal/assets --stub-url https://boot.example.internal --out cloud",
     "node-agent check --ignition out/worker-1/worker-1.ign",
+    "imgbuild policy test --pods policy/tests/cluster/pods.yaml --policies policy/tests/cluster/policies",
 ];
 
 /// Run elsewhere: (command, file, what that file holds that runs it).
@@ -119,6 +120,8 @@ fn readme_commands_run_as_written() {
     std::fs::create_dir_all(&bin).unwrap();
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_imgbuild"), bin.join("imgbuild")).unwrap();
     std::os::unix::fs::symlink(agent_path(), bin.join("node-agent")).unwrap();
+    // The repository's example policies, where the README names them.
+    std::os::unix::fs::symlink(repo().join("policy"), tmp.path().join("policy")).unwrap();
     let mut script = String::from("set -euo pipefail\n");
     for c in RUN {
         script.push_str(c.strip_prefix("cargo build --release && ").unwrap_or(c));
@@ -150,6 +153,7 @@ fn readme_commands_run_as_written() {
         assert!(d.join(f).is_file(), "{f} was not written:\n{said}");
     }
     assert!(said.contains("node-agent: config out/worker-1/worker-1.ign ok: node worker-1 role worker"), "{said}");
+    assert!(said.contains("dev/client prod/web 80/TCP allow\n"), "{said}");
     let stub = std::fs::read(d.join("cloud/worker-1/worker-1.stub.ign")).unwrap();
     assert!(stub.len() < 16 * 1024, "the stub fits AWS's 16 KiB user data: {} bytes", stub.len());
 }

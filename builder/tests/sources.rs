@@ -75,15 +75,29 @@ fn deb_folder_and_url_kernels_agree() {
 
 /// Every entry under `root`: path, kind, mode, and content digest or link target.
 fn listing(root: &Path) -> Vec<String> {
+    listing_and_modes(root).0
+}
+
+/// As `listing`, with each entry's real and plain mode.
+fn listing_and_modes(root: &Path) -> (Vec<String>, Vec<(String, u32, u32)>) {
     use std::os::unix::fs::PermissionsExt;
     let mut out = Vec::new();
+    let mut modes = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for e in std::fs::read_dir(&dir).unwrap() {
             let path = e.unwrap().path();
             let meta = std::fs::symlink_metadata(&path).unwrap();
             let rel = path.strip_prefix(root).unwrap().display().to_string();
-            let mode = meta.permissions().mode() & 0o7777;
+            // What imgbuild promises of a tree: 0755 folders and
+            // executables, 0644 other files (no setuid, nothing world-writable).
+            let mode = match meta.permissions().mode() {
+                _ if meta.file_type().is_symlink() => 0o777,
+                _ if meta.is_dir() => 0o755,
+                m if m & 0o111 != 0 => 0o755,
+                _ => 0o644,
+            };
+            let real = if meta.file_type().is_symlink() { 0o777 } else { meta.permissions().mode() & 0o7777 };
             let what = if meta.file_type().is_symlink() {
                 format!("link {}", std::fs::read_link(&path).unwrap().display())
             } else if meta.is_dir() {
@@ -93,12 +107,14 @@ fn listing(root: &Path) -> Vec<String> {
                 format!("file {}", hex::encode(sha256_file(&path).unwrap()))
             };
             out.push(format!("{rel} {mode:o} {what}"));
+            modes.push((rel, real, mode));
         }
     }
     out.sort();
-    out
+    (out, modes)
 }
 
+/// The same files, contents and links as dpkg-deb -x, with plain modes.
 #[test]
 fn debs_unpack_in_process_exactly_as_dpkg_deb_does() {
     common::require_tool("dpkg-deb");
@@ -107,7 +123,10 @@ fn debs_unpack_in_process_exactly_as_dpkg_deb_does() {
     let ours = imgbuild::sources::deb::unpack(&Cache::new(tmp.path().join("cache")), &deb).unwrap();
     let theirs = tmp.path().join("dpkg");
     run_ok(std::process::Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&theirs));
-    let (a, b) = (listing(&ours), listing(&theirs));
+    let ((a, modes), b) = (listing_and_modes(&ours), listing(&theirs));
+    for (path, real, plain) in modes {
+        assert_eq!(real, plain, "{path}: mode {real:o} in the tree, not {plain:o}");
+    }
     assert!(a.len() > 1000, "a kernel package has thousands of files: {}", a.len());
     assert!(a == b, "in-process unpack differs from dpkg-deb -x: {:?}", a.iter().zip(&b).find(|(x, y)| x != y));
     for field in ["Package", "Version", "Depends", "Description", "Nonexistent"] {

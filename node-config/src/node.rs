@@ -1,3 +1,4 @@
+use std::io::Read;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -10,6 +11,9 @@ use crate::types::{MacAddr, Role};
 use crate::Paths;
 
 type Result<T> = std::result::Result<T, Problem>;
+
+/// The largest node config file the agent reads.
+pub const MAX_SIZE: u64 = 1 << 20;
 
 macro_rules! refuse {
     ($field:expr, $($arg:tt)*) => {
@@ -229,54 +233,156 @@ pub struct Backend {
 }
 
 impl NodeConfig {
-    /// Reads and checks a config file.
+    /// Reads and checks a config file: a regular file of at most
+    /// [`MAX_SIZE`] bytes (a node config is a few KB).
     pub fn load(path: &Path) -> std::result::Result<Self, ConfigError> {
-        let text = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let invalid = |reason: String| ConfigError::Invalid {
+            origin: path.display().to_string(),
+            problem: Problem::new("(file)", reason),
+        };
+        let read = |source| ConfigError::Read { path: path.to_owned(), source };
+        let meta = std::fs::metadata(path).map_err(read)?;
+        if !meta.is_file() {
+            return Err(invalid("not a regular file".into()));
+        }
+        let mut text = Vec::new();
+        std::fs::File::open(path).and_then(|f| f.take(MAX_SIZE + 1).read_to_end(&mut text)).map_err(read)?;
+        if text.len() as u64 > MAX_SIZE {
+            return Err(invalid(format!("larger than {MAX_SIZE} bytes")));
+        }
         Self::parse(&text).map_err(|problem| ConfigError::Invalid { origin: path.display().to_string(), problem })
     }
 
     pub fn parse(bytes: &[u8]) -> Result<Self> {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
-        let cfg: NodeConfig = serde_path_to_error::deserialize(de)
+        let cfg: NodeConfig = serde_path_to_error::deserialize(&mut *de)
             .map_err(|e| Problem::new(e.path().to_string(), e.inner().to_string()))?;
+        de.end().map_err(|e| Problem::new("(end)", format!("more after the config: {e}")))?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     /// The invariants the builder guarantees; a hand-written config may break them.
     pub fn validate(&self) -> Result<()> {
-        let net = &self.network;
-        rules::check_subnet_len(net.subnet_len, net.network).map_err(|r| Problem::new("network.subnet_len", r))?;
+        if !rules::is_plain_name(&self.cluster) {
+            refuse!("cluster", "{:?} is not a name (letters, digits, '.', '-', '_')", self.cluster);
+        }
+        self.validate_node()?;
+        self.validate_network()?;
+        self.validate_paths()?;
         if self.node.role.has_pods() && self.etcd.endpoints.is_empty() {
             refuse!("etcd.endpoints", "a {} node needs at least one etcd endpoint", self.node.role);
         }
         if self.node.role == Role::Etcd && self.etcd.member.is_none() {
             refuse!("etcd.member", "an etcd node needs its member settings");
         }
-        // Names become file names and log fields: no paths, no control bytes.
-        if !rules::is_plain_name(&self.node.name) {
-            refuse!(
-                "node.name",
-                "{:?} is not a name (letters, digits, '.', '-', '_'; not starting with '.' or '-')",
-                self.node.name
-            );
-        }
+
         for (i, e) in self.etcd.endpoints.iter().enumerate() {
             rules::check_http_url(e).map_err(|r| Problem::new(format!("etcd.endpoints[{i}]"), r))?;
         }
         self.validate_etcd_tls()?;
+        self.validate_member()?;
         for s in self.guest.iter().flat_map(|g| &g.services) {
             if !rules::is_plain_name(&s.name) {
                 refuse!("guest.services", "{:?} is not a service name (letters, digits, '.', '-', '_')", s.name);
             }
-            if s.argv.is_empty() {
-                refuse!("guest.services", "service {:?} has an empty argv", s.name);
+            if s.argv.first().is_none_or(|p| p.is_empty()) || s.argv.iter().any(|a| a.contains('\0')) {
+                refuse!("guest.services", "service {:?} needs a program and arguments without NUL", s.name);
             }
         }
-        if net.backend.kind == BackendType::Vxlan {
-            rules::check_vni(net.backend.vni).map_err(|r| Problem::new("network.backend.vni", r))?;
+        Ok(())
+    }
+
+    fn validate_node(&self) -> Result<()> {
+        let n = &self.node;
+        // Names become file names, hostnames and log fields: no paths, no control bytes.
+        if !rules::is_plain_name(&n.name) {
+            refuse!(
+                "node.name",
+                "{:?} is not a name (letters, digits, '.', '-', '_'; not starting with '.' or '-')",
+                n.name
+            );
         }
-        rules::check_port(net.backend.port, "UDP").map_err(|r| Problem::new("network.backend.port", r))?;
+        rules::check_node_address(n.ip(), n.address.trunc()).map_err(|r| Problem::new("node.address", r))?;
+        rules::check_mac(n.mac).map_err(|r| Problem::new("node.mac", r))
+    }
+
+    fn validate_network(&self) -> Result<()> {
+        let net = &self.network;
+        let at = |f: &str| format!("network.{f}");
+        rules::check_network(net.network).map_err(|r| Problem::new(at("network"), r))?;
+        rules::check_pod_network(net.network, self.node.address.trunc()).map_err(|r| Problem::new(at("network"), r))?;
+        rules::check_subnet_len(net.subnet_len, net.network).map_err(|r| Problem::new(at("subnet_len"), r))?;
+        for (field, bound) in [("subnet_min", net.subnet_min), ("subnet_max", net.subnet_max)] {
+            if let Some(ip) = bound {
+                rules::check_subnet_bound(ip, net.network, net.subnet_len).map_err(|r| Problem::new(at(field), r))?;
+            }
+        }
+        if let (Some(lo), Some(hi)) = (net.subnet_min, net.subnet_max) {
+            if lo > hi {
+                refuse!(at("subnet_max"), "{hi} is below network.subnet_min {lo}");
+            }
+        }
+        if let Some(ttl) = net.lease_ttl.filter(|t| !rules::LEASE_TTL_RANGE.contains(t)) {
+            refuse!(at("lease_ttl"), "{ttl} is not 10 to 9000000000 seconds");
+        }
+        if net.backend.kind == BackendType::Vxlan {
+            rules::check_vni(net.backend.vni).map_err(|r| Problem::new(at("backend.vni"), r))?;
+        }
+        rules::check_port(net.backend.port, "UDP").map_err(|r| Problem::new(at("backend.port"), r))
+    }
+
+    fn validate_paths(&self) -> Result<()> {
+        let p = &self.paths;
+        let all = [
+            ("run_flannel", &p.run_flannel, false),
+            ("cni_conf_dir", &p.cni_conf_dir, false),
+            ("cni_bin_dir", &p.cni_bin_dir, false),
+            ("cni_ipam_dir", &p.cni_ipam_dir, false),
+            ("iptables", &p.iptables, true),
+            ("state_dir", &p.state_dir, false),
+            ("etcd_bin", &p.etcd_bin, false),
+            ("etcd_data_dir", &p.etcd_data_dir, false),
+            ("proc_cmdline", &p.proc_cmdline, false),
+            ("proc_sys", &p.proc_sys, false),
+        ];
+        for (field, path, command) in all {
+            rules::check_path(path, command).map_err(|r| Problem::new(format!("paths.{field}"), r))?;
+        }
+        Ok(())
+    }
+
+    /// etcd takes its member settings as flags with comma-separated lists:
+    /// names are DNS labels and URLs plain http(s) URLs with no commas, so
+    /// nothing can add a member or a listener.
+    fn validate_member(&self) -> Result<()> {
+        let Some(m) = &self.etcd.member else { return Ok(()) };
+        let url = |field: &str, u: &str| -> Result<()> {
+            if u.contains(',') {
+                refuse!(format!("etcd.member.{field}"), "{u:?} holds a comma");
+            }
+            rules::check_http_url(u).map_err(|r| Problem::new(format!("etcd.member.{field}"), r))
+        };
+        for (field, name) in [("name", &m.name), ("initial_cluster_token", &m.initial_cluster_token)] {
+            if !rules::is_dns_label(name) {
+                refuse!(format!("etcd.member.{field}"), "{name:?} is not a DNS label");
+            }
+        }
+        url("client_url", &m.client_url)?;
+        url("peer_url", &m.peer_url)?;
+        for (i, entry) in m.initial_cluster.iter().enumerate() {
+            let field = format!("initial_cluster[{i}]");
+            let Some((name, peer)) = entry.split_once('=') else {
+                refuse!(format!("etcd.member.{field}"), "{entry:?} is not NAME=PEER_URL");
+            };
+            if !rules::is_dns_label(name) {
+                refuse!(format!("etcd.member.{field}"), "{name:?} is not a DNS label");
+            }
+            url(&field, peer)?;
+        }
+        if !m.initial_cluster.contains(&format!("{}={}", m.name, m.peer_url)) {
+            refuse!("etcd.member.initial_cluster", "does not hold this member ({}={})", m.name, m.peer_url);
+        }
         Ok(())
     }
 

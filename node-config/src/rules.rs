@@ -4,7 +4,11 @@
 
 use std::ops::RangeInclusive;
 
+use std::net::Ipv4Addr;
+
 use ipnet::Ipv4Net;
+
+use crate::types::MacAddr;
 
 /// The VXLAN network identifiers a device can have.
 pub const VNI_RANGE: RangeInclusive<u32> = 1..=0x00ff_ffff;
@@ -89,6 +93,84 @@ pub fn check_pod_network(network: Ipv4Net, node_net: Ipv4Net) -> Result<(), Stri
     }
     if overlaps(network, node_net) {
         return Err(format!("pod network {network} overlaps the node network {}", node_net.trunc()));
+    }
+    Ok(())
+}
+
+/// A network as a cluster file or node config names one: no host bits, and
+/// room for more than a point-to-point pair.
+pub fn check_network(net: Ipv4Net) -> Result<(), String> {
+    if net.trunc() != net {
+        return Err(format!("{net} has host bits set; did you mean {}?", net.trunc()));
+    }
+    if net.prefix_len() > MAX_SUBNET_LEN {
+        return Err(format!("{net} is too small for a network (at most /{MAX_SUBNET_LEN})"));
+    }
+    Ok(())
+}
+
+/// flannel's `SubnetMin`/`SubnetMax`: the first address of a `len`-bit
+/// subnet inside the pod network.
+pub fn check_subnet_bound(ip: Ipv4Addr, pods: Ipv4Net, len: u8) -> Result<(), String> {
+    if !pods.contains(&ip) {
+        return Err(format!("{ip} is outside the pod network {pods}"));
+    }
+    let subnet = Ipv4Net::new(ip, len).map_err(|_| format!("/{len} is not a prefix length"))?.trunc();
+    if subnet.addr() != ip {
+        return Err(format!("{ip} is not the start of a /{len} subnet; did you mean {}?", subnet.addr()));
+    }
+    Ok(())
+}
+
+/// A node's own address: a usable host of its network, ordinary unicast.
+pub fn check_node_address(ip: Ipv4Addr, net: Ipv4Net) -> Result<(), String> {
+    if let Some(what) = special_range(Ipv4Net::from(ip)) {
+        return Err(format!("{ip} is {what}"));
+    }
+    if net.prefix_len() > MAX_SUBNET_LEN {
+        return Err(format!("/{} leaves no room for a node network", net.prefix_len()));
+    }
+    if ip == net.network() || ip == net.broadcast() {
+        return Err(format!("{ip} is the network's own or broadcast address"));
+    }
+    Ok(())
+}
+
+/// A MAC a node's interface can have: unicast and not all zeros.
+pub fn check_mac(mac: MacAddr) -> Result<(), String> {
+    if !mac.is_unicast() {
+        return Err(format!("{mac} is a multicast address"));
+    }
+    if mac.0 == [0; 6] {
+        return Err(format!("{mac} is all zeros"));
+    }
+    Ok(())
+}
+
+/// A DNS label: what node names are (hostnames, etcd member names, file names).
+pub fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// etcd's lease TTLs, in seconds (its own maximum is 9,000,000,000).
+pub const LEASE_TTL_RANGE: std::ops::RangeInclusive<u64> = 10..=9_000_000_000;
+
+/// An absolute path with no `..`, or (with `command`) a bare program name
+/// looked up on PATH.
+pub fn check_path(path: &std::path::Path, command: bool) -> Result<(), String> {
+    use std::path::Component;
+    let text = path.to_string_lossy();
+    if text.is_empty() || text.contains('\0') || text.chars().any(char::is_control) {
+        return Err(format!("{text:?} is not a path"));
+    }
+    let bare =
+        command && path.components().count() == 1 && matches!(path.components().next(), Some(Component::Normal(_)));
+    if !bare && (!path.is_absolute() || path.components().any(|c| c == Component::ParentDir)) {
+        return Err(format!("{text:?} is not an absolute path without '..'"));
     }
     Ok(())
 }

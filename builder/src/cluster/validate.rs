@@ -67,12 +67,7 @@ pub fn validate(file: &ClusterFile, origin: &str) -> Result<Cluster> {
 
 /// Names become hostnames, file names and etcd member names: DNS labels only.
 fn check_name(errs: &Errs, field: &str, name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
+    if rules::is_dns_label(name) {
         Ok(())
     } else {
         Err(errs.at(field, format!("{name:?} is not a valid name (lower-case letters, digits and '-', at most 63, not starting or ending with '-')")))
@@ -81,12 +76,7 @@ fn check_name(errs: &Errs, field: &str, name: &str) -> Result<()> {
 
 fn cidr(errs: &Errs, field: &str, s: &str) -> Result<Ipv4Net> {
     let net: Ipv4Net = s.parse().map_err(|_| errs.at(field, format!("{s:?} is not an IPv4 CIDR like 10.1.0.0/16")))?;
-    if net.trunc() != net {
-        return Err(errs.at(field, format!("{s} has host bits set; did you mean {}?", net.trunc())));
-    }
-    if net.prefix_len() > 30 {
-        return Err(errs.at(field, format!("{s} is too small for a network (at most /30)")));
-    }
+    rules::check_network(net).map_err(|r| errs.at(field, r))?;
     Ok(net)
 }
 
@@ -99,15 +89,7 @@ fn check_subnet_len(errs: &Errs, net: &NetworkSection, pods: Ipv4Net) -> Result<
 fn subnet_bound(errs: &Errs, field: &str, s: Option<&str>, pods: Ipv4Net, len: u8) -> Result<Option<Ipv4Addr>> {
     let Some(s) = s else { return Ok(None) };
     let ip: Ipv4Addr = s.parse().map_err(|_| errs.at(field, format!("{s:?} is not an IPv4 address")))?;
-    if !pods.contains(&ip) {
-        return Err(errs.at(field, format!("{ip} is outside the pod network {pods}")));
-    }
-    let subnet = Ipv4Net::new(ip, len).expect("len checked").trunc();
-    if subnet.addr() != ip {
-        return Err(
-            errs.at(field, format!("{ip} is not the start of a /{len} subnet; did you mean {}?", subnet.addr()))
-        );
-    }
+    rules::check_subnet_bound(ip, pods, len).map_err(|r| errs.at(field, r))?;
     Ok(Some(ip))
 }
 
@@ -147,19 +129,12 @@ fn node(errs: &Errs, i: usize, e: &NodeEntry, node_network: Ipv4Net) -> Result<N
     if !node_network.contains(&ip) {
         return Err(errs.at(field("ip"), format!("{ip} is outside the node network {node_network}")));
     }
-    if ip == node_network.network() || ip == node_network.broadcast() {
-        return Err(errs.at(field("ip"), format!("{ip} is the network's own or broadcast address")));
-    }
+    rules::check_node_address(ip, node_network).map_err(|r| errs.at(field("ip"), r))?;
     let mac = match &e.mac {
         Some(m) => m.parse::<MacAddr>().map_err(|r| errs.at(field("mac"), r))?,
         None => derived_mac(&e.name),
     };
-    if !mac.is_unicast() {
-        return Err(errs.at(field("mac"), format!("{mac} is a multicast address")));
-    }
-    if mac.0 == [0; 6] {
-        return Err(errs.at(field("mac"), format!("{mac} is all zeros")));
-    }
+    rules::check_mac(mac).map_err(|r| errs.at(field("mac"), r))?;
     Ok(Node { name: e.name.clone(), role, ip, mac })
 }
 

@@ -32,8 +32,10 @@ impl Cache {
         self.root.join("blobs").join(hex::encode(sha256))
     }
 
+    /// An unpacked package or archive. (`unpacked/`: trees unpacked
+    /// in-process, links kept inside; older `trees/` are not trusted.)
     pub fn tree(&self, sha256: &[u8; 32]) -> PathBuf {
-        self.root.join("trees").join(hex::encode(sha256))
+        self.root.join("unpacked").join(hex::encode(sha256))
     }
 
     /// Bytes derived from inputs whose digest is `key` (such as the agent

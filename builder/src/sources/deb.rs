@@ -29,46 +29,38 @@ pub fn unpack_known(cache: &Cache, deb: &Path, sha: &[u8; 32]) -> Result<PathBuf
     std::fs::create_dir_all(&root)?;
     let bytes = std::fs::read(deb).with_context(|| format!("reading {}", deb.display()))?;
     let (name, data) = member(&bytes, "data.tar").with_context(|| format!("unpacking {}", deb.display()))?;
-    unpack_tar(decompress::reader(name, data)?, &root)
+    super::unpack::tar_into(decompress::reader(name, data)?, &root)
         .with_context(|| format!("unpacking {name} of {}", deb.display()))?;
     cache.commit(&root, &dest)?;
     Ok(dest)
 }
 
-/// The member of a `.deb` whose name starts with `prefix` (`data.tar`,
-/// `control.tar`), after checking the format version as dpkg does.
+/// The member of a `.deb` named `prefix` (`data.tar`, `control.tar`) with
+/// its compression suffix. As dpkg requires: `debian-binary` (format 2.x)
+/// first, then `control.tar*`, then `data.tar*`.
 fn member<'a>(deb: &'a [u8], prefix: &str) -> Result<(&'a str, &'a [u8])> {
     let ar = ArchiveFile::parse(deb).context("not a Debian package (an ar archive)")?;
-    let mut found = None;
-    let mut version = None;
-    for m in ar.members() {
+    let mut members = Vec::new();
+    for m in ar.members().take(3) {
         let m = m.context("a damaged ar member")?;
         let name = std::str::from_utf8(m.name()).context("a member name that is not UTF-8")?.trim_end_matches('/');
-        let data = m.data(deb).context("a member past the end of the file")?;
-        if name == "debian-binary" {
-            version = Some(data);
-        } else if name.starts_with(prefix) && found.is_none() {
-            found = Some((name, data));
-        }
+        members.push((name, m.data(deb).context("a member past the end of the file")?));
     }
-    match version {
-        Some(v) if v.starts_with(b"2.") => {}
-        Some(v) => bail!("package format {:?} is not 2.x", String::from_utf8_lossy(v).trim()),
-        None => bail!("no debian-binary member: not a Debian package"),
+    let named = |i: usize, want: &str| {
+        members.get(i).is_some_and(|(n, _)| {
+            *n == want || n.strip_prefix(want).is_some_and(|ext| [".gz", ".xz", ".zst"].contains(&ext))
+        })
+    };
+    match members.first() {
+        Some(("debian-binary", v)) if v.starts_with(b"2.") => {}
+        Some(("debian-binary", v)) => bail!("package format {:?} is not 2.x", String::from_utf8_lossy(v).trim()),
+        _ => bail!("the first member is not debian-binary: not a Debian package"),
     }
-    found.with_context(|| format!("no {prefix}.* member"))
-}
-
-/// Unpacks a package's tar into `root`. The tar crate keeps every entry
-/// inside `root` (no `..`, no writing through a link that leaves it).
-fn unpack_tar(r: impl Read, root: &Path) -> Result<()> {
-    let mut tar = tar::Archive::new(r);
-    tar.set_preserve_permissions(true);
-    tar.set_preserve_mtime(true);
-    tar.set_unpack_xattrs(false);
-    tar.set_overwrite(true);
-    tar.unpack(root)?;
-    Ok(())
+    if !named(1, "control.tar") || !named(2, "data.tar") {
+        bail!("members are not debian-binary, control.tar[.gz|.xz|.zst], data.tar[.gz|.xz|.zst]");
+    }
+    let i = if prefix == "control.tar" { 1 } else { 2 };
+    Ok(members[i])
 }
 
 /// A control field of a package file, e.g. `Depends` (empty when absent).

@@ -6,6 +6,7 @@ pub mod deb;
 pub mod decompress;
 pub mod kernel;
 mod spec;
+mod unpack;
 pub mod url;
 
 use std::io::Read;
@@ -54,9 +55,12 @@ fn unpack_blob(cache: &Cache, blob: &Path, sha256: &[u8; 32], url: &str) -> Resu
     std::fs::create_dir_all(&root)?;
     if magic.starts_with(&[0x1f, 0x8b]) {
         let gz = flate2::read::GzDecoder::new(std::fs::File::open(blob)?);
-        tar::Archive::new(gz).unpack(&root).with_context(|| format!("unpacking {url}"))?;
+        unpack::tar_into(gz, &root).with_context(|| format!("unpacking {url}"))?;
     } else if magic.starts_with(b"\x7fELF") {
-        let name = url.rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("download");
+        // The URL's last segment names the file, if it is a plain name.
+        let last = url.split(['?', '#']).next().unwrap_or(url).rsplit('/').next().unwrap_or_default();
+        let plain = !matches!(last, "" | "." | "..") && last.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+        let name = if plain { last } else { "download" };
         let target = root.join(name);
         std::fs::copy(blob, &target)?;
         use std::os::unix::fs::PermissionsExt;
