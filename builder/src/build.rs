@@ -96,6 +96,12 @@ impl BuildConfig {
         if let Some(k) = &inputs.kernel {
             k.check_local().map_err(|r| InputError::new("--kernel", "", r))?;
         }
+        // What the user merges into Ignition may not clash with what we
+        // write; known before the CA exists (claims do not depend on it).
+        let scratch = cluster.etcd.tls.then(|| Pki::ephemeral(&cluster.name));
+        for p in plan::plan(&cluster, &selection, scratch.as_ref())? {
+            ignition::check_merges(&p)?;
+        }
         let agent = AgentBinary::locate(inputs.agent.as_deref())?;
         let pki = load_pki(&cluster, inputs.pki.as_deref())?;
         Ok(BuildConfig {

@@ -81,6 +81,13 @@ impl Pki {
         Ok(Pki::load(dir)?)
     }
 
+    /// A CA that lives only in memory: for checking what a build would
+    /// write before anything is (its certificates are never written).
+    pub fn ephemeral(cluster: &str) -> Pki {
+        let (key, cert) = new_ca(cluster, OffsetDateTime::now_utc());
+        Pki::from_pem(&key, &cert).expect("a CA just made is valid")
+    }
+
     /// Reads `dir/ca.key` (owner-only) and `dir/ca.crt`, and checks they belong together.
     pub fn load(dir: &Path) -> Result<Pki, InputError> {
         let key_path = dir.join(CA_KEY);

@@ -168,3 +168,151 @@ fn merge_stub_fetches_the_full_config_and_verifies_it() {
     assert!(!ok && log.contains("hash verification failed"), "{log}");
     assert!(!root.join("opt/bin/node-agent").exists());
 }
+
+const SSH_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxT1t2I1nLlYkJ3sCSEPtVXr3H4GcEgqJtyrqTmC8Uh admin@example";
+
+/// A cluster file beside three fragments (every node's at spec 3.0.0, the
+/// workers', worker-1's own) and an SSH key for `core`.
+fn cluster_with_fragments(dir: &Path, extra_fragment: Option<&str>) -> PathBuf {
+    let data = |t: &str| format!("data:,{t}");
+    let file = |path: &str, text: &str| {
+        format!(r#"{{"path":"{path}","mode":420,"overwrite":true,"contents":{{"source":"{}"}}}}"#, data(text))
+    };
+    let frag = |version: &str, files: &[String], more: &str| {
+        format!(r#"{{"ignition":{{"version":"{version}"}},"storage":{{"files":[{}]}}{more}}}"#, files.join(","))
+    };
+    std::fs::create_dir_all(dir.join("ign")).unwrap();
+    std::fs::write(
+        dir.join("ign/all.ign"),
+        frag("3.0.0", &[file("/etc/motd", "all"), file("/etc/all", "every%20node")], ""),
+    )
+    .unwrap();
+    let unit = r#","systemd":{"units":[{"name":"hello.service","enabled":true,"contents":"[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n"}]}"#;
+    std::fs::write(dir.join("ign/workers.ign"), frag("3.2.0", &[file("/etc/role", "worker")], unit)).unwrap();
+    std::fs::write(dir.join("ign/worker-1.ign"), frag("3.3.0", &[file("/etc/motd", "worker-1")], "")).unwrap();
+    if let Some(f) = extra_fragment {
+        std::fs::write(dir.join("ign/extra.ign"), f).unwrap();
+    }
+    let text = imgbuild::cluster::DEFAULT_TOML
+        .replace("[[node]]\nname = \"worker-1\"", "[[node]]\nname = \"worker-1\"\nmerge = [\"ign/worker-1.ign\"]")
+        .replace(
+            "[artifacts]",
+            &format!(
+                "[ignition]\nmerge = [\"ign/all.ign\"{}]\n\n[ignition.roles.worker]\nmerge = [\"ign/workers.ign\"]\n\n[access]\nssh_authorized_keys = [\"{SSH_KEY}\"]\n\n[artifacts]",
+                if extra_fragment.is_some() { ", \"ign/extra.ign\"" } else { "" }
+            ),
+        );
+    let path = dir.join("cluster.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn user_fragments_and_ssh_keys_are_merged_by_real_ignition() {
+    require_tool("ignition-validate");
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = cluster_with_fragments(tmp.path(), None);
+    let out = tmp.path().join("out");
+    run_ok(
+        imgbuild_with_agent().args(["--all", "--only", "ignition", "--cluster"]).arg(&cluster).arg("--out").arg(&out),
+    );
+    let ign = out.join("worker-1/worker-1.ign");
+    let v = Command::new("ignition-validate").arg(&ign).output().unwrap();
+    assert!(v.status.success(), "{v:?}");
+    let root = tmp.path().join("root");
+    // Flatcar's root already has `core`: Ignition adds the key to it.
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::create_dir_all(root.join("home/core")).unwrap();
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\ncore:x:500:500::/home/core:/bin/sh\n").unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\ncore:x:500:\n").unwrap();
+    std::fs::write(root.join("etc/shadow"), "root:*:1::::::\ncore:*:1::::::\n").unwrap();
+    std::fs::write(root.join("etc/gshadow"), "root:*::\ncore:!::\n").unwrap();
+    std::os::unix::fs::chown(root.join("home/core"), Some(500), Some(500)).unwrap();
+    let (_, log) = apply(&ign, &root);
+    assert_applied(&log);
+    check_installed_node(&root, "worker-1", "worker");
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}\n{log}"));
+    assert_eq!(read("etc/all"), "every node");
+    assert_eq!(read("etc/role"), "worker");
+    assert_eq!(read("etc/motd"), "worker-1", "the node's fragment is merged last and wins, as Ignition merges");
+    assert!(read("etc/systemd/system/hello.service").contains("ExecStart=/bin/true"));
+    // Where Flatcar's Ignition puts them (update-ssh-keys gathers the folder).
+    let keys = read("home/core/.ssh/authorized_keys.d/ignition");
+    assert!(keys.contains(SSH_KEY), "{keys}");
+    // Other roles get every node's fragment only.
+    let etcd_root = tmp.path().join("root-etcd");
+    let (_, log) = apply(&out.join("etcd-1/etcd-1.ign"), &etcd_root);
+    assert_applied(&log);
+    assert!(etcd_root.join("etc/all").exists() && !etcd_root.join("etc/role").exists());
+    // The image's own applier applies the files and names what it skips.
+    let check = Command::new(agent_path()).args(["check", "--ignition"]).arg(&ign).output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    assert!(check.status.success(), "{said}");
+    assert!(said.contains("passwd.users[core] is not applied in the image"), "{said}");
+    assert!(said.contains("systemd.units[hello.service] is not applied in the image"), "{said}");
+}
+
+#[test]
+fn fragments_that_clash_with_imgbuild_are_refused_naming_both() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/etc/hostname","contents":{"source":"data:,x"}}]}}"#,
+            "storage.files[0].path: path /etc/hostname is also written by imgbuild for node etcd-1",
+        ),
+        (
+            r#"{"ignition":{"version":"3.3.0"},"systemd":{"units":[{"name":"node-agent.service","mask":true}]}}"#,
+            "systemd.units[0]: unit node-agent.service is also written by imgbuild",
+        ),
+        (
+            r#"{"ignition":{"version":"3.3.0"},"passwd":{"users":[{"name":"core","sshAuthorizedKeys":["x"]}]}}"#,
+            "passwd.users[0]: user core is also written by imgbuild",
+        ),
+        (r#"{"ignition":{"version":"3.4.0"}}"#, "imgbuild merges Ignition specs 3.0.0 to 3.3.0"),
+        (r#"{"ignition":{"version":"2.2.0"}}"#, "not an Ignition config"),
+    ];
+    for (i, (fragment, want)) in cases.iter().enumerate() {
+        let dir = tmp.path().join(format!("c{i}"));
+        let cluster = cluster_with_fragments(&dir, Some(fragment));
+        let out = dir.join("out");
+        let res = imgbuild_with_agent()
+            .args(["--all", "--only", "ignition", "--cluster"])
+            .arg(&cluster)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert_eq!(res.status.code(), Some(2), "{fragment}: {err}");
+        assert!(
+            err.contains(&format!("{}: ", dir.join("ign/extra.ign").display())) && err.contains(want),
+            "{fragment}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!out.exists(), "nothing written");
+    }
+    // The cluster file's own mistakes name the cluster file and the field.
+    let dir = tmp.path().join("keys");
+    let cluster = cluster_with_fragments(&dir, None);
+    let text = std::fs::read_to_string(&cluster).unwrap();
+    for (edit, want) in [
+        (
+            text.replace(SSH_KEY, &format!("{SSH_KEY}\\nssh-ed25519 AAAA evil")),
+            "access.ssh_authorized_keys[0]: holds a line break",
+        ),
+        (text.replace("ign/all.ign", "ign/missing.ign"), "ignition.merge[0]: cannot read"),
+        (text.replace("[ignition.roles.worker]", "[ignition.roles.workers]"), "ignition.roles.workers: unknown role"),
+    ] {
+        std::fs::write(&cluster, edit).unwrap();
+        let res = imgbuild_with_agent()
+            .args(["--all", "--only", "ignition", "--cluster"])
+            .arg(&cluster)
+            .arg("--out")
+            .arg(dir.join("out"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert_eq!(res.status.code(), Some(2), "{err}");
+        assert!(err.contains(&format!("{}: {want}", cluster.display())), "{err}");
+    }
+}

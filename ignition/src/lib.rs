@@ -44,6 +44,8 @@ pub struct ConfigBuilder {
     files: Vec<ign::File>,
     directories: Vec<ign::Directory>,
     units: Vec<ign::Unit>,
+    users: Vec<ign::User>,
+    merges: Vec<ign::Resource>,
 }
 
 impl ConfigBuilder {
@@ -108,8 +110,35 @@ impl ConfigBuilder {
         self
     }
 
+    /// SSH keys for `user` (Flatcar's `core`), which the OS already has.
+    pub fn ssh_authorized_keys(mut self, user: &str, keys: &[String]) -> Self {
+        let mut u = ign::User::new(user.to_owned());
+        u.ssh_authorized_keys = Some(keys.to_vec());
+        self.users.push(u);
+        self
+    }
+
+    /// A config for Ignition to merge into this one (its own merge rules),
+    /// inline and checked by sha512.
+    pub fn merge(mut self, config: &[u8]) -> Self {
+        self.merges.push(ign::Resource {
+            source: Some(data_url(config)),
+            verification: Some(ign::Verification {
+                hash: Some(format!("sha512-{}", hex::encode(Sha512::digest(config)))),
+            }),
+            ..Default::default()
+        });
+        self
+    }
+
     pub fn build(self) -> ign::Config {
+        let mut ignition = ign::Config::default().ignition;
+        if !self.merges.is_empty() {
+            ignition.config = Some(ign::IgnitionConfig { merge: Some(self.merges), replace: None });
+        }
         ign::Config {
+            ignition,
+            passwd: (!self.users.is_empty()).then_some(ign::Passwd { users: Some(self.users), groups: None }),
             storage: Some(ign::Storage {
                 directories: non_empty(self.directories),
                 files: non_empty(self.files),

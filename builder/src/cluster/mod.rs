@@ -1,6 +1,7 @@
 //! The cluster file: schema, embedded default, and validation into a typed
-//! model. Pure: no I/O beyond reading the file.
+//! model. No I/O beyond reading the file and the Ignition fragments it names.
 
+pub mod fragments;
 mod schema;
 mod validate;
 
@@ -87,6 +88,17 @@ pub struct Node {
     pub role: Role,
     pub ip: Ipv4Addr,
     pub mac: MacAddr,
+    /// What the user adds to this node's Ignition config.
+    pub ignition: NodeIgnition,
+}
+
+/// The user's additions to a node's Ignition config.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeIgnition {
+    /// To merge, in order: every node's, the role's, the node's own.
+    pub merge: Vec<fragments::Fragment>,
+    /// For Flatcar's `core` user.
+    pub ssh_authorized_keys: Vec<String>,
 }
 
 impl Cluster {

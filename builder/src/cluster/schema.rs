@@ -15,8 +15,50 @@ pub struct ClusterFile {
     pub etcd: EtcdSection,
     #[serde(default)]
     pub artifacts: ArtifactsSection,
+    #[serde(default, skip_serializing_if = "IgnitionSection::is_empty")]
+    pub ignition: IgnitionSection,
+    #[serde(default, skip_serializing_if = "AccessSection::is_empty")]
+    pub access: AccessSection,
     #[serde(rename = "node", default)]
     pub nodes: Vec<NodeEntry>,
+}
+
+/// Ignition configs of the user's to merge into every node's, a role's, or
+/// (on a `[[node]]`) one node's: paths relative to the cluster file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IgnitionSection {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merge: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub roles: std::collections::BTreeMap<String, RoleIgnition>,
+}
+
+impl IgnitionSection {
+    fn is_empty(&self) -> bool {
+        self.merge.is_empty() && self.roles.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleIgnition {
+    #[serde(default)]
+    pub merge: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSection {
+    /// OpenSSH public keys for Flatcar's `core` user.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_authorized_keys: Vec<String>,
+}
+
+impl AccessSection {
+    fn is_empty(&self) -> bool {
+        self.ssh_authorized_keys.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -136,4 +178,7 @@ pub struct NodeEntry {
     pub ip: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// Ignition configs to merge into this node's only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merge: Vec<String>,
 }

@@ -3,13 +3,14 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::path::Path;
 
 use ipnet::Ipv4Net;
 use node_config::rules;
 use node_config::{Backend, BackendType, MacAddr, Role};
 
 use super::schema::{ArtifactsSection, ClusterFile, EtcdSection, NetworkSection, NodeEntry};
-use super::{derived_mac, Artifacts, Cluster, EtcdSettings, Node};
+use super::{derived_mac, fragments, Artifacts, Cluster, EtcdSettings, Node};
 use crate::error::InputError;
 use crate::sources::SourceSpec;
 
@@ -47,7 +48,8 @@ pub fn validate(file: &ClusterFile, origin: &str) -> Result<Cluster> {
         }
     }
     let backend = backend(&errs, file)?;
-    let nodes = nodes(&errs, &file.nodes, node_network)?;
+    let mut nodes = nodes(&errs, &file.nodes, node_network)?;
+    add_ignition(&errs, file, &mut nodes)?;
     let etcd = etcd(&errs, &file.etcd, &nodes)?;
     let artifacts = artifacts(&errs, &file.artifacts)?;
     Ok(Cluster {
@@ -135,7 +137,40 @@ fn node(errs: &Errs, i: usize, e: &NodeEntry, node_network: Ipv4Net) -> Result<N
         None => derived_mac(&e.name),
     };
     rules::check_mac(mac).map_err(|r| errs.at(field("mac"), r))?;
-    Ok(Node { name: e.name.clone(), role, ip, mac })
+    Ok(Node { name: e.name.clone(), role, ip, mac, ignition: Default::default() })
+}
+
+/// Each node's fragments (every node's, its role's, its own; each file read
+/// once) and the SSH keys.
+fn add_ignition(errs: &Errs, file: &ClusterFile, nodes: &mut [Node]) -> Result<()> {
+    for (i, key) in file.access.ssh_authorized_keys.iter().enumerate() {
+        fragments::check_ssh_key(key).map_err(|r| errs.at(format!("access.ssh_authorized_keys[{i}]"), r))?;
+    }
+    for role in file.ignition.roles.keys() {
+        role.parse::<Role>().map_err(|r| errs.at(format!("ignition.roles.{role}"), r))?;
+    }
+    // The embedded default has no file of its own: paths are then relative to here.
+    let base = Path::new(errs.0).parent().unwrap_or(Path::new(""));
+    let mut cache: HashMap<String, fragments::Fragment> = HashMap::new();
+    let mut get = |written: &str, field: String| -> Result<fragments::Fragment> {
+        if let Some(f) = cache.get(written) {
+            return Ok(f.clone());
+        }
+        let f = fragments::load(base, written, errs.0, &field)?;
+        cache.insert(written.to_owned(), f.clone());
+        Ok(f)
+    };
+    for (i, node) in nodes.iter_mut().enumerate() {
+        let all = file.ignition.merge.iter().enumerate().map(|(j, w)| (w, format!("ignition.merge[{j}]")));
+        let role = file.ignition.roles.get(node.role.as_str()).map(|r| &r.merge[..]).unwrap_or_default();
+        let role = role.iter().enumerate().map(|(j, w)| (w, format!("ignition.roles.{}.merge[{j}]", node.role)));
+        let own = file.nodes[i].merge.iter().enumerate().map(|(j, w)| (w, format!("node[{i}].merge[{j}]")));
+        for (written, field) in all.chain(role).chain(own) {
+            node.ignition.merge.push(get(written, field)?);
+        }
+        node.ignition.ssh_authorized_keys = file.access.ssh_authorized_keys.clone();
+    }
+    Ok(())
 }
 
 fn etcd(errs: &Errs, s: &EtcdSection, nodes: &[Node]) -> Result<EtcdSettings> {

@@ -8,6 +8,8 @@ use node_config::etcd::{self, TlsFiles};
 use node_config::Role;
 use node_config::{EtcdMember, NodeConfig, Paths};
 
+use crate::cluster::fragments;
+use crate::error::InputError;
 use crate::plan::NodePlan;
 
 pub const AGENT_PATH: &str = "/opt/bin/node-agent";
@@ -24,8 +26,40 @@ pub enum AgentDelivery<'a> {
     Remote { base_url: &'a str, bytes: &'a [u8] },
 }
 
-/// Renders the node's Ignition config as the bytes of `NODE.ign`.
+/// Renders the node's Ignition config as the bytes of `NODE.ign`: what
+/// imgbuild writes, the user's SSH keys for `core`, and the user's
+/// fragments for Ignition to merge (checked by [`check_merges`]).
 pub fn render(plan: &NodePlan, agent: &AgentDelivery) -> Vec<u8> {
+    let mut b = ours(plan, agent);
+    for f in &plan.node.ignition.merge {
+        b = b.merge(&f.bytes);
+    }
+    imgbuild_ignition::render(&b.build())
+}
+
+/// A fragment may not write what imgbuild writes for the node (a path, a
+/// unit, a drop-in, a user), or Ignition's merge would quietly replace it.
+pub fn check_merges(plan: &NodePlan) -> Result<(), InputError> {
+    if plan.node.ignition.merge.is_empty() {
+        return Ok(());
+    }
+    let placeholder = Payload::Remote { url: "http://placeholder/".into(), bytes_sha512: [0; 64] };
+    let cfg = ours(plan, &AgentDelivery::Embedded(&placeholder)).build();
+    let ours = fragments::claims(&serde_json::to_value(&cfg).expect("a config serializes"));
+    for f in &plan.node.ignition.merge {
+        if let Some(c) = f.claims.iter().find(|c| ours.iter().any(|o| o.key == c.key)) {
+            let why = format!(
+                "{} is also written by imgbuild for node {} (its agent, config, hostname, network, etcd or [access]); leave it out",
+                c.key, plan.node.name
+            );
+            return Err(InputError::new(&f.origin, &c.field, why));
+        }
+    }
+    Ok(())
+}
+
+/// What imgbuild itself puts in the node's config.
+fn ours(plan: &NodePlan, agent: &AgentDelivery) -> ConfigBuilder {
     let cfg = &plan.config;
     let remote;
     let payload = match agent {
@@ -56,7 +90,11 @@ pub fn render(plan: &NodePlan, agent: &AgentDelivery) -> Vec<u8> {
         }
         b = b.dropin("etcd-member.service", "20-imgbuild.conf", &etcd_member_dropin(member, tls.is_some()), true);
     }
-    imgbuild_ignition::render(&b.build())
+    let keys = &plan.node.ignition.ssh_authorized_keys;
+    if !keys.is_empty() {
+        b = b.ssh_authorized_keys("core", keys);
+    }
+    b
 }
 
 /// The agent's config file text (also embedded in images).

@@ -66,6 +66,9 @@ pub struct Applied {
     pub files: Vec<String>,
     pub directories: Vec<String>,
     pub links: Vec<String>,
+    /// What the config asks that this applier does not do (users, units,
+    /// disks, kernel arguments), by name, for the caller to warn about.
+    pub skipped: Vec<String>,
 }
 
 /// Applies `config` (JSON bytes) under `root` (made if missing), in place.
@@ -217,6 +220,7 @@ impl<'a> Walk<'a> {
                 self.config(&child, depth + 1)?;
             }
         }
+        self.applied.skipped.extend(skipped(cfg));
         let Some(storage) = &cfg.storage else { return Ok(()) };
         for entry in entries(storage) {
             match entry {
@@ -286,6 +290,32 @@ enum Entry<'c> {
     Directory(&'c ign::Directory),
     File(&'c ign::File),
     Link(&'c ign::Link),
+}
+
+/// The sections of `cfg` beyond files, directories and links, named as a
+/// user would look for them in the config.
+fn skipped(cfg: &ign::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(p) = &cfg.passwd {
+        out.extend(p.users.iter().flatten().map(|u| format!("passwd.users[{}]", u.name)));
+        out.extend(p.groups.iter().flatten().map(|g| format!("passwd.groups[{}]", g.name)));
+    }
+    if let Some(s) = &cfg.systemd {
+        out.extend(s.units.iter().flatten().map(|u| format!("systemd.units[{}]", u.name)));
+    }
+    if let Some(s) = &cfg.storage {
+        let counts = [
+            ("storage.disks", s.disks.as_ref().map_or(0, Vec::len)),
+            ("storage.raid", s.raid.as_ref().map_or(0, Vec::len)),
+            ("storage.filesystems", s.filesystems.as_ref().map_or(0, Vec::len)),
+            ("storage.luks", s.luks.as_ref().map_or(0, Vec::len)),
+        ];
+        out.extend(counts.iter().filter(|(_, n)| *n > 0).map(|(what, n)| format!("{what} ({n})")));
+    }
+    if cfg.kernel_arguments.as_ref().is_some_and(|k| k.should_exist.is_some() || k.should_not_exist.is_some()) {
+        out.push("kernelArguments".into());
+    }
+    out
 }
 
 /// The storage entries in the order Ignition creates them: fewer path
@@ -418,6 +448,19 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(root.path().join("etc/node-agent/config.json")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn sections_it_does_not_apply_are_named() {
+        let cfg = r#"{"ignition":{"version":"3.3.0"},
+            "passwd":{"users":[{"name":"core","sshAuthorizedKeys":["ssh-ed25519 AAAA"]}]},
+            "systemd":{"units":[{"name":"x.service","enabled":true}]},
+            "storage":{"filesystems":[{"device":"/dev/vdb","format":"ext4"}],
+                       "files":[{"path":"/etc/x","contents":{"source":"data:,x"}}]}}"#;
+        let root = tempfile::tempdir().unwrap();
+        let applied = apply(cfg.as_bytes(), root.path(), &NoFetch).unwrap();
+        assert_eq!(applied.files, ["/etc/x"]);
+        assert_eq!(applied.skipped, ["passwd.users[core]", "systemd.units[x.service]", "storage.filesystems (1)"]);
     }
 
     #[test]

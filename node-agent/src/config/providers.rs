@@ -144,6 +144,11 @@ pub fn apply_ignition(bytes: &[u8], root: &Path) -> Result<NodeConfig> {
         applied.directories.len(),
         applied.links.len()
     ));
+    for what in &applied.skipped {
+        log::warn(&format!(
+            "Ignition config: {what} is not applied in the image (only files, directories and links are)"
+        ));
+    }
     Ok(cfg)
 }
 
