@@ -47,7 +47,7 @@ impl PodNetwork {
         let node_link = retry("finding the node interface", || node_link(&nl, ip)).await;
         let net = retry("network config", || safe_network(&client, &cfg, &nl)).await;
         log::info(&format!("etcd answered: network {} uptime={} cpu={}", net.network, log::uptime(), log::cpu()));
-        let vtep = state::vtep_mac(&cfg.paths.state_dir)?;
+        let vtep = state::vtep_mac(&cfg.paths.state_dir, &cfg)?;
         let backend = Backend::new(nl, net, node_link, cfg.node.address, vtep);
         let ttl = cfg.network.lease_ttl.map(|t| t as i64).unwrap_or(LEASE_TTL);
         let mgr = SubnetManager { client, net, attrs: backend.attrs(), ttl };
