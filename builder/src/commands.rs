@@ -127,10 +127,7 @@ pub fn init(args: &InitArgs) -> Result<()> {
 /// `imgbuild policy ...`.
 pub fn policy(args: &PolicyArgs) -> Result<()> {
     match &args.cmd {
-        PolicyCmd::Test(t) => {
-            print!("{}", crate::policy::test(&t.pods, &t.policies, t.ports.as_deref())?);
-            Ok(())
-        }
+        PolicyCmd::Test(t) => crate::policy::test(&t.pods, &t.policies, t.ports.as_deref(), &mut std::io::stdout()),
     }
 }
 

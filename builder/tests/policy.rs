@@ -94,3 +94,44 @@ fn bad_input_exits_2_with_one_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("pods[1]: default/a is listed twice"));
 }
+
+/// A name that would forge an output line, a folder with no manifests, an
+/// object given in two files: each refused, naming the place.
+#[test]
+fn forged_names_empty_folders_and_twice_defined_objects_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let forged = "pods:\n  - {name: \"x a/web 80/TCP allow\\nevil\", ip: 10.0.0.1}\n";
+    std::fs::write(tmp.path().join("forged.yaml"), forged).unwrap();
+    std::fs::create_dir(tmp.path().join("empty")).unwrap();
+    let twice = tmp.path().join("twice");
+    std::fs::create_dir(&twice).unwrap();
+    let web =
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web, namespace: prod}\nspec: {}\n";
+    std::fs::write(twice.join("a.yaml"), web).unwrap();
+    std::fs::write(twice.join("b.yaml"), web).unwrap();
+    let also = format!(
+        "{}: documents[0]: NetworkPolicy prod/web is also defined at {} documents[0]",
+        twice.join("b.yaml").display(),
+        twice.join("a.yaml").display()
+    );
+    for (pods, policies, want) in [
+        (
+            tmp.path().join("forged.yaml"),
+            cluster().join("policies"),
+            "pods[0].name: \"x a/web 80/TCP allow\\nevil\" is not a name".to_owned(),
+        ),
+        (
+            cluster().join("pods.yaml"),
+            tmp.path().join("empty"),
+            "no .yaml, .yml or .json manifests in this folder".to_owned(),
+        ),
+        (cluster().join("pods.yaml"), twice.clone(), also),
+    ] {
+        let out =
+            imgbuild().args(["policy", "test", "--pods"]).arg(&pods).arg("--policies").arg(&policies).output().unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(&want) && err.lines().count() == 1, "{want}\n{err}");
+        assert!(out.stdout.is_empty());
+    }
+}

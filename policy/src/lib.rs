@@ -10,6 +10,7 @@ mod load;
 mod model;
 mod pods;
 mod selector;
+mod strict;
 
 pub use eval::{Cluster, Verdict};
 pub use load::{load_manifests, parse_manifests, Manifests};
@@ -17,11 +18,11 @@ pub use model::{
     EgressRule, IngressRule, IntOrString, IpBlock, LabelSelector, Labels, Namespace, NetworkPolicy, Operator, Peer,
     PolicyPort, PolicyType, Protocol, Requirement, Rule,
 };
-pub use pods::{parse_pods, Pod, PodPort, PodsFile};
+pub use pods::{load_pods, parse_pods, Pod, PodPort, PodsFile};
 
 /// A refused input: where (file, document index, field path) and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{origin}: {field}: {reason}")]
+#[error("{origin}: {}{reason}", if field.is_empty() { String::new() } else { format!("{field}: ") })]
 pub struct Invalid {
     pub origin: String,
     /// `documents[N].spec...` for manifests, the field path for a pods file.

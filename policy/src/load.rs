@@ -3,13 +3,15 @@
 //! checked as the API server would, refused with its document's index and
 //! the field's path.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::model::{IntOrString, LabelSelector, Namespace, NetworkPolicy, Operator, Peer, PolicyPort};
+use crate::strict::{self, Strict};
 use crate::Invalid;
 
 /// The objects of one or more manifest files.
@@ -17,6 +19,8 @@ use crate::Invalid;
 pub struct Manifests {
     pub policies: Vec<NetworkPolicy>,
     pub namespaces: Vec<Namespace>,
+    /// Each object's identity (`NetworkPolicy a/web`) and where it is.
+    ids: Vec<(String, String)>,
 }
 
 type Check = Result<(), (String, String)>;
@@ -26,60 +30,96 @@ fn refuse<T>(field: impl Into<String>, reason: impl Into<String>) -> Result<T, (
 }
 
 /// A manifest file, or every `.yaml`, `.yml` and `.json` file of a folder
-/// (not its subfolders, as `kubectl apply -f DIR`), in name order.
+/// (not its subfolders, as `kubectl apply -f DIR`), in name order. An
+/// object given twice (same kind, namespace and name) is refused, naming
+/// both places: Kubernetes keeps one object per name.
 pub fn load_manifests(path: &Path) -> Result<Manifests, Invalid> {
     let origin = path.display().to_string();
     let meta = std::fs::metadata(path).map_err(|e| Invalid::new(&origin, "", e.to_string()))?;
-    let files = if meta.is_dir() {
-        let mut files: Vec<_> = std::fs::read_dir(path)
-            .map_err(|e| Invalid::new(&origin, "", e.to_string()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json") && p.is_file())
-            .collect();
-        files.sort();
-        files
-    } else {
-        vec![path.to_owned()]
-    };
+    let files = if meta.is_dir() { manifest_files(path)? } else { vec![path.to_owned()] };
     let mut all = Manifests::default();
+    let mut seen: HashMap<String, String> = HashMap::new();
     for file in files {
         let origin = file.display().to_string();
-        let text = std::fs::read_to_string(&file).map_err(|e| Invalid::new(&origin, "", e.to_string()))?;
+        let text = strict::read_file(&file).map_err(|r| Invalid::new(&origin, "", r))?;
         let m = parse_manifests(&text, &origin)?;
+        for (id, at) in m.ids.iter() {
+            if let Some(first) = seen.insert(id.clone(), format!("{origin} {at}")) {
+                return Err(Invalid::new(&origin, at.clone(), format!("{id} is also defined at {first}")));
+            }
+        }
         all.policies.extend(m.policies);
         all.namespaces.extend(m.namespaces);
     }
     Ok(all)
 }
 
-/// The objects in one file's text; `origin` names it in errors.
+/// The manifest files of a folder; one that cannot be read, or a folder
+/// with none, is an error (a missing deny policy must not read as "allow").
+fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, Invalid> {
+    let origin = dir.display().to_string();
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| Invalid::new(&origin, "", e.to_string()))? {
+        let path = e.map_err(|e| Invalid::new(&origin, "", e.to_string()))?.path();
+        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+        if !matches!(ext.as_deref(), Some("yaml" | "yml" | "json")) {
+            continue;
+        }
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => files.push(path),
+            Err(e) => return Err(Invalid::new(path.display().to_string(), "", e.to_string())),
+        }
+    }
+    if files.is_empty() {
+        return Err(Invalid::new(origin, "", "no .yaml, .yml or .json manifests in this folder"));
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The objects in one file's text; `origin` names it in errors and says
+/// by its extension whether the text is JSON (`.json`) or YAML.
 pub fn parse_manifests(text: &str, origin: &str) -> Result<Manifests, Invalid> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    strict::check_depth(text).map_err(|r| Invalid::new(origin, "", r))?;
     let mut out = Manifests::default();
-    for (i, doc) in documents(text).map_err(|(f, r)| Invalid::new(origin, f, r))?.into_iter().enumerate() {
+    let json = origin.to_ascii_lowercase().ends_with(".json");
+    let docs = if json { json_documents(text) } else { yaml_documents(text) };
+    for (i, doc) in docs.map_err(|(f, r)| Invalid::new(origin, f, r))?.into_iter().enumerate() {
         let at = format!("documents[{i}]");
         add_object(&mut out, doc, &at).map_err(|(f, r)| Invalid::new(origin, f, r))?;
+    }
+    let mut seen = HashMap::new();
+    for (id, at) in &out.ids {
+        if let Some(first) = seen.insert(id.clone(), at.clone()) {
+            return Err(Invalid::new(origin, at.clone(), format!("{id} is also defined at {first}")));
+        }
     }
     Ok(out)
 }
 
-/// The documents of a YAML stream or a JSON text, in order; empty YAML
-/// documents are kept as `null` so indexes match what a reader counts.
-fn documents(text: &str) -> Result<Vec<Value>, (String, String)> {
-    let trimmed = text.trim_start();
-    if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        let mut docs = Vec::new();
-        for (i, v) in serde_json::Deserializer::from_str(text).into_iter::<Value>().enumerate() {
-            match v {
-                Ok(Value::Array(items)) => docs.extend(items),
-                Ok(v) => docs.push(v),
-                Err(e) => return refuse(format!("documents[{i}]"), format!("not JSON: {e}")),
-            }
+/// A JSON text: one object, an array of objects, or a stream of them.
+fn json_documents(text: &str) -> Result<Vec<Value>, (String, String)> {
+    let mut docs = Vec::new();
+    for v in serde_json::Deserializer::from_str(text).into_iter::<Strict>() {
+        match v {
+            Ok(Strict(Value::Array(items))) => docs.extend(items),
+            Ok(Strict(v)) => docs.push(v),
+            Err(e) => return refuse(format!("documents[{}]", docs.len()), format!("not JSON: {e}")),
         }
-        return Ok(docs);
     }
+    Ok(docs)
+}
+
+/// The documents of a YAML stream, in order; empty documents are kept as
+/// `null` so indexes match what a reader counts.
+fn yaml_documents(text: &str) -> Result<Vec<Value>, (String, String)> {
     serde_yaml_ng::Deserializer::from_str(text)
         .enumerate()
-        .map(|(i, doc)| Value::deserialize(doc).map_err(|e| (format!("documents[{i}]"), format!("not YAML: {e}"))))
+        .map(|(i, doc)| {
+            Strict::deserialize(doc).map(|s| s.0).map_err(|e| (format!("documents[{i}]"), format!("not YAML: {e}")))
+        })
         .collect()
 }
 
@@ -93,19 +133,21 @@ fn add_object(out: &mut Manifests, doc: Value, at: &str) -> Check {
         ("NetworkPolicy", "networking.k8s.io/v1") => {
             let p: NetworkPolicy = typed(doc, at)?;
             check_policy(&p, at)?;
+            out.ids.push((format!("NetworkPolicy {}/{}", p.namespace(), p.metadata.name), at.to_owned()));
             out.policies.push(p);
         }
         ("Namespace", "v1") => {
             let n: Namespace = typed(doc, at)?;
             check_name(&n.metadata.name, &format!("{at}.metadata.name"))?;
+            out.ids.push((format!("Namespace {}", n.metadata.name), at.to_owned()));
             out.namespaces.push(n);
         }
         ("List" | "NetworkPolicyList" | "NamespaceList", "v1" | "networking.k8s.io/v1") => {
-            let Some(Value::Array(items)) = doc.get("items") else {
+            let Some(Value::Array(items)) = doc.get("items").cloned() else {
                 return refuse(format!("{at}.items"), "a List needs an items array");
             };
-            for (j, item) in items.iter().enumerate() {
-                add_object(out, item.clone(), &format!("{at}.items[{j}]"))?;
+            for (j, item) in items.into_iter().enumerate() {
+                add_object(out, item, &format!("{at}.items[{j}]"))?;
             }
         }
         ("NetworkPolicy" | "Namespace", _) => {
@@ -133,13 +175,9 @@ fn check_policy(p: &NetworkPolicy, at: &str) -> Check {
         check_name(ns, &format!("{at}.metadata.namespace"))?;
     }
     check_selector(&p.spec.pod_selector, &format!("{at}.spec.podSelector"))?;
-    if let Some(types) = &p.spec.policy_types {
-        if types.is_empty() {
-            return refuse(format!("{at}.spec.policyTypes"), "empty (leave it out for the default)");
-        }
-        if types.len() == 2 && types[0] == types[1] {
-            return refuse(format!("{at}.spec.policyTypes[1]"), "duplicate");
-        }
+    // As the API server: at most two values (an empty list is the default).
+    if p.spec.policy_types.as_ref().is_some_and(|t| t.len() > 2) {
+        return refuse(format!("{at}.spec.policyTypes"), "may not name more than two types");
     }
     for (i, r) in p.spec.ingress.iter().flatten().enumerate() {
         check_rule(r.from.as_deref(), r.ports.as_deref(), &format!("{at}.spec.ingress[{i}]"), "from")?;
@@ -249,10 +287,16 @@ fn check_selector(s: &LabelSelector, at: &str) -> Check {
     Ok(())
 }
 
-/// Kubernetes' label rules: an optional DNS prefix and `/`, a name of at
-/// most 63 characters; values at most 63, possibly empty.
-fn check_label(key: &str, value: &str, at: &str) -> Check {
-    let name = key.rsplit_once('/').map_or(key, |(prefix, name)| if prefix.is_empty() { "" } else { name });
+/// Kubernetes' label rules: an optional DNS-subdomain prefix and `/`, a
+/// name of at most 63 characters; values at most 63, possibly empty.
+pub(crate) fn check_label(key: &str, value: &str, at: &str) -> Check {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if prefix.is_some_and(|p| check_name(p, at).is_err() || name.contains('/')) {
+        return refuse(at, format!("{key:?} is not a label key"));
+    }
     let part = |s: &str| {
         s.len() <= 63
             && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
@@ -269,7 +313,7 @@ fn check_label(key: &str, value: &str, at: &str) -> Check {
 }
 
 /// A DNS-1123 label or subdomain, as object names must be.
-fn check_name(name: &str, at: &str) -> Check {
+pub(crate) fn check_name(name: &str, at: &str) -> Check {
     let ok = !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|l| {

@@ -31,6 +31,18 @@ pub struct Metadata {
     pub creation_timestamp: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed_fields: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finalizers: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_references: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_timestamp: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_grace_period_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_link: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,13 +51,17 @@ pub struct NetworkPolicy {
     pub api_version: String,
     pub kind: String,
     pub metadata: Metadata,
+    /// Optional since Kubernetes 1.31's types, as is its podSelector.
+    #[serde(default)]
     pub spec: Spec,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Spec {
-    /// Which pods of the policy's namespace it isolates; `{}` is all of them.
+    /// Which pods of the policy's namespace it isolates; `{}` (or absent)
+    /// is all of them.
+    #[serde(default)]
     pub pod_selector: LabelSelector,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_types: Option<Vec<PolicyType>>,
@@ -213,11 +229,11 @@ impl NetworkPolicy {
     /// Egress when the policy has egress rules.
     pub fn types(&self) -> Vec<PolicyType> {
         match &self.spec.policy_types {
-            Some(t) => t.clone(),
-            None if self.spec.egress.as_ref().is_some_and(|e| !e.is_empty()) => {
+            Some(t) if !t.is_empty() => t.clone(),
+            _ if self.spec.egress.as_ref().is_some_and(|e| !e.is_empty()) => {
                 vec![PolicyType::Ingress, PolicyType::Egress]
             }
-            None => vec![PolicyType::Ingress],
+            _ => vec![PolicyType::Ingress],
         }
     }
 }

@@ -111,7 +111,9 @@ fn bad_manifests_are_refused_with_the_document_and_field() {
         let text = std::fs::read_to_string(&case).unwrap();
         let err = imgbuild_policy::parse_manifests(&text, name).expect_err(name).to_string();
         assert!(!err.contains('\n'), "{name}: {err}");
-        assert!(err.starts_with(&format!("{name}: documents[")), "{name}: {err}");
+        // The document and field when the error is in one; the file's own
+        // problems (size, nesting) name the file only.
+        assert!(err.starts_with(&format!("{name}: documents[")) || name == "deep-nesting.yaml", "{name}: {err}");
         testkit::assert_golden(
             &case.with_extension(format!("{}.err", case.extension().unwrap().to_str().unwrap())),
             &format!("{err}\n"),
