@@ -236,8 +236,48 @@ pub struct PolicyArgs {
     pub cmd: PolicyCmd,
 }
 
+/// How the administrator's commands reach the cluster's etcd.
+#[derive(Debug, Args, Clone, Default)]
+pub struct EtcdAccess {
+    /// The cluster file whose etcd to use (default: the embedded reference cluster).
+    #[arg(long, value_name = "FILE")]
+    pub cluster: Option<PathBuf>,
+    /// The cluster's CA (`ca.key`, `ca.crt`), from which an admin certificate
+    /// is made (default: $XDG_DATA_HOME/imgbuild/pki/CLUSTER).
+    #[arg(long, value_name = "DIR")]
+    pub pki: Option<PathBuf>,
+    /// etcd client URLs instead of the cluster file's, comma-separated.
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    pub endpoints: Option<Vec<String>>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum PolicyCmd {
+    /// Store NetworkPolicy and Namespace manifests in the cluster's etcd
+    /// (all checked first: one bad object stores nothing).
+    Apply {
+        /// A manifest file, or a folder of them (YAML with `---`, or JSON).
+        #[arg(short = 'f', long = "filename", value_name = "FILE|DIR")]
+        file: PathBuf,
+        #[command(flatten)]
+        access: EtcdAccess,
+    },
+    /// Print the stored NetworkPolicies (or one) as YAML.
+    Get {
+        /// NAMESPACE/NAME of one policy.
+        #[arg(value_name = "NS/NAME")]
+        id: Option<String>,
+        #[command(flatten)]
+        access: EtcdAccess,
+    },
+    /// Delete a stored NetworkPolicy.
+    Delete {
+        /// NAMESPACE/NAME of the policy.
+        #[arg(value_name = "NS/NAME")]
+        id: String,
+        #[command(flatten)]
+        access: EtcdAccess,
+    },
     /// Print, for every ordered pair of distinct pods and port, whether the
     /// policies allow it: `FROM TO PORT/PROTO allow|deny`, sorted.
     #[command(after_help = "Example:\n  imgbuild policy test --pods pods.yaml --policies policies/ --ports 80,53/UDP")]

@@ -128,6 +128,9 @@ pub fn init(args: &InitArgs) -> Result<()> {
 pub fn policy(args: &PolicyArgs) -> Result<()> {
     match &args.cmd {
         PolicyCmd::Test(t) => crate::policy::test(&t.pods, &t.policies, t.ports.as_deref(), &mut std::io::stdout()),
+        PolicyCmd::Apply { file, access } => crate::policy::apply(access, file, &mut std::io::stdout()),
+        PolicyCmd::Get { id, access } => crate::policy::get(access, id.as_deref(), &mut std::io::stdout()),
+        PolicyCmd::Delete { id, access } => crate::policy::delete(access, id, &mut std::io::stdout()),
     }
 }
 

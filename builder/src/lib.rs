@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod cmdline;
 pub mod commands;
 pub mod error;
+pub mod etcd;
 pub mod formats;
 pub mod image;
 pub mod output;

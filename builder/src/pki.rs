@@ -144,6 +144,19 @@ impl Pki {
         NodeCerts { ca: self.ca_cert.clone(), client, member }
     }
 
+    /// The administrator's client certificate (`imgbuild policy ...`): CN
+    /// `imgbuild:admin`, which no node name can be (nodes are DNS labels).
+    pub fn issue_admin(&self) -> Pem {
+        let admin = Node {
+            name: ADMIN_CN.into(),
+            role: node_config::Role::Etcd,
+            ip: Ipv4Addr::LOCALHOST,
+            mac: node_config::MacAddr([2, 0, 0, 0, 0, 1]),
+            ignition: Default::default(),
+        };
+        self.sign(&admin, Use::Admin)
+    }
+
     fn sign(&self, node: &Node, purpose: Use) -> Pem {
         let key = self.derived_key(&node.name, purpose);
         let mut params = CertificateParams::default();
@@ -155,7 +168,7 @@ impl Pki {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.use_authority_key_identifier_extension = true;
         match purpose {
-            Use::Client => params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Use::Client | Use::Admin => params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth],
             Use::Member => {
                 // Peers dial each other with this certificate, too.
                 params.extended_key_usages =
@@ -193,13 +206,18 @@ impl Pki {
 enum Use {
     Client,
     Member,
+    Admin,
 }
+
+/// The administrator's certificate's common name.
+pub const ADMIN_CN: &str = "imgbuild:admin";
 
 impl Use {
     fn organization(self) -> &'static str {
         match self {
             Use::Client => "imgbuild:node-agent",
             Use::Member => "imgbuild:etcd-member",
+            Use::Admin => "imgbuild:admin",
         }
     }
 }

@@ -1,13 +1,128 @@
 //! `imgbuild policy`: Kubernetes NetworkPolicy as the cluster's agents will
-//! enforce it (the model and its semantics are the `imgbuild-policy` crate).
+//! enforce it (the model and its semantics are the `imgbuild-policy` crate),
+//! kept in the cluster's etcd under [`PREFIX`].
+//!
+//! The layout is ours, not Calico's `/calico/resources/v3/projectcalico.org/`:
+//! that holds Calico's own resource types, while users write Kubernetes'
+//! objects, which we store exactly as applied (canonical JSON), one key per
+//! object, so `get` gives back what `apply` took.
 
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, Result};
-use imgbuild_policy::{load_manifests, load_pods, Cluster, Invalid, Protocol};
+use anyhow::{bail, Context, Result};
+use imgbuild_policy::{load_manifests, load_pods, Cluster, Invalid, NetworkPolicy, Protocol};
 
+use crate::cmdline::EtcdAccess;
 use crate::error::InputError;
+use crate::etcd::{ClientTls, Etcd};
+use crate::pki::{self, Pki};
+
+/// Where policies live in etcd: `networkpolicies/NAMESPACE/NAME` and
+/// `namespaces/NAME`, each a Kubernetes object as JSON.
+pub const PREFIX: &str = "/imgbuild/policy/v1/";
+
+fn policy_key(ns: &str, name: &str) -> String {
+    format!("{PREFIX}networkpolicies/{ns}/{name}")
+}
+
+fn namespace_key(name: &str) -> String {
+    format!("{PREFIX}namespaces/{name}")
+}
+
+/// The cluster's etcd, as its administrator: the cluster file's endpoints
+/// (or `--endpoints`) and, with etcd TLS, an admin certificate from the CA.
+pub fn connect(access: &EtcdAccess) -> Result<Etcd> {
+    let cluster = crate::build::load_cluster(access.cluster.as_deref())?;
+    let endpoints = match &access.endpoints {
+        Some(e) => e.clone(),
+        None => cluster.etcd_endpoints(),
+    };
+    for (i, e) in endpoints.iter().enumerate() {
+        node_config::rules::check_http_url(e).map_err(|r| InputError::new("--endpoints", format!("[{i}]"), r))?;
+    }
+    if !cluster.etcd.tls {
+        return Etcd::new(endpoints, None);
+    }
+    let dir = match &access.pki {
+        Some(d) => d.clone(),
+        None => pki::default_dir(&cluster.name)?,
+    };
+    let ca = Pki::load(&dir)?;
+    let admin = ca.issue_admin();
+    Etcd::new(endpoints, Some(ClientTls { ca: ca.ca_cert(), cert: &admin.cert, key: &admin.key }))
+}
+
+/// `policy apply -f`: every object checked first (one bad object: exit 2,
+/// nothing stored), then all put in one transaction.
+pub fn apply(access: &EtcdAccess, path: &Path, out: &mut dyn Write) -> Result<()> {
+    let m = load_manifests(path).map_err(input)?;
+    let etcd = connect(access)?;
+    let mut kvs = Vec::new();
+    for n in &m.namespaces {
+        kvs.push((namespace_key(&n.metadata.name), serde_json::to_vec(n)?));
+    }
+    for p in &m.policies {
+        kvs.push((policy_key(p.namespace(), &p.metadata.name), serde_json::to_vec(p)?));
+    }
+    etcd.put_all(&kvs).context("storing the policies in etcd")?;
+    for n in &m.namespaces {
+        writeln!(out, "namespace/{} applied", n.metadata.name)?;
+    }
+    for p in &m.policies {
+        writeln!(out, "networkpolicy/{}/{} applied", p.namespace(), p.metadata.name)?;
+    }
+    Ok(())
+}
+
+/// `NAMESPACE/NAME`, both Kubernetes names.
+fn parse_id(id: &str) -> Result<(String, String), InputError> {
+    let bad = |r: &str| InputError::new(id.escape_debug().to_string(), "", r);
+    let (ns, name) = id.split_once('/').ok_or_else(|| bad("expected NAMESPACE/NAME"))?;
+    let name_ok = |s: &str| {
+        node_config::rules::is_dns_label(s) || (s.len() <= 253 && s.split('.').all(node_config::rules::is_dns_label))
+    };
+    if !name_ok(ns) || !name_ok(name) {
+        return Err(bad("not NAMESPACE/NAME (lower-case letters, digits, '-' and '.')"));
+    }
+    Ok((ns.to_owned(), name.to_owned()))
+}
+
+/// `policy get [NS/NAME]`: the stored NetworkPolicies as YAML documents.
+pub fn get(access: &EtcdAccess, id: Option<&str>, out: &mut dyn Write) -> Result<()> {
+    let wanted = id.map(parse_id).transpose()?;
+    let etcd = connect(access)?;
+    let prefix = match &wanted {
+        Some((ns, name)) => policy_key(ns, name),
+        None => format!("{PREFIX}networkpolicies/"),
+    };
+    let found: Vec<_> = etcd.range(&prefix)?.into_iter().filter(|(k, _)| wanted.is_none() || *k == prefix).collect();
+    if found.is_empty() {
+        if let Some(id) = id {
+            bail!("networkpolicy {id} not found");
+        }
+    }
+    for (i, (key, value)) in found.iter().enumerate() {
+        let p: NetworkPolicy =
+            serde_json::from_slice(value).with_context(|| format!("etcd key {key}: not a NetworkPolicy"))?;
+        if i > 0 {
+            writeln!(out, "---")?;
+        }
+        write!(out, "{}", serde_yaml_ng::to_string(&p).context("writing YAML")?)?;
+    }
+    Ok(())
+}
+
+/// `policy delete NS/NAME`.
+pub fn delete(access: &EtcdAccess, id: &str, out: &mut dyn Write) -> Result<()> {
+    let (ns, name) = parse_id(id)?;
+    let etcd = connect(access)?;
+    if etcd.delete(&policy_key(&ns, &name))? == 0 {
+        bail!("networkpolicy {ns}/{name} not found");
+    }
+    writeln!(out, "networkpolicy/{ns}/{name} deleted")?;
+    Ok(())
+}
 
 fn input(e: Invalid) -> InputError {
     InputError::new(e.origin, e.field, e.reason)

@@ -135,3 +135,129 @@ fn forged_names_empty_folders_and_twice_defined_objects_are_refused() {
         assert!(out.stdout.is_empty());
     }
 }
+
+/// A real etcd 3.4 on loopback requiring client certificates from a CA made
+/// for the test, with the etcd-1 member certificate imgbuild issues.
+struct TlsEtcd {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for TlsEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_tls_etcd(dir: &Path, pki_dir: &Path) -> TlsEtcd {
+    common::require_tool("etcd");
+    let ca = imgbuild::pki::Pki::load_or_create(pki_dir, "imgbuild").unwrap();
+    let cluster = imgbuild::cluster::Cluster::embedded_default();
+    let member = ca.issue(cluster.node("etcd-1").unwrap(), true).member.unwrap();
+    for (f, text) in [("ca.crt", ca.ca_cert()), ("etcd.crt", &member.cert), ("etcd.key", &member.key)] {
+        std::fs::write(dir.join(f), text).unwrap();
+    }
+    let (client, peer) = (free_port(), free_port());
+    let url = format!("https://127.0.0.1:{client}");
+    let child = std::process::Command::new("etcd")
+        .arg("--name=t")
+        .arg(format!("--data-dir={}", dir.join("data").display()))
+        .arg(format!("--listen-client-urls={url}"))
+        .arg(format!("--advertise-client-urls={url}"))
+        .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+        .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"))
+        .arg(format!("--initial-cluster=t=http://127.0.0.1:{peer}"))
+        .arg(format!("--cert-file={}", dir.join("etcd.crt").display()))
+        .arg(format!("--key-file={}", dir.join("etcd.key").display()))
+        .arg(format!("--trusted-ca-file={}", dir.join("ca.crt").display()))
+        .arg("--client-cert-auth")
+        .arg("--enable-v2=false")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let etcd = TlsEtcd { child, url };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "etcd did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    etcd
+}
+
+fn policy_cmd(etcd: &TlsEtcd, pki: &Path, args: &[&str]) -> std::process::Output {
+    let mut c = imgbuild();
+    c.arg("policy").args(args).arg("--pki").arg(pki).arg("--endpoints").arg(&etcd.url);
+    c.output().unwrap()
+}
+
+#[test]
+fn apply_get_and_delete_against_a_real_etcd_with_client_certificates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = tmp.path().join("pki");
+    let etcd = start_tls_etcd(tmp.path(), &pki);
+    let text = |o: &std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
+    // etcd answers once it has elected itself: retry the first apply briefly.
+    let policies = cluster().join("policies");
+    let mut applied = policy_cmd(&etcd, &pki, &["apply", "-f", policies.to_str().unwrap()]);
+    for _ in 0..50 {
+        if applied.status.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        applied = policy_cmd(&etcd, &pki, &["apply", "-f", policies.to_str().unwrap()]);
+    }
+    assert!(applied.status.success(), "{}", text(&applied));
+    let said = text(&applied);
+    assert!(said.contains("namespace/dev applied") && said.contains("networkpolicy/prod/web applied"), "{said}");
+    let all = policy_cmd(&etcd, &pki, &["get"]);
+    assert!(all.status.success(), "{}", text(&all));
+    let yaml = String::from_utf8(all.stdout).unwrap();
+    assert_eq!(yaml.matches("kind: NetworkPolicy").count(), 8, "{yaml}");
+    // What get prints applies again and evaluates the same (a round trip).
+    let again = tmp.path().join("again.yaml");
+    std::fs::write(&again, &yaml).unwrap();
+    let ns = tmp.path().join("again");
+    std::fs::create_dir(&ns).unwrap();
+    std::fs::copy(&again, ns.join("policies.yaml")).unwrap();
+    std::fs::copy(cluster().join("policies/00-namespaces.yaml"), ns.join("00-namespaces.yaml")).unwrap();
+    let before = run_ok(
+        imgbuild()
+            .args(["policy", "test", "--pods"])
+            .arg(cluster().join("pods.yaml"))
+            .arg("--policies")
+            .arg(cluster().join("policies")),
+    );
+    let after = run_ok(
+        imgbuild().args(["policy", "test", "--pods"]).arg(cluster().join("pods.yaml")).arg("--policies").arg(&ns),
+    );
+    assert_eq!(before.stdout, after.stdout, "the stored policies mean the same");
+    let one = policy_cmd(&etcd, &pki, &["get", "prod/web"]);
+    let one = String::from_utf8(one.stdout).unwrap();
+    assert!(one.contains("name: web") && one.matches("kind:").count() == 1, "{one}");
+    assert!(policy_cmd(&etcd, &pki, &["delete", "prod/web"]).status.success());
+    let gone = policy_cmd(&etcd, &pki, &["get", "prod/web"]);
+    assert_eq!(gone.status.code(), Some(1), "{}", text(&gone));
+    assert!(text(&gone).contains("networkpolicy prod/web not found"));
+    assert_eq!(policy_cmd(&etcd, &pki, &["delete", "prod/web"]).status.code(), Some(1));
+    // A bad manifest stores nothing, and says where it is wrong.
+    let bad = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy/tests/bad/port-out-of-range.yaml");
+    let refused = policy_cmd(&etcd, &pki, &["apply", "-f", bad.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    let count =
+        String::from_utf8(policy_cmd(&etcd, &pki, &["get"]).stdout).unwrap().matches("kind: NetworkPolicy").count();
+    assert_eq!(count, 7);
+    // Another CA's admin is not let in.
+    let stranger = tmp.path().join("other-pki");
+    imgbuild::pki::Pki::load_or_create(&stranger, "imgbuild").unwrap();
+    let out = policy_cmd(&etcd, &stranger, &["get"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(policy_cmd(&etcd, &pki, &["get", "not a name"]).status.code(), Some(2));
+}

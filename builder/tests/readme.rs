@@ -59,6 +59,16 @@ const ELSEWHERE: &[(&str, &str, &str)] = &[
     ),
     ("bash release/build.sh", ".ci/run", "bash release/build.sh"),
     (
+        "imgbuild policy apply -f policies/ --cluster cluster.toml",
+        "builder/tests/policy.rs",
+        "fn apply_get_and_delete_against_a_real_etcd_with_client_certificates(",
+    ),
+    (
+        "imgbuild policy get prod/web --cluster cluster.toml",
+        "builder/tests/policy.rs",
+        "fn apply_get_and_delete_against_a_real_etcd_with_client_certificates(",
+    ),
+    (
         "cargo fmt --all && cargo clippy --workspace --all-targets -- -D warnings",
         ".ci/run",
         "cargo clippy --workspace --all-targets",
