@@ -35,6 +35,13 @@ fn up_check(cluster: Option<&std::path::Path>, nodes: &[&str]) {
         assert!(stdout.lines().any(|l| l.starts_with(node) && l.contains('s')), "report lacks {node}:\n{stdout}");
     }
     assert!(stdout.contains("check passed"), "{stdout}");
+    // A line per node and stage as it happens, with the time since boot.
+    for node in nodes {
+        for stage in ["booted", "config", "ready"] {
+            let seen = stderr.lines().any(|l| l.starts_with("imgbuild: +") && l.contains(&format!("s {node} {stage}")));
+            assert!(seen, "no progress line for {node} {stage}:\n{stderr}");
+        }
+    }
     // No kernel WARN, unsigned module or oops on the way (the agent says so).
     assert!(!consoles.contains("the kernel is tainted"), "{consoles}");
     assert!(stdout.contains(&format!("stopped {} VMs", nodes.len())), "{stdout}");
@@ -78,5 +85,17 @@ fn up_check_fails_with_the_reason_when_it_times_out() {
     let stderr = String::from_utf8_lossy(&res.stderr);
     assert_eq!(res.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("timed out after 3s: not ready:"), "{stderr}");
+    // --json: the report alone on stdout, saying what failed.
+    let res = imgbuild_with_agent()
+        .args(["up", "--check", "--json", "--timeout", "3", "--kernel", TEST_KERNEL, "--out"])
+        .arg(tmp.path().join("out-json"))
+        .output()
+        .unwrap();
+    assert_eq!(res.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&res.stdout).expect("stdout is the JSON report alone");
+    assert_eq!(report["passed"], false);
+    assert!(report["error"].as_str().unwrap().contains("timed out after 3s"), "{report}");
+    assert_eq!(report["nodes"].as_array().unwrap().len(), 4, "{report}");
+    assert!(report["nodes"][0]["name"] == "etcd-1" && report["nodes"][0]["booted"].is_boolean(), "{report}");
     assert!(!out.join(".up/netns").exists(), "a failed check must tear the cluster down");
 }

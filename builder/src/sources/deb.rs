@@ -99,6 +99,8 @@ pub struct Candidate {
     pub package: String,
     pub version: String,
     pub sha256: [u8; 32],
+    /// The package file's size, for the download's progress bar (0: unknown).
+    pub size: u64,
 }
 
 pub fn candidate(package: &str) -> Result<Candidate> {
@@ -115,7 +117,8 @@ pub fn candidate(package: &str) -> Result<Candidate> {
     let version = get("Version").with_context(|| format!("apt-cache show {package}: no Version"))?;
     let sha = get("SHA256").with_context(|| format!("apt-cache show {package}: no SHA256"))?;
     let sha256 = hex::decode(&sha).ok().and_then(|v| v.try_into().ok()).context("apt-cache gave a bad SHA256")?;
-    Ok(Candidate { package: package.to_owned(), version, sha256 })
+    let size = get("Size").and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok(Candidate { package: package.to_owned(), version, sha256, size })
 }
 
 /// When apt's package lists last changed: the candidate cannot have changed
@@ -134,10 +137,11 @@ fn cached_candidate(cache: &Cache, package: &str) -> Result<Candidate> {
     let stamp = lists_stamp();
     if let (Some(stamp), Ok(text)) = (&stamp, std::fs::read_to_string(&file)) {
         let lines: Vec<&str> = text.lines().collect();
-        if let [s, version, sha] = lines[..] {
+        if let [s, version, sha, size] = lines[..] {
             if s == stamp {
                 if let Some(sha256) = hex::decode(sha).ok().and_then(|v| v.try_into().ok()) {
-                    return Ok(Candidate { package: package.to_owned(), version: version.to_owned(), sha256 });
+                    let size = size.parse().unwrap_or(0);
+                    return Ok(Candidate { package: package.to_owned(), version: version.to_owned(), sha256, size });
                 }
             }
         }
@@ -145,7 +149,7 @@ fn cached_candidate(cache: &Cache, package: &str) -> Result<Candidate> {
     let c = candidate(package)?;
     if let Some(stamp) = lists_stamp() {
         let _ = std::fs::create_dir_all(file.parent().expect("has parent"));
-        let _ = std::fs::write(&file, format!("{stamp}\n{}\n{}\n", c.version, hex::encode(c.sha256)));
+        let _ = std::fs::write(&file, format!("{stamp}\n{}\n{}\n{}\n", c.version, hex::encode(c.sha256), c.size));
     }
     Ok(c)
 }
@@ -158,14 +162,13 @@ pub fn download(cache: &Cache, package: &str) -> Result<(PathBuf, [u8; 32])> {
     if dest.is_file() {
         return Ok((dest, c.sha256));
     }
-    eprintln!("imgbuild: downloading {}={} with apt-get", c.package, c.version);
+    crate::ui::note(&format!("downloading {}={} with apt-get", c.package, c.version));
     let tmp = cache.scratch()?;
     // apt drops privileges to _apt for downloads; let it write here.
     let _ = Command::new("chmod").arg("0777").arg(tmp.path()).status();
-    run(Command::new("apt-get")
-        .args(["download", "-q", &format!("{}={}", c.package, c.version)])
-        .current_dir(tmp.path()))
-    .with_context(|| format!("downloading {package}"))?;
+    let mut cmd = Command::new("apt-get");
+    cmd.args(["download", "-q", &format!("{}={}", c.package, c.version)]).current_dir(tmp.path());
+    run_with_progress(&mut cmd, tmp.path(), c.size, &c.package).with_context(|| format!("downloading {package}"))?;
     let file = std::fs::read_dir(tmp.path())?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
@@ -177,8 +180,53 @@ pub fn download(cache: &Cache, package: &str) -> Result<(PathBuf, [u8; 32])> {
     Ok((dest, c.sha256))
 }
 
+/// Runs `apt-get download` with a progress bar that follows the bytes
+/// arriving in `dir` (apt shows none when its output is not a terminal).
+fn run_with_progress(cmd: &mut Command, dir: &Path, size: u64, what: &str) -> Result<()> {
+    let bar = if crate::ui::quiet() { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(size) };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} {bytes}/{total_bytes} {bar:30} {eta}").expect("static template"),
+    );
+    bar.set_message(format!("downloading {what}"));
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {cmd:?}"))?;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        bar.set_position(bytes_in(dir));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    bar.finish_and_clear();
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        bail!("{cmd:?} failed: {}", err.trim());
+    }
+    Ok(())
+}
+
+/// Bytes of all files under `dir` (apt writes into `partial/` first).
+fn bytes_in(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => bytes_in(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 fn update_lists() -> Result<()> {
-    eprintln!("imgbuild: no package lists yet; running apt-get update");
+    crate::ui::note("no package lists yet; running apt-get update");
     run(Command::new("apt-get").args(["update", "-qq"])).map(|_| ())
 }
 
