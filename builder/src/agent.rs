@@ -22,7 +22,7 @@ impl AgentBinary {
     pub fn locate(explicit: Option<&Path>) -> Result<Self> {
         let path = match explicit {
             Some(p) => p.to_owned(),
-            None => match std::env::var_os(AGENT_ENV) {
+            None => match std::env::var_os(AGENT_ENV).filter(|v| !v.is_empty()) {
                 Some(p) => PathBuf::from(p),
                 None => sibling()?,
             },

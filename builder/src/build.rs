@@ -102,7 +102,7 @@ impl BuildConfig {
         for p in plan::plan(&cluster, &selection, scratch.as_ref())? {
             ignition::check_merges(&p)?;
         }
-        let agent = AgentBinary::locate(inputs.agent.as_deref())?;
+        let agent = AgentBinary::locate(inputs.agent_path())?;
         let pki = load_pki(&cluster, inputs.pki.as_deref())?;
         Ok(BuildConfig {
             cluster,
@@ -118,7 +118,7 @@ impl BuildConfig {
             debug_boot: false,
             outputs: Output::DEFAULT.into(),
             vagrant: VagrantOptions { base_url: None, version: env!("CARGO_PKG_VERSION").into() },
-            cache: inputs.cache.clone().map_or_else(Cache::from_env, Cache::new),
+            cache: inputs.cache_dir().map_or_else(Cache::from_env, Cache::new),
         })
     }
 

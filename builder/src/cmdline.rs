@@ -46,8 +46,7 @@ file, field and reason; nothing written).";
                   Ignition config, a unikernel-style image (kernel + initramfs whose PID 1 is node-agent), an \
                   iPXE script, a Vagrant box and optionally EFI disk images.",
     after_help = EXAMPLES,
-    help_expected = true,
-    args_conflicts_with_subcommands = true
+    help_expected = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -77,6 +76,30 @@ pub enum Cmd {
     Man,
 }
 
+impl Cli {
+    /// Parses the command line (exiting on a usage error, status 2). A
+    /// build's flags and a subcommand do not mix; `-q`/`-v` go anywhere.
+    pub fn parse_args() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut cmd = Cli::command();
+        let matches = cmd.get_matches_mut();
+        if let Some((sub, _)) = matches.subcommand() {
+            let build_flag = cmd.get_arguments().map(|a| a.get_id().as_str()).find(|id| {
+                !["quiet", "verbose"].contains(id)
+                    && matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+            });
+            if let Some(id) = build_flag {
+                cmd.error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("--{id} builds nodes; it cannot be used with the subcommand '{sub}'").replace('_', "-"),
+                )
+                .exit();
+            }
+        }
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
 /// `-q` and `-v`, for every command.
 #[derive(Debug, Args, Clone, Copy, Default)]
 pub struct Verbosity {
@@ -95,7 +118,7 @@ pub struct Inputs {
     #[arg(long, value_name = "FILE")]
     pub cluster: Option<PathBuf>,
     /// The static node-agent binary to embed (default: `node-agent` beside imgbuild).
-    #[arg(long, value_name = "FILE", env = "IMGBUILD_AGENT")]
+    #[arg(long, value_name = "FILE", env = "IMGBUILD_AGENT", value_parser = path_or_unset)]
     pub agent: Option<PathBuf>,
     /// The kernel and its modules: a folder (vmlinuz + lib/modules), a kernel
     /// .deb, apt:PACKAGE, or URL#sha256=HEX (default: the running kernel when
@@ -109,7 +132,7 @@ pub struct Inputs {
     #[arg(long, value_name = "DIR")]
     pub pki: Option<PathBuf>,
     /// Where downloads (kernel, packages) and derived files are cached.
-    #[arg(long, value_name = "DIR", env = "IMGBUILD_CACHE")]
+    #[arg(long, value_name = "DIR", env = "IMGBUILD_CACHE", value_parser = path_or_unset)]
     pub cache: Option<PathBuf>,
 }
 
@@ -318,6 +341,22 @@ pub enum Shell {
     Bash,
     Zsh,
     Fish,
+}
+
+/// A path; empty (an environment variable set to nothing) means unset,
+/// as the shell's `VAR= cmd` idiom intends. See [`Inputs::agent_path`].
+fn path_or_unset(s: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(s))
+}
+
+impl Inputs {
+    pub fn agent_path(&self) -> Option<&std::path::Path> {
+        self.agent.as_deref().filter(|p| !p.as_os_str().is_empty())
+    }
+
+    pub fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.cache.as_deref().filter(|p| !p.as_os_str().is_empty())
+    }
 }
 
 fn parse_source(s: &str) -> Result<SourceSpec, String> {

@@ -2,12 +2,11 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use imgbuild::cmdline::{Cli, Cmd};
 use imgbuild::commands;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     commands::set_verbosity(cli.verbosity);
     if !matches!(cli.cmd, Some(Cmd::Serve(_))) {
         commands::end_quietly_on_closed_stdout();

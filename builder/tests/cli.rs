@@ -326,3 +326,25 @@ fn completions_and_man_page_come_from_the_same_definitions() {
 fn which_bash() -> bool {
     std::path::Path::new("/bin/bash").exists()
 }
+
+#[test]
+fn quiet_and_verbose_go_anywhere_but_build_flags_never_with_a_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("c.toml");
+    run_ok(imgbuild().args(["-q", "init", "--out"]).arg(&out));
+    assert!(out.is_file());
+    run_ok(imgbuild().args(["init", "-v", "--force", "--out"]).arg(&out));
+    let (code, err) = stderr_of(imgbuild().args(["--role", "worker", "init", "--out"]).arg(dir.path().join("x.toml")));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--role builds nodes; it cannot be used with the subcommand 'init'"), "{err}");
+    // An empty environment variable means unset, as `VAR= cmd` intends.
+    let res = imgbuild_with_agent()
+        .env("IMGBUILD_CACHE", "")
+        .env("XDG_CACHE_HOME", dir.path().join("xdg-cache"))
+        .args(["-q", "--node", "worker-1", "--only", "ignition", "--out"])
+        .arg(dir.path().join("o"))
+        .output()
+        .unwrap();
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    assert!(dir.path().join("xdg-cache/imgbuild").is_dir(), "the default cache was used");
+}
