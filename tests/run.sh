@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/install-deps.sh
-cargo test --workspace --locked
+# Every test binary runs even after a failure, so one run shows them all.
+cargo test --workspace --locked --no-fail-fast
