@@ -358,7 +358,9 @@ fn ignition_artifacts(cfg: &BuildConfig, shared: &Shared, p: &NodePlan, token: O
         let stub = imgbuild_ignition::render(&imgbuild_ignition::merge_stub(&url, &ign));
         out.push(Artifact::private_if(token.is_some(), format!("{name}.stub.ign"), stub));
     }
-    out.push(Artifact::private_if(keys, format!("{name}.ign"), ign));
+    // The user's fragments may hold anything (credentials, tokens): private too.
+    let fragments = !p.node.ignition.merge.is_empty();
+    out.push(Artifact::private_if(keys || fragments, format!("{name}.ign"), ign));
     if cfg.agent_url.is_some() {
         // Served beside the config for Ignition to fetch.
         out.push(Artifact { name: "node-agent".into(), bytes: cfg.agent.bytes.clone(), mode: 0o755 });

@@ -250,6 +250,14 @@ fn user_fragments_and_ssh_keys_are_merged_by_real_ignition() {
     assert!(check.status.success(), "{said}");
     assert!(said.contains("passwd.users[core] is not applied in the image"), "{said}");
     assert!(said.contains("systemd.units[hello.service] is not applied in the image"), "{said}");
+    // Fragments may hold secrets: NODE.ign is private even without etcd TLS.
+    let plain = std::fs::read_to_string(&cluster).unwrap().replace("tls = true", "tls = false");
+    std::fs::write(&cluster, plain).unwrap();
+    let out = tmp.path().join("plain");
+    run_ok(
+        imgbuild_with_agent().args(["--all", "--only", "ignition", "--cluster"]).arg(&cluster).arg("--out").arg(&out),
+    );
+    assert_eq!(mode(&out.join("worker-1/worker-1.ign")), 0o600);
 }
 
 #[test]
