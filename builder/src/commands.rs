@@ -41,7 +41,11 @@ pub fn end_quietly_on_closed_stdout() {
 /// Control bytes in an error (from a file name, a package's entry) are
 /// shown escaped, so a message is one line and cannot rewrite the terminal.
 fn escaped(msg: &str) -> String {
-    msg.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+    // Bidi controls too: they reorder what a terminal shows.
+    let hidden = |c: char| {
+        c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    msg.chars().map(|c| if hidden(c) { c.escape_unicode().to_string() } else { c.to_string() }).collect()
 }
 
 pub fn set_verbosity(v: Verbosity) {

@@ -21,6 +21,28 @@ pub struct ClientTls<'a> {
     pub key: &'a str,
 }
 
+/// The most an answer may be: etcd's own request limit is 1.5 MiB a
+/// value, and `get` reads a few hundred policies at most.
+pub const MAX_ANSWER: u64 = 64 << 20;
+
+/// etcd's default `--max-txn-ops`: a larger apply goes in several transactions.
+pub const MAX_TXN_OPS: usize = 128;
+
+/// An error with its causes (reqwest's own message omits why: the TLS
+/// alert, the refused connection).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
@@ -63,8 +85,10 @@ impl Etcd {
         Ok(Etcd { client: b.build().context("building the etcd client")?, endpoints })
     }
 
-    /// POSTs `body` to `path` on the first endpoint that answers.
+    /// POSTs `body` to `path` on the first endpoint that answers well (a
+    /// member without a leader answers 5xx: the next one is asked).
     fn call(&self, path: &str, body: Value) -> Result<Value> {
+        use std::io::Read;
         let mut last = None;
         for e in &self.endpoints {
             let url = format!("{}{path}", e.trim_end_matches('/'));
@@ -75,15 +99,26 @@ impl Etcd {
                 .body(serde_json::to_vec(&body).expect("a JSON value serializes"));
             match req.send() {
                 Ok(r) if r.status().is_success() => {
-                    let bytes = r.bytes().with_context(|| format!("{url}: reading the answer"))?;
+                    let mut bytes = Vec::new();
+                    r.take(MAX_ANSWER + 1)
+                        .read_to_end(&mut bytes)
+                        .with_context(|| format!("{url}: reading the answer"))?;
+                    if bytes.len() as u64 > MAX_ANSWER {
+                        bail!("{url}: an answer larger than {MAX_ANSWER} bytes");
+                    }
                     return serde_json::from_slice(&bytes).with_context(|| format!("{url}: not JSON"));
                 }
                 Ok(r) => {
                     let status = r.status();
-                    let text = r.text().unwrap_or_default();
-                    bail!("{url}: {status}: {}", text.trim());
+                    let mut text = String::new();
+                    let _ = r.take(300).read_to_string(&mut text);
+                    let err = anyhow::anyhow!("{url}: {status}: {}", text.trim());
+                    if !status.is_server_error() {
+                        return Err(err);
+                    }
+                    last = Some(err);
                 }
-                Err(err) => last = Some(anyhow::anyhow!("{url}: {err:#}")),
+                Err(err) => last = Some(anyhow::anyhow!("{url}: {}", chain(&err))),
             }
         }
         Err(last.unwrap_or_else(|| anyhow::anyhow!("no etcd endpoint")))
@@ -93,17 +128,28 @@ impl Etcd {
     pub fn range(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
         let r =
             self.call("/v3/kv/range", json!({"key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix))}))?;
-        let kvs = r["kvs"].as_array().cloned().unwrap_or_default();
-        kvs.iter()
+        let kvs = match &r["kvs"] {
+            Value::Null => Vec::new(),
+            Value::Array(kvs) => kvs.clone(),
+            _ => bail!("etcd answered a range with kvs that are not a list"),
+        };
+        let all: Vec<(String, Vec<u8>)> = kvs
+            .iter()
             .map(|kv| Ok((String::from_utf8_lossy(&unb64(&kv["key"])?).into_owned(), unb64(&kv["value"])?)))
-            .collect()
+            .collect::<Result<_>>()?;
+        // Only what was asked for, whatever a server sends.
+        Ok(all.into_iter().filter(|(k, _)| k.starts_with(prefix)).collect())
     }
 
-    /// Puts every pair in one transaction: all or nothing.
+    /// Puts every pair, in transactions of at most [`MAX_TXN_OPS`].
     pub fn put_all(&self, kvs: &[(String, Vec<u8>)]) -> Result<()> {
-        let success: Vec<Value> =
-            kvs.iter().map(|(k, v)| json!({"request_put": {"key": b64(k.as_bytes()), "value": b64(v)}})).collect();
-        self.call("/v3/kv/txn", json!({"success": success}))?;
+        for chunk in kvs.chunks(MAX_TXN_OPS) {
+            let success: Vec<Value> = chunk
+                .iter()
+                .map(|(k, v)| json!({"request_put": {"key": b64(k.as_bytes()), "value": b64(v)}}))
+                .collect();
+            self.call("/v3/kv/txn", json!({"success": success}))?;
+        }
         Ok(())
     }
 

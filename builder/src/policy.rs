@@ -97,20 +97,43 @@ pub fn get(access: &EtcdAccess, id: Option<&str>, out: &mut dyn Write) -> Result
         None => format!("{PREFIX}networkpolicies/"),
     };
     let found: Vec<_> = etcd.range(&prefix)?.into_iter().filter(|(k, _)| wanted.is_none() || *k == prefix).collect();
-    if found.is_empty() {
+    // Anyone with a node certificate can write under the prefix: an entry
+    // that is not a valid policy stored under its own name is named and
+    // skipped, and the rest are printed.
+    let policies: Vec<NetworkPolicy> = found
+        .iter()
+        .filter_map(|(key, value)| match stored_policy(key, value) {
+            Ok(p) => Some(p),
+            Err(why) => {
+                crate::ui::warn(&format!("skipping etcd key {}: {why}", key.escape_debug()));
+                None
+            }
+        })
+        .collect();
+    if policies.is_empty() {
         if let Some(id) = id {
             bail!("networkpolicy {id} not found");
         }
     }
-    for (i, (key, value)) in found.iter().enumerate() {
-        let p: NetworkPolicy =
-            serde_json::from_slice(value).with_context(|| format!("etcd key {key}: not a NetworkPolicy"))?;
+    for (i, p) in policies.iter().enumerate() {
         if i > 0 {
             writeln!(out, "---")?;
         }
         write!(out, "{}", serde_yaml_ng::to_string(&p).context("writing YAML")?)?;
     }
     Ok(())
+}
+
+/// A stored value as a policy: it passes `apply`'s checks and its own
+/// namespace and name are the key's.
+fn stored_policy(key: &str, value: &[u8]) -> Result<NetworkPolicy, String> {
+    let text = std::str::from_utf8(value).map_err(|_| "not UTF-8".to_owned())?;
+    let m = imgbuild_policy::parse_manifests(text, "stored.json").map_err(|e| format!("{}: {}", e.field, e.reason))?;
+    let [p] = &m.policies[..] else { return Err("not one NetworkPolicy".into()) };
+    if key != policy_key(p.namespace(), &p.metadata.name) {
+        return Err(format!("holds {}/{}, not what its key names", p.namespace(), p.metadata.name));
+    }
+    Ok(p.clone())
 }
 
 /// `policy delete NS/NAME`.

@@ -35,3 +35,8 @@ pub fn note(msg: &str) {
         eprintln!("imgbuild: {msg}");
     }
 }
+
+/// A warning (`imgbuild: warning: ...` on stderr): shown even with `-q`.
+pub fn warn(msg: &str) {
+    eprintln!("imgbuild: warning: {msg}");
+}

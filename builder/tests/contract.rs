@@ -74,6 +74,7 @@ fn etcd_endpoint_urls() {
         "http://10.0.0.5:2379",
         "http://etcd.internal:2379",
         "http://[fd00::5]:2379",
+        "http://user:secret@10.0.0.5:2379",
         "http://",
         "http:// 10.0.0.5:2379",
         "http://10.0.0.5:2379\nExecStart=/bin/sh",

@@ -277,6 +277,39 @@ fn fragments_that_clash_with_imgbuild_are_refused_naming_both() {
             "passwd.users[0]: user core is also written by imgbuild",
         ),
         (r#"{"ignition":{"version":"3.4.0"}}"#, "imgbuild merges Ignition specs 3.0.0 to 3.3.0"),
+        (
+            r#"{"ignition":{"version":"3.3.0","config":{"merge":[{"source":"data:,%7B%7D"}]}}}"#,
+            "ignition.config: a fragment may not merge or replace configs of its own",
+        ),
+        (r#"{"ignition":{"version":"3.3.0"},"Storage":{"Files":[{"Path":"/etc/hostname"}]}}"#, "unused key"),
+        (
+            r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/etc//hostname"}]}}"#,
+            "storage.files[0].path: \"/etc//hostname\" is not a clean absolute path",
+        ),
+        (
+            r#"{"ignition":{"version":"3.3.0"},"storage":{"links":[{"path":"/opt/bin","target":"/tmp"}]}}"#,
+            "storage.links[0].path: path /opt/bin is also written by imgbuild",
+        ),
+        (
+            r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/etc/hostname/x"}]}}"#,
+            "path /etc/hostname/x is also written",
+        ),
+        (
+            r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/etc/systemd/system/node-agent.service"}]}}"#,
+            "path /etc/systemd/system/node-agent.service is also written",
+        ),
+        (
+            r#"{"ignition":{"version":"3.3.0"},"systemd":{"units":[{"name":"node-agent.service","dropins":[{"name":"x.conf","contents":"[Service]\nExecStart=\nExecStart=/bin/sh\n"}]}]}}"#,
+            "dropin-on node-agent.service is also written",
+        ),
+        (
+            r#"{"ignition":{"version":"3.3.0"},"systemd":{"units":[{"name":"foo"}]}}"#,
+            "systemd.units[0].name: \"foo\" is not a systemd unit name",
+        ),
+        (
+            r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/a","mode":99999}]}}"#,
+            "storage.files[0].mode: 99999 is not a mode",
+        ),
         (r#"{"ignition":{"version":"2.2.0"}}"#, "not an Ignition config"),
     ];
     for (i, (fragment, want)) in cases.iter().enumerate() {

@@ -254,6 +254,25 @@ fn apply_get_and_delete_against_a_real_etcd_with_client_certificates() {
     let count =
         String::from_utf8(policy_cmd(&etcd, &pki, &["get"]).stdout).unwrap().matches("kind: NetworkPolicy").count();
     assert_eq!(count, 7);
+    // What a node certificate could write under the prefix: garbage, a
+    // policy under another's name. get names and skips them, and goes on.
+    let ca = imgbuild::pki::Pki::load(&pki).unwrap();
+    let admin = ca.issue_admin();
+    let tls = imgbuild::etcd::ClientTls { ca: ca.ca_cert(), cert: &admin.cert, key: &admin.key };
+    let raw = imgbuild::etcd::Etcd::new(vec![etcd.url.clone()], Some(tls)).unwrap();
+    let stored = raw.range("/imgbuild/policy/v1/networkpolicies/prod/db").unwrap();
+    let db = stored[0].1.clone();
+    raw.put_all(&[
+        ("/imgbuild/policy/v1/networkpolicies/Evil/\u{1b}[2Jx".into(), b"garbage".to_vec()),
+        ("/imgbuild/policy/v1/networkpolicies/prod/zz".into(), db),
+    ])
+    .unwrap();
+    let out = policy_cmd(&etcd, &pki, &["get"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("skipping etcd key /imgbuild/policy/v1/networkpolicies/Evil/\\u{1b}[2Jx"), "{err}");
+    assert!(err.contains("skipping etcd key /imgbuild/policy/v1/networkpolicies/prod/zz: holds prod/db"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).matches("kind: NetworkPolicy").count(), 7);
     // Another CA's admin is not let in.
     let stranger = tmp.path().join("other-pki");
     imgbuild::pki::Pki::load_or_create(&stranger, "imgbuild").unwrap();

@@ -8,7 +8,7 @@ use std::io::Write;
 
 use base64::Engine;
 use flate2::{write::GzEncoder, Compression};
-use ignition_config::v3_3 as ign;
+pub use ignition_config::v3_3 as ign;
 use sha2::{Digest, Sha512};
 
 /// The Ignition spec version every config we emit declares.

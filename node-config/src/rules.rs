@@ -50,7 +50,13 @@ pub fn check_subnet_len(len: u8, pods: Ipv4Net) -> Result<(), String> {
 /// endpoint must be, in the cluster file and in a node config.
 pub fn is_http_url(url: &str) -> bool {
     url.bytes().all(|b| b.is_ascii_graphic())
-        && url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        && url::Url::parse(url).is_ok_and(|u| {
+            // No user:password@: it would travel in the clear and show in logs.
+            matches!(u.scheme(), "http" | "https")
+                && u.host().is_some()
+                && u.username().is_empty()
+                && u.password().is_none()
+        })
 }
 
 pub fn check_http_url(url: &str) -> Result<(), String> {
@@ -205,7 +211,9 @@ mod tests {
     #[test]
     fn urls() {
         assert!(is_http_url("https://10.0.0.1:2379"));
-        for bad in ["", "10.0.0.1:2379", "unix:///run/etcd.sock", "http://", "http://a b", "http://a\nb"] {
+        for bad in
+            ["", "10.0.0.1:2379", "unix:///run/etcd.sock", "http://", "http://a b", "http://a\nb", "http://u:p@a:2379"]
+        {
             assert!(!is_http_url(bad), "{bad:?}");
         }
     }

@@ -46,8 +46,25 @@ pub fn check_merges(plan: &NodePlan) -> Result<(), InputError> {
     let placeholder = Payload::Remote { url: "http://placeholder/".into(), bytes_sha512: [0; 64] };
     let cfg = ours(plan, &AgentDelivery::Embedded(&placeholder)).build();
     let ours = fragments::claims(&serde_json::to_value(&cfg).expect("a config serializes"));
+    let our_paths: Vec<&str> = ours.iter().filter_map(|o| o.key.strip_prefix("path ")).collect();
+    // Units we write (with contents): no drop-in of the user's may change them.
+    let our_units: Vec<String> =
+        ours.iter().filter_map(|o| o.key.strip_prefix("unit ")).map(|u| format!("dropin-on {u}")).collect();
+    let clashes = |c: &fragments::Claim| {
+        // Drop-ins on a unit we only add to (Flatcar's etcd-member) are the user's to add.
+        let same = ours.iter().any(|o| o.key == c.key && !o.key.starts_with("dropin-on "));
+        if same || our_units.contains(&c.key) {
+            return true;
+        }
+        // A path above one of ours (a file or link at /opt/bin), or below
+        // a file of ours, would change what we write too.
+        c.key.strip_prefix("path ").is_some_and(|p| {
+            our_paths.iter().any(|o| fragments::is_above(p, o))
+                || our_paths.iter().any(|o| fragments::is_above(o, p) && !is_our_dir(&cfg, o))
+        })
+    };
     for f in &plan.node.ignition.merge {
-        if let Some(c) = f.claims.iter().find(|c| ours.iter().any(|o| o.key == c.key)) {
+        if let Some(c) = f.claims.iter().find(|c| clashes(c)) {
             let why = format!(
                 "{} is also written by imgbuild for node {} (its agent, config, hostname, network, etcd or [access]); leave it out",
                 c.key, plan.node.name
@@ -56,6 +73,12 @@ pub fn check_merges(plan: &NodePlan) -> Result<(), InputError> {
         }
     }
     Ok(())
+}
+
+/// Whether `path` is a directory our config makes (the user may add files
+/// in it, such as extra CA certificates beside etcd's).
+fn is_our_dir(cfg: &imgbuild_ignition::ign::Config, path: &str) -> bool {
+    cfg.storage.as_ref().and_then(|s| s.directories.as_ref()).is_some_and(|d| d.iter().any(|d| d.path == path))
 }
 
 /// What imgbuild itself puts in the node's config.

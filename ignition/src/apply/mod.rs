@@ -172,6 +172,8 @@ struct Walk<'a> {
     /// Each directory's mode, to set again where a commit merges it into
     /// a directory that already exists.
     modes: Vec<(RelPath, u32)>,
+    /// Each file's mode so far, by path, for merged entries without one.
+    file_modes: std::collections::HashMap<String, u32>,
     /// Bytes and configs left of `limits.total` and `limits.configs`.
     bytes_left: u64,
     configs_left: u32,
@@ -180,7 +182,16 @@ struct Walk<'a> {
 impl<'a> Walk<'a> {
     fn new(root: &'a Root, fetch: &'a dyn Fetch, limits: Limits) -> Self {
         let (bytes_left, configs_left) = (limits.total, limits.configs);
-        Walk { root, fetch, limits, applied: Applied::default(), modes: Vec::new(), bytes_left, configs_left }
+        Walk {
+            root,
+            fetch,
+            limits,
+            applied: Applied::default(),
+            modes: Vec::new(),
+            file_modes: Default::default(),
+            bytes_left,
+            configs_left,
+        }
     }
 
     /// How much one resource may be: its own limit, or what is left in all.
@@ -210,24 +221,24 @@ impl<'a> Walk<'a> {
                 why: "configs merge too deeply".into(),
             });
         }
-        if let Some(c) = &cfg.ignition.config {
-            if let Some(r) = &c.replace {
-                let child = self.config_resource(r, "ignition.config.replace")?;
-                return self.config(&child, depth + 1);
-            }
-            for (i, r) in c.merge.iter().flatten().enumerate() {
-                let child = self.config_resource(r, &format!("ignition.config.merge[{i}]"))?;
-                self.config(&child, depth + 1)?;
-            }
+        if let Some(r) = cfg.ignition.config.as_ref().and_then(|c| c.replace.as_ref()) {
+            let child = self.config_resource(r, "ignition.config.replace")?;
+            return self.config(&child, depth + 1);
         }
+        // As Ignition merges: the config's own entries first, then each
+        // merged config's, which win where they name the same path.
         self.applied.skipped.extend(skipped(cfg));
-        let Some(storage) = &cfg.storage else { return Ok(()) };
-        for entry in entries(storage) {
+        for entry in cfg.storage.as_ref().map(entries).unwrap_or_default() {
             match entry {
                 Entry::Directory(d) => self.directory(d)?,
                 Entry::File(f) => self.file(f)?,
                 Entry::Link(l) => self.link(l)?,
             }
+        }
+        let merges = cfg.ignition.config.as_ref().and_then(|c| c.merge.as_ref());
+        for (i, r) in merges.into_iter().flatten().enumerate() {
+            let child = self.config_resource(r, &format!("ignition.config.merge[{i}]"))?;
+            self.config(&child, depth + 1)?;
         }
         Ok(())
     }
@@ -254,7 +265,12 @@ impl<'a> Walk<'a> {
     }
 
     fn file(&mut self, f: &ign::File) -> Result<()> {
-        let (path, mode) = (entry_path(&f.path)?, mode(&f.path, f.mode, 0o644)?);
+        // A merged entry that leaves the mode out keeps the one an earlier
+        // config gave the path (Ignition merges field by field): a 0600
+        // secret whose contents a later config replaces stays 0600.
+        let earlier = self.file_modes.get(&f.path).copied();
+        let (path, mode) = (entry_path(&f.path)?, mode(&f.path, f.mode, earlier.unwrap_or(0o644))?);
+        self.file_modes.insert(f.path.clone(), mode);
         let (own, cap, fetch) = (self.limits.file, self.cap(self.limits.file), self.fetch);
         let mut streamed = Ok(0);
         let written = self.root.write_file(&path, mode, |file| {
@@ -448,6 +464,23 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(root.path().join("etc/node-agent/config.json")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn merged_configs_win_and_keep_a_mode_they_leave_out() {
+        use base64::Engine;
+        let child = r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/etc/secret","overwrite":true,"contents":{"source":"data:,rotated"}}]}}"#;
+        let url = format!("data:;base64,{}", base64::engine::general_purpose::STANDARD.encode(child));
+        let parent = format!(
+            r#"{{"ignition":{{"version":"3.3.0","config":{{"merge":[{{"source":"{url}"}}]}}}},
+                "storage":{{"files":[{{"path":"/etc/secret","mode":384,"contents":{{"source":"data:,first"}}}}]}}}}"#
+        );
+        let root = tempfile::tempdir().unwrap();
+        apply(parent.as_bytes(), root.path(), &NoFetch).unwrap();
+        let path = root.path().join("etc/secret");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "rotated", "the merged config wins, as in Ignition");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]
