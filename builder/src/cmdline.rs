@@ -67,8 +67,13 @@ pub enum Cmd {
     Down(DownArgs),
     /// Serve what imgbuild built, for PXE (iPXE) and cloud boot, by MAC.
     Serve(ServeArgs),
-    /// Kubernetes NetworkPolicy: check what policies allow between pods.
+    /// Kubernetes NetworkPolicy: check what policies allow, store them in etcd.
     Policy(PolicyArgs),
+    /// The cluster's etcd: members, adding and removing them, snapshots.
+    Etcd {
+        #[command(subcommand)]
+        cmd: EtcdCmd,
+    },
     /// Print a shell completion script for imgbuild.
     Completions(CompletionsArgs),
     /// Print imgbuild's man page (roff).
@@ -327,6 +332,53 @@ fn parse_port(s: &str) -> Result<(u16, imgbuild_policy::Protocol), String> {
     let (port, proto) = s.split_once('/').unwrap_or((s, "TCP"));
     let n: u16 = port.parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("{port:?} is not a port (1 to 65535)"))?;
     Ok((n, proto.to_ascii_uppercase().parse()?))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EtcdCmd {
+    /// The members, and each endpoint's version, leader and database size.
+    Status {
+        #[command(flatten)]
+        access: EtcdAccess,
+    },
+    /// Make an etcd node of the cluster file a member, so that it joins the running cluster.
+    Add {
+        /// The node's name in the cluster file.
+        #[arg(value_name = "NODE")]
+        node: String,
+        #[command(flatten)]
+        access: EtcdAccess,
+    },
+    /// Remove a member (never the last one).
+    Remove {
+        /// The node's name.
+        #[arg(value_name = "NODE")]
+        node: String,
+        #[command(flatten)]
+        access: EtcdAccess,
+    },
+    /// Write a snapshot of the database to FILE (mode 0600).
+    Snapshot {
+        /// Where to write it.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        access: EtcdAccess,
+    },
+    /// Make a member's data folder from a snapshot (needs etcdctl).
+    Restore {
+        /// The snapshot.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The etcd node of the cluster file the data is for.
+        #[arg(long, value_name = "NODE")]
+        node: String,
+        /// The data folder to make (must not exist).
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        access: EtcdAccess,
+    },
 }
 
 #[derive(Debug, Args)]

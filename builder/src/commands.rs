@@ -10,7 +10,8 @@ use clap::CommandFactory;
 use crate::build::{self, BuildConfig, Output};
 use crate::cluster::{self, Cluster};
 use crate::cmdline::{
-    BuildArgs, Cli, CompletionsArgs, DownArgs, InitArgs, PolicyArgs, PolicyCmd, ServeArgs, Shell, UpArgs, Verbosity,
+    BuildArgs, Cli, CompletionsArgs, DownArgs, EtcdCmd, InitArgs, PolicyArgs, PolicyCmd, ServeArgs, Shell, UpArgs,
+    Verbosity,
 };
 use crate::error::InputError;
 use crate::formats::vagrant;
@@ -135,6 +136,19 @@ pub fn policy(args: &PolicyArgs) -> Result<()> {
         PolicyCmd::Apply { file, access } => crate::policy::apply(access, file, &mut std::io::stdout()),
         PolicyCmd::Get { id, access } => crate::policy::get(access, id.as_deref(), &mut std::io::stdout()),
         PolicyCmd::Delete { id, access } => crate::policy::delete(access, id, &mut std::io::stdout()),
+    }
+}
+
+/// `imgbuild etcd ...`.
+pub fn etcd(cmd: &EtcdCmd) -> Result<()> {
+    use crate::etcd_admin as e;
+    let out = &mut std::io::stdout();
+    match cmd {
+        EtcdCmd::Status { access } => e::status(access, out),
+        EtcdCmd::Add { node, access } => e::add(access, node, out),
+        EtcdCmd::Remove { node, access } => e::remove(access, node, out),
+        EtcdCmd::Snapshot { file, access } => e::snapshot(access, file, out),
+        EtcdCmd::Restore { file, node, data_dir, access } => e::restore(access, file, node, data_dir, out),
     }
 }
 

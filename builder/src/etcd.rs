@@ -153,10 +153,93 @@ impl Etcd {
         Ok(())
     }
 
+    /// The cluster's members: (id, name, peer URLs, client URLs).
+    pub fn members(&self) -> Result<Vec<Member>> {
+        let r = self.call("/v3/cluster/member/list", json!({}))?;
+        let list = r["members"].as_array().cloned().unwrap_or_default();
+        Ok(list.iter().map(Member::from_json).collect())
+    }
+
+    /// Adds a member that will join at `peer_url`; returns its id.
+    pub fn member_add(&self, peer_url: &str) -> Result<Member> {
+        let r = self.call("/v3/cluster/member/add", json!({"peerURLs": [peer_url]}))?;
+        Ok(Member::from_json(&r["member"]))
+    }
+
+    pub fn member_remove(&self, id: u64) -> Result<()> {
+        self.call("/v3/cluster/member/remove", json!({"ID": id.to_string()}))?;
+        Ok(())
+    }
+
+    /// Each endpoint's own status (version, leader, database size), or why not.
+    pub fn statuses(&self) -> Vec<(String, Result<Value>)> {
+        self.endpoints
+            .iter()
+            .map(|e| {
+                let one = Etcd { client: self.client.clone(), endpoints: vec![e.clone()] };
+                (e.clone(), one.call("/v3/maintenance/status", json!({})))
+            })
+            .collect()
+    }
+
+    /// Streams a snapshot of the database into `out` (the gateway sends it
+    /// as JSON chunks, one per line); returns its size.
+    pub fn snapshot(&self, out: &mut dyn std::io::Write) -> Result<u64> {
+        use std::io::BufRead;
+        let url = format!("{}/v3/maintenance/snapshot", self.endpoints.first().context("no etcd endpoint")?);
+        let r = self
+            .client
+            .post(&url)
+            .timeout(Duration::from_secs(600))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body("{}")
+            .send()
+            .map_err(|e| anyhow::anyhow!("{url}: {}", chain(&e)))?;
+        if !r.status().is_success() {
+            bail!("{url}: {}", r.status());
+        }
+        let mut total = 0u64;
+        for line in std::io::BufReader::new(r).lines() {
+            let v: Value = serde_json::from_str(&line.context("reading the snapshot")?)
+                .context("a snapshot chunk that is not JSON")?;
+            if let Some(e) = v.get("error") {
+                bail!("{url}: {e}");
+            }
+            let blob = unb64(&v["result"]["blob"])?;
+            total += blob.len() as u64;
+            out.write_all(&blob).context("writing the snapshot")?;
+        }
+        Ok(total)
+    }
+
     /// Deletes `key`; how many keys went (0 or 1).
     pub fn delete(&self, key: &str) -> Result<u64> {
         let r = self.call("/v3/kv/deleterange", json!({"key": b64(key.as_bytes())}))?;
         Ok(r["deleted"].as_str().and_then(|d| d.parse().ok()).or_else(|| r["deleted"].as_u64()).unwrap_or(0))
+    }
+}
+
+/// A member as etcd lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    /// Empty until a member that was added has started.
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+}
+
+impl Member {
+    fn from_json(v: &Value) -> Member {
+        let urls =
+            |k: &str| v[k].as_array().into_iter().flatten().filter_map(|u| u.as_str().map(str::to_owned)).collect();
+        Member {
+            // etcd's gateway writes 64-bit ids as strings.
+            id: v["ID"].as_str().and_then(|s| s.parse().ok()).or_else(|| v["ID"].as_u64()).unwrap_or(0),
+            name: v["name"].as_str().unwrap_or_default().to_owned(),
+            peer_urls: urls("peerURLs"),
+            client_urls: urls("clientURLs"),
+        }
     }
 }
 

@@ -7,6 +7,7 @@ pub mod cmdline;
 pub mod commands;
 pub mod error;
 pub mod etcd;
+pub mod etcd_admin;
 pub mod formats;
 pub mod image;
 pub mod output;

@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Some(Cmd::Down(args)) => commands::down(&args),
         Some(Cmd::Serve(args)) => commands::serve(&args),
         Some(Cmd::Policy(args)) => commands::policy(&args),
+        Some(Cmd::Etcd { cmd }) => commands::etcd(&cmd),
         Some(Cmd::Completions(args)) => commands::completions(&args),
         Some(Cmd::Man) => commands::man(),
         None => commands::build(cli.build),

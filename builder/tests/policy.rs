@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{imgbuild, run_ok};
+use common::{imgbuild, run_ok, start_tls_etcd, TlsEtcd};
 
 fn cluster() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy/tests/cluster")
@@ -134,60 +134,6 @@ fn forged_names_empty_folders_and_twice_defined_objects_are_refused() {
         assert!(err.contains(&want) && err.lines().count() == 1, "{want}\n{err}");
         assert!(out.stdout.is_empty());
     }
-}
-
-/// A real etcd 3.4 on loopback requiring client certificates from a CA made
-/// for the test, with the etcd-1 member certificate imgbuild issues.
-struct TlsEtcd {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Drop for TlsEtcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn start_tls_etcd(dir: &Path, pki_dir: &Path) -> TlsEtcd {
-    common::require_tool("etcd");
-    let ca = imgbuild::pki::Pki::load_or_create(pki_dir, "imgbuild").unwrap();
-    let cluster = imgbuild::cluster::Cluster::embedded_default();
-    let member = ca.issue(cluster.node("etcd-1").unwrap(), true).member.unwrap();
-    for (f, text) in [("ca.crt", ca.ca_cert()), ("etcd.crt", &member.cert), ("etcd.key", &member.key)] {
-        std::fs::write(dir.join(f), text).unwrap();
-    }
-    let (client, peer) = (free_port(), free_port());
-    let url = format!("https://127.0.0.1:{client}");
-    let child = std::process::Command::new("etcd")
-        .arg("--name=t")
-        .arg(format!("--data-dir={}", dir.join("data").display()))
-        .arg(format!("--listen-client-urls={url}"))
-        .arg(format!("--advertise-client-urls={url}"))
-        .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
-        .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"))
-        .arg(format!("--initial-cluster=t=http://127.0.0.1:{peer}"))
-        .arg(format!("--cert-file={}", dir.join("etcd.crt").display()))
-        .arg(format!("--key-file={}", dir.join("etcd.key").display()))
-        .arg(format!("--trusted-ca-file={}", dir.join("ca.crt").display()))
-        .arg("--client-cert-auth")
-        .arg("--enable-v2=false")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let etcd = TlsEtcd { child, url };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "etcd did not start");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    etcd
 }
 
 fn policy_cmd(etcd: &TlsEtcd, pki: &Path, args: &[&str]) -> std::process::Output {

@@ -58,6 +58,12 @@ const ELSEWHERE: &[(&str, &str, &str)] = &[
         "fn only_holders_of_the_cluster_ca_certificates_reach_etcd(",
     ),
     ("bash release/build.sh", ".ci/run", "bash release/build.sh"),
+    ("imgbuild etcd status --cluster cluster.toml", "builder/tests/etcd_admin.rs", "fn status_membership_snapshot_and_restore("),
+    (
+        "imgbuild etcd snapshot backup.db --cluster cluster.toml",
+        "builder/tests/etcd_admin.rs",
+        "fn status_membership_snapshot_and_restore(",
+    ),
     (
         "imgbuild policy apply -f policies/ --cluster cluster.toml",
         "builder/tests/policy.rs",
