@@ -78,7 +78,17 @@ pub fn add(access: &EtcdAccess, name: &str, out: &mut dyn Write) -> Result<()> {
     if let Some(m) = etcd.members()?.iter().find(|m| m.peer_urls.contains(&url) || m.name == name) {
         bail!("{name} is already a member ({:x}, {})", m.id, m.peer_urls.join(","));
     }
-    let m = etcd.member_add(&url)?;
+    // etcd refuses an add until the last member added has been connected a
+    // few seconds ("unhealthy cluster"); that passes by itself.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let m = loop {
+        match etcd.member_add(&url) {
+            Err(e) if format!("{e:#}").contains("unhealthy cluster") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            other => break other?,
+        }
+    };
     writeln!(out, "added {name} as member {:x} at {url}; boot it to join the running cluster", m.id)?;
     Ok(())
 }

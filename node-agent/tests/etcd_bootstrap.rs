@@ -98,3 +98,75 @@ fn three_members_survive_losing_one() {
     assert!(ok && out.trim() == "yes", "{out}");
     drop(agents);
 }
+
+/// Growing the cluster: e0 runs alone (its config names only itself); the
+/// administrator adds e1, then e2 (`member add`, as `imgbuild etcd add`
+/// does), each booted with a config naming the members so far: each joins
+/// the running cluster instead of bootstrapping its own. Then e2's data is
+/// wiped: it refuses to start until it is removed and added again, and then
+/// rejoins (three members keep a quorum while one is away).
+#[test]
+fn added_members_join_the_running_cluster_and_a_wiped_one_rejoins() {
+    let lan = Lan::new();
+    let mut m = members(&lan, 3);
+    for (i, (_, _, path)) in m.iter().enumerate() {
+        let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let so_far = 0..=i;
+        cfg["etcd"]["endpoints"] = so_far.clone().map(|j| format!("http://172.17.8.{}:2379", 101 + j)).collect();
+        cfg["etcd"]["member"]["initial_cluster"] =
+            so_far.map(|j| format!("e{j}=http://172.17.8.{}:2380", 101 + j)).collect();
+        std::fs::write(path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    }
+    let e0 = "http://172.17.8.101:2379";
+    let started = |ns: &Ns| {
+        let (ok, list) = etcdctl(ns, e0, "member list");
+        assert!(ok, "{list}");
+        list.lines().filter(|l| l.contains(", started, ")).count()
+    };
+    let mut agents = vec![start_agent(&m[0].0, &m[0].2)];
+    agents[0].wait_for("ready role=etcd", 60);
+    // etcd refuses a member add until the last one has been connected a
+    // few seconds ("unhealthy cluster"): retried, as an administrator would.
+    let add = |name: &str, ip: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (ok, out) = etcdctl(&m[0].0, e0, &format!("member add {name} --peer-urls=http://{ip}:2380"));
+            if ok {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline && out.contains("unhealthy cluster"), "{out}");
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    };
+    for i in 1..3 {
+        add(&format!("e{i}"), &format!("172.17.8.{}", 101 + i));
+        let a = start_agent(&m[i].0, &m[i].2);
+        a.wait_for(&format!("etcd member e{i} joins the running cluster"), 30);
+        a.wait_for("ready role=etcd", 90);
+        agents.push(a);
+        assert_eq!(started(&m[0].0), i + 1);
+    }
+    let (ok, out) = etcdctl(&m[2].0, "http://172.17.8.103:2379", "get /coreos.com/network/config --print-value-only");
+    assert!(ok && out.contains("10.1.0.0/16"), "e2 serves the cluster's data: {out}");
+
+    // e2's disk dies: the cluster still lists it as started, so it waits for the administrator.
+    agents[2].kill();
+    m[2].0.try_sh("pkill -f 'etcd --name=e2' || true");
+    std::fs::remove_dir_all(m[2].1.path().join("var/lib/etcd")).unwrap();
+    agents[2] = start_agent(&m[2].0, &m[2].2);
+    agents[2].wait_for("its data is gone: run `imgbuild etcd remove e2` and `imgbuild etcd add e2`", 30);
+    let (ok, list) = etcdctl(&m[0].0, e0, "member list");
+    assert!(ok, "{list}");
+    let id = list.lines().find(|l| l.contains(", e2, ")).unwrap().split(',').next().unwrap().to_owned();
+    let (ok, out) = etcdctl(&m[0].0, e0, &format!("member remove {id}"));
+    assert!(ok, "{out}");
+    add("e2", "172.17.8.103");
+    agents[2].wait_for("etcd member e2 joins the running cluster", 30);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while started(&m[0].0) < 3 {
+        assert!(std::time::Instant::now() < deadline, "e2 did not rejoin");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    drop(agents);
+    m.clear();
+}

@@ -19,9 +19,26 @@ impl TlsFiles {
     }
 }
 
+/// How a member with no data yet starts: bootstrapping the static initial
+/// cluster, or joining a running one that already lists it (`etcd add`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterState {
+    New,
+    Existing,
+}
+
+impl ClusterState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterState::New => "new",
+            ClusterState::Existing => "existing",
+        }
+    }
+}
+
 /// etcd's command line for this member. With `tls`, clients and peers
 /// must both present a certificate signed by the cluster CA.
-pub fn args(m: &EtcdMember, paths: &Paths, tls: Option<&TlsFiles>) -> Vec<String> {
+pub fn args(m: &EtcdMember, paths: &Paths, tls: Option<&TlsFiles>, state: ClusterState) -> Vec<String> {
     let local = if tls.is_some() { "https://127.0.0.1:2379" } else { "http://127.0.0.1:2379" };
     let mut args = vec![
         format!("--name={}", m.name),
@@ -32,7 +49,7 @@ pub fn args(m: &EtcdMember, paths: &Paths, tls: Option<&TlsFiles>) -> Vec<String
         format!("--initial-advertise-peer-urls={}", m.peer_url),
         format!("--initial-cluster={}", m.initial_cluster.join(",")),
         format!("--initial-cluster-token={}", m.initial_cluster_token),
-        "--initial-cluster-state=new".into(),
+        format!("--initial-cluster-state={}", state.as_str()),
         "--enable-v2=false".into(),
     ];
     if let Some(t) = tls {
@@ -70,7 +87,7 @@ mod tests {
 
     #[test]
     fn plain_member_listens_on_http_only() {
-        let a = args(&member(false), &Paths::default(), None);
+        let a = args(&member(false), &Paths::default(), None, ClusterState::New);
         assert!(a.contains(&"--listen-client-urls=http://172.17.8.101:2379,http://127.0.0.1:2379".to_owned()));
         assert!(!a.iter().any(|x| x.contains("cert")), "{a:?}");
     }
@@ -78,7 +95,7 @@ mod tests {
     #[test]
     fn tls_member_requires_client_certificates_from_clients_and_peers() {
         let files = TlsFiles::in_dir(Path::new("/run/tls"));
-        let a = args(&member(true), &Paths::default(), Some(&files));
+        let a = args(&member(true), &Paths::default(), Some(&files), ClusterState::Existing);
         for want in [
             "--listen-client-urls=https://172.17.8.101:2379,https://127.0.0.1:2379",
             "--trusted-ca-file=/run/tls/ca.crt",
@@ -89,6 +106,7 @@ mod tests {
             "--peer-cert-file=/run/tls/etcd.crt",
             "--peer-key-file=/run/tls/etcd.key",
             "--peer-client-cert-auth",
+            "--initial-cluster-state=existing",
         ] {
             assert!(a.contains(&want.to_owned()), "missing {want} in {a:?}");
         }

@@ -167,7 +167,8 @@ const FLATCAR_ETCD_ID: u32 = 232;
 fn etcd_member_dropin(m: &EtcdMember, tls: bool) -> String {
     let files = tls.then(|| TlsFiles::in_dir(Path::new(ETCD_SSL_IN_CONTAINER)));
     let mut s = String::from("[Service]\n");
-    for arg in etcd::args(m, &Paths::default(), files.as_ref()) {
+    // Flatcar's etcd-member bootstraps the static initial cluster.
+    for arg in etcd::args(m, &Paths::default(), files.as_ref(), etcd::ClusterState::New) {
         let flag = arg.trim_start_matches("--");
         let (name, value) = flag.split_once('=').unwrap_or((flag, "true"));
         if name == "trusted-ca-file" {

@@ -115,6 +115,21 @@ impl Client {
             .with_context(|| format!("parsing etcd {path}: {}", String::from_utf8_lossy(&bytes)))
     }
 
+    /// The cluster's members as (peer URLs, name); a member that was added
+    /// and has not started yet has no name.
+    pub async fn members(&self) -> Result<Vec<(Vec<String>, String)>> {
+        let r: serde_json::Value = self.call("/v3/cluster/member/list", &serde_json::json!({})).await?;
+        let list = r["members"].as_array().cloned().unwrap_or_default();
+        Ok(list
+            .iter()
+            .map(|m| {
+                let peers =
+                    m["peerURLs"].as_array().into_iter().flatten().filter_map(|u| u.as_str().map(str::to_owned));
+                (peers.collect(), m["name"].as_str().unwrap_or_default().to_owned())
+            })
+            .collect())
+    }
+
     /// One key, with the store's revision.
     pub async fn get(&self, key: &str) -> Result<(Option<KeyValue>, i64)> {
         let r: RangeResponse = self.call("/v3/kv/range", &RangeRequest::one(key)).await?;

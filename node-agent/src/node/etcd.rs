@@ -7,8 +7,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::config::{EtcdMember, Paths};
+use crate::etcd::Client;
 use crate::log;
-pub use node_config::etcd::{args, TlsFiles};
+pub use node_config::etcd::{args, ClusterState, TlsFiles};
 
 /// Writes the member's CA, certificate and key where etcd reads them:
 /// a directory only root may enter, files only root may read.
@@ -25,9 +26,31 @@ pub fn write_tls(dir: &Path, ca: &str, cert: &str, key: &str) -> Result<TlsFiles
     Ok(files)
 }
 
+/// How this member starts, asked of the other members (`others`) when it
+/// has no data yet: nobody answers, so the static initial cluster is being
+/// bootstrapped (`new`); or the running cluster lists this member's peer
+/// URL without a name, so it was added (`etcd add`) and joins (`existing`).
+/// A running cluster that does not list it, or lists it as started (its
+/// data is gone), is an administrator's call: the error says which.
+pub async fn cluster_state(m: &EtcdMember, paths: &Paths, others: Option<&Client>) -> Result<ClusterState, String> {
+    let Some(others) = others.filter(|_| !paths.etcd_data_dir.join("member").exists()) else {
+        return Ok(ClusterState::New);
+    };
+    let Ok(members) = others.members().await else { return Ok(ClusterState::New) };
+    match members.iter().find(|(peers, _)| peers.contains(&m.peer_url)) {
+        Some((_, name)) if name.is_empty() => Ok(ClusterState::Existing),
+        Some(_) if members.len() == 1 => Ok(ClusterState::New),
+        Some(_) => Err(format!(
+            "the running cluster lists member {} as started, but its data is gone: run `imgbuild etcd remove {}` and `imgbuild etcd add {}`",
+            m.name, m.name, m.name
+        )),
+        None => Err(format!("{} is not a member of the running cluster: run `imgbuild etcd add {}`", m.name, m.name)),
+    }
+}
+
 /// Starts etcd and keeps it running for ever. `ca` is the cluster CA when
-/// the member has a certificate.
-pub async fn supervise(m: EtcdMember, ca: Option<String>, paths: Paths) {
+/// the member has a certificate; `others` reach the other members.
+pub async fn supervise(m: EtcdMember, ca: Option<String>, paths: Paths, others: Option<Client>) {
     let tls = match (&m.tls, &ca) {
         (Some(pair), Some(ca)) => match write_tls(&paths.state_dir.join("etcd-tls"), ca, &pair.cert, &pair.key) {
             Ok(files) => Some(files),
@@ -39,8 +62,18 @@ pub async fn supervise(m: EtcdMember, ca: Option<String>, paths: Paths) {
         },
         _ => None,
     };
+    let state = loop {
+        match cluster_state(&m, &paths, others.as_ref()).await {
+            Ok(s) => break s,
+            Err(why) => log::warn(&format!("etcd member {}: {why}; asking again in 10s", m.name)),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    };
+    if state == ClusterState::Existing {
+        log::info(&format!("etcd member {} joins the running cluster", m.name));
+    }
     let mut argv = vec![paths.etcd_bin.display().to_string()];
-    argv.extend(args(&m, &paths, tls.as_ref()));
+    argv.extend(args(&m, &paths, tls.as_ref(), state));
     crate::process::supervise::forever(&format!("etcd member {}", m.name), &argv, &paths.state_dir.join("etcd.log"))
         .await
 }

@@ -56,7 +56,9 @@ pub async fn run(cfg: NodeConfig, opts: Options) -> Result<()> {
             }
         }
         let ca = cfg.etcd.tls.as_ref().map(|t| t.ca.clone());
-        tokio::spawn(etcd::supervise(m, ca, cfg.paths.clone()));
+        let others: Vec<String> = cfg.etcd.endpoints.iter().filter(|e| **e != m.client_url).cloned().collect();
+        let others = if others.is_empty() { None } else { Some(Client::new(&others, cfg.etcd.tls.as_ref())?) };
+        tokio::spawn(etcd::supervise(m, ca, cfg.paths.clone(), others));
     }
     if !role.has_pods() {
         // etcd answers once it has a quorum; then the network config goes in,
