@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use base64::Engine;
+use imgbuild_ignition::apply::error_chain as chain;
 use serde_json::{json, Value};
 
 /// The cluster's etcd, tried endpoint by endpoint.
@@ -27,21 +28,6 @@ pub const MAX_ANSWER: u64 = 64 << 20;
 
 /// etcd's default `--max-txn-ops`: a larger apply goes in several transactions.
 pub const MAX_TXN_OPS: usize = 128;
-
-/// An error with its causes (reqwest's own message omits why: the TLS
-/// alert, the refused connection).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let more = c.to_string();
-        if !text.contains(&more) {
-            text = format!("{text}: {more}");
-        }
-        cause = c.source();
-    }
-    text
-}
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)

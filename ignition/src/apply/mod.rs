@@ -129,6 +129,22 @@ impl Staged {
     }
 }
 
+/// An error with its causes, each said once: reqwest's own message omits
+/// why a request failed (refused, reset, the TLS alert). For every HTTP
+/// client of the workspace (the agent's config fetches, the builder's etcd).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// A URL as logs may show it: a `token=` value (what `imgbuild serve`
 /// checks, and a merge stub's URL carries) is replaced: consoles and logs
 /// reach more people than the node's config should.

@@ -105,6 +105,7 @@ pub fn check_url(url: &str) -> Result<()> {
     }
 }
 
+use imgbuild_ignition::apply::error_chain as chain;
 pub use imgbuild_ignition::apply::redacted;
 
 /// IMDSv2: a session token by PUT, then the user-data with that token.
@@ -180,21 +181,6 @@ impl Http {
         }
         Ok(out)
     }
-}
-
-/// An error with its causes: reqwest's own message omits why a request
-/// failed (refused, reset, too many redirects).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let more = c.to_string();
-        if !text.contains(&more) {
-            text = format!("{text}: {more}");
-        }
-        cause = c.source();
-    }
-    text
 }
 
 #[cfg(test)]
