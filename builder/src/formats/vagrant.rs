@@ -38,7 +38,9 @@ pub fn box_vagrantfile(b: &BoxSpec) -> String {
         r##"# imgbuild box: node {node} ({role}) of cluster {cluster}.
 # Boots this box's kernel and initramfs directly (PID 1 is node-agent); vda is
 # a blank disk that an etcd node formats for its data.
-require "digest"
+# digest/sha2 itself, not "digest": Digest::SHA256 autoloaded by several
+# threads at once fails ("Digest::Base cannot be directly inherited").
+require "digest/sha2"
 require "securerandom"
 
 # QEMU runs as libvirt-qemu, which cannot enter a private home holding this
