@@ -79,10 +79,8 @@ pub fn apply(access: &EtcdAccess, path: &Path, out: &mut dyn Write) -> Result<()
 fn parse_id(id: &str) -> Result<(String, String), InputError> {
     let bad = |r: &str| InputError::new(id.escape_debug().to_string(), "", r);
     let (ns, name) = id.split_once('/').ok_or_else(|| bad("expected NAMESPACE/NAME"))?;
-    let name_ok = |s: &str| {
-        node_config::rules::is_dns_label(s) || (s.len() <= 253 && s.split('.').all(node_config::rules::is_dns_label))
-    };
-    if !name_ok(ns) || !name_ok(name) {
+    // The rule `apply` holds names to, so whatever it stored can be named.
+    if !imgbuild_policy::is_object_name(ns) || !imgbuild_policy::is_object_name(name) {
         return Err(bad("not NAMESPACE/NAME (lower-case letters, digits, '-' and '.')"));
     }
     Ok((ns.to_owned(), name.to_owned()))

@@ -312,17 +312,20 @@ pub(crate) fn check_label(key: &str, value: &str, at: &str) -> Check {
     Ok(())
 }
 
-/// A DNS-1123 label or subdomain, as object names must be.
-pub(crate) fn check_name(name: &str, at: &str) -> Check {
-    let ok = !name.is_empty()
+/// A DNS-1123 subdomain, as Kubernetes requires of object names.
+pub fn is_object_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|l| {
             !l.is_empty()
                 && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
-        });
-    if ok {
+        })
+}
+
+pub(crate) fn check_name(name: &str, at: &str) -> Check {
+    if is_object_name(name) {
         Ok(())
     } else {
         refuse(at, format!("{name:?} is not a name (lower-case letters, digits, '-' and '.')"))
