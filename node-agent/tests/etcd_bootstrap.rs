@@ -147,7 +147,13 @@ fn added_members_join_the_running_cluster_and_a_wiped_one_rejoins() {
         a.wait_for(&format!("etcd member e{i} joins the running cluster"), 30);
         a.wait_for("ready role=etcd", 90);
         agents.push(a);
-        assert_eq!(started(&m[0].0), i + 1);
+        // The new member's name reaches e0's member list once it has
+        // published itself, which may be just after its `ready`.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while started(&m[0].0) != i + 1 {
+            assert!(std::time::Instant::now() < deadline, "e{i} never listed as started on e0");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     }
     let (ok, out) = etcdctl(&m[2].0, "http://172.17.8.103:2379", "get /coreos.com/network/config --print-value-only");
     assert!(ok && out.contains("10.1.0.0/16"), "e2 serves the cluster's data: {out}");

@@ -11,6 +11,7 @@ use common::{free_port, Etcd};
 use node_agent::config::{Backend, BackendType, NetworkConfig};
 use node_agent::etcd::Client;
 use node_agent::flannel::manager::{self, SubnetManager};
+use node_agent::flannel::{alloc, lease};
 use node_agent::flannel::{BackendData, LeaseAttrs};
 
 fn network() -> NetworkConfig {
@@ -150,5 +151,55 @@ fn listing_many_leases_reads_every_key_once() {
         let want: Vec<String> = (0..1203).map(|i| format!("/bench/list/{i:05}")).collect();
         assert_eq!(keys, want);
         assert!(rev >= 1203);
+    });
+}
+
+/// A node finds its own lease wherever it is, flanneld's format included:
+/// at its preferred subnet with one transaction, elsewhere (its preferred
+/// subnet held by another node) by listing; a free previous subnet comes
+/// before the preferred one; an unused etcd lease is revoked.
+#[test]
+fn a_node_takes_back_its_lease_wherever_flanneld_put_it() {
+    let etcd = Etcd::start(None, "127.0.0.1");
+    let flanneld = |ip: &str| {
+        format!(
+            r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"6e:24:cf:11:72:9a"}},"BackendV6Data":null}}"#
+        )
+    };
+    rt().block_on(async {
+        let client = Client::new(std::slice::from_ref(&etcd.endpoint), None).unwrap();
+        let net = manager::ensure_network_config(&client, &network()).await.unwrap();
+        let me = manager(&client, net, 9, 3600);
+        let all_preferred: Vec<_> = alloc::preferred(&net, me.our_ip()).collect();
+        let preferred = all_preferred[0];
+        let key = |s: ipnet::Ipv4Net| lease::key(s);
+
+        // Preferred subnet holds our flanneld lease: taken back there, ours now.
+        client.put(&key(preferred), flanneld(&me.our_ip().to_string()).as_bytes(), None).await.unwrap();
+        let got = me.acquire(None).await.unwrap();
+        assert_eq!((got.subnet, &got.attrs), (preferred, &me.attrs));
+        assert!(client.time_to_live(got.etcd_lease).await.unwrap() > 0);
+        // Again: kept as it is, the same etcd lease, and the one granted meanwhile revoked.
+        let leases_before = etcd.ctl(&["lease", "list"]).1;
+        let again = me.acquire(None).await.unwrap();
+        assert_eq!((again.subnet, again.etcd_lease), (got.subnet, got.etcd_lease));
+        assert_eq!(etcd.ctl(&["lease", "list"]).1, leases_before, "no etcd lease left behind");
+
+        // Preferred subnets are other nodes', ours is elsewhere: found by listing.
+        for (i, s) in all_preferred.iter().enumerate() {
+            client.put(&key(*s), flanneld(&format!("172.17.200.{i}")).as_bytes(), None).await.unwrap();
+        }
+        let elsewhere =
+            net.network.subnets(24).unwrap().find(|s| !all_preferred.contains(s) && alloc::in_range(&net, *s)).unwrap();
+        client.put(&key(elsewhere), flanneld(&me.our_ip().to_string()).as_bytes(), None).await.unwrap();
+        assert_eq!(me.acquire(None).await.unwrap().subnet, elsewhere);
+        assert_eq!(manager::list_leases(&client).await.unwrap().0.len(), all_preferred.len() + 1);
+
+        // A fresh node with a free previous subnet gets that one, not its preferred.
+        let other = manager(&client, net, 10, 3600);
+        let mut taken: Vec<_> = alloc::preferred(&net, other.our_ip()).chain(all_preferred.clone()).collect();
+        taken.push(elsewhere);
+        let prev = net.network.subnets(24).unwrap().find(|s| alloc::in_range(&net, *s) && !taken.contains(s)).unwrap();
+        assert_eq!(other.acquire(Some(prev)).await.unwrap().subnet, prev);
     });
 }

@@ -181,12 +181,13 @@ impl Client {
         Ok(r.succeeded)
     }
 
-    /// Puts `value` at `key` unless the key exists, in one transaction:
-    /// `None` when it was put, else the value already there.
-    pub async fn create_or_get(&self, key: &str, value: &[u8]) -> Result<Option<KeyValue>> {
+    /// Puts `value` at `key` (on etcd lease `lease`, if given) unless the key
+    /// exists, in one transaction: `None` when it was put, else the value
+    /// already there.
+    pub async fn create_or_get(&self, key: &str, value: &[u8], lease: Option<i64>) -> Result<Option<KeyValue>> {
         let txn = TxnRequest {
             compare: vec![key_absent(key)],
-            success: vec![RequestOp::Put(put(key, value, None))],
+            success: vec![RequestOp::Put(put(key, value, lease))],
             failure: vec![RequestOp::Range(RangeRequest::one(key))],
         };
         let r: TxnResponse = self.call("/v3/kv/txn", &txn).await?;
@@ -209,6 +210,15 @@ impl Client {
         let r: LeaseGrantResponse =
             self.call("/v3/lease/grant", &serde_json::json!({ "TTL": ttl.to_string() })).await?;
         Ok(r.id)
+    }
+
+    /// Ends a lease (and deletes its keys); one etcd no longer has is no error.
+    pub async fn revoke(&self, id: i64) -> Result<()> {
+        let body = serde_json::json!({ "ID": id.to_string() });
+        match self.call::<serde_json::Value>("/v3/lease/revoke", &body).await {
+            Err(e) if format!("{e:#}").contains("requested lease not found") => Ok(()),
+            r => r.map(drop),
+        }
     }
 
     /// Refreshes a lease; returns its new TTL, or 0 when etcd no longer has it.

@@ -20,7 +20,7 @@ pub const LEASE_TTL: i64 = 24 * 3600;
 /// Puts the cluster's network config unless etcd has one; etcd's wins.
 pub async fn ensure_network_config(client: &Client, cfg: &NetworkConfig) -> Result<Network> {
     let ours = Network::to_json(cfg);
-    let value = match client.create_or_get(CONFIG_KEY, ours.as_bytes()).await? {
+    let value = match client.create_or_get(CONFIG_KEY, ours.as_bytes(), None).await? {
         None => {
             log::info(&format!("put network config {ours}"));
             ours.into_bytes()
@@ -66,24 +66,56 @@ pub struct SubnetManager {
 }
 
 impl SubnetManager {
-    /// Takes a lease, retrying lost creation races; never gives up on a race.
+    /// Takes a lease: our previous or preferred subnet with one transaction
+    /// each when it is free or already ours, else by listing every lease as
+    /// flanneld does. Retries lost creation races; never gives up on one.
     pub async fn acquire(&self, previous: Option<Ipv4Net>) -> Result<Lease> {
+        let id = self.client.grant(self.ttl).await?;
+        let lease = match self.claim_known(previous, id).await? {
+            Some(lease) => lease,
+            None => self.acquire_by_listing(previous, id).await?,
+        };
+        if lease.etcd_lease != id {
+            // We kept the etcd lease our subnet already had.
+            if let Err(e) = self.client.revoke(id).await {
+                log::warn(&format!("revoking unused etcd lease {id:x} (it expires on its own): {e:#}"));
+            }
+        }
+        Ok(lease)
+    }
+
+    /// The fast path, no list: the previous subnet, then the preferred ones,
+    /// each created on etcd lease `id` if absent or taken back if it holds
+    /// our public IP. `None` when all are someone else's.
+    async fn claim_known(&self, previous: Option<Ipv4Net>, id: i64) -> Result<Option<Lease>> {
+        let mut candidates: Vec<Ipv4Net> = previous.filter(|p| alloc::in_range(&self.net, *p)).into_iter().collect();
+        for p in alloc::preferred(&self.net, self.our_ip()) {
+            if !candidates.contains(&p) {
+                candidates.push(p);
+            }
+        }
+        for subnet in candidates {
+            let key = lease::key(subnet);
+            let Some(kv) = self.client.create_or_get(&key, self.attrs.to_json().as_bytes(), Some(id)).await? else {
+                return Ok(Some(self.ours(subnet, id)));
+            };
+            if let Some(l) = parse_kv(&kv.key, &kv.value, kv.lease).filter(|l| l.attrs.public_ip == self.our_ip()) {
+                return self.take_back(l, id).await.map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// flanneld's way: list every lease, choose, create; again on a lost race.
+    async fn acquire_by_listing(&self, previous: Option<Ipv4Net>, id: i64) -> Result<Lease> {
         let mut rng = rand::rngs::StdRng::from_entropy();
         loop {
             let (leases, _) = list_leases(&self.client).await?;
-            match alloc::choose(&self.net, &leases, self.attrs.public_ip, previous, &mut rng)? {
-                Choice::Reuse(l) => {
-                    // Same attributes on a live etcd lease: keep it as it is.
-                    if l.attrs == self.attrs && l.etcd_lease != 0 && self.client.keepalive(l.etcd_lease).await? > 0 {
-                        return Ok(l);
-                    }
-                    return self.refresh(l.subnet).await;
-                }
+            match alloc::choose(&self.net, &leases, self.our_ip(), previous, &mut rng)? {
+                Choice::Reuse(l) => return self.take_back(l, id).await,
                 Choice::New(subnet) => {
-                    let id = self.client.grant(self.ttl).await?;
-                    let key = lease::key(subnet);
-                    if self.client.create(&key, self.attrs.to_json().as_bytes(), Some(id)).await? {
-                        return Ok(Lease { subnet, attrs: self.attrs.clone(), etcd_lease: id });
+                    if self.client.create(&lease::key(subnet), self.attrs.to_json().as_bytes(), Some(id)).await? {
+                        return Ok(self.ours(subnet, id));
                     }
                     // Someone took it between our list and our create: try again.
                     log::info(&format!("lost the race for {subnet}; retrying"));
@@ -91,6 +123,20 @@ impl SubnetManager {
                 }
             }
         }
+    }
+
+    /// A lease of ours from before: kept as it is while its etcd lease lives
+    /// and its attributes are ours, else rewritten with ours onto `id`.
+    async fn take_back(&self, l: Lease, id: i64) -> Result<Lease> {
+        if l.attrs == self.attrs && l.etcd_lease != 0 && self.client.keepalive(l.etcd_lease).await? > 0 {
+            return Ok(l);
+        }
+        self.client.put(&lease::key(l.subnet), self.attrs.to_json().as_bytes(), Some(id)).await?;
+        Ok(self.ours(l.subnet, id))
+    }
+
+    fn ours(&self, subnet: Ipv4Net, etcd_lease: i64) -> Lease {
+        Lease { subnet, attrs: self.attrs.clone(), etcd_lease }
     }
 
     /// Re-attaches our existing lease to a fresh etcd lease with our attributes.
