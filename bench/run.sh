@@ -86,6 +86,16 @@ read -r fr_native fr_native_again fr_tcg fr_tcg_again <<<"$fr"
 fr_rows="| the agent's first etcd request (new client: TLS handshake + one range), under TCG (qemu-x86_64, user mode), median of $runs processes | $fr_tcg ms | $fr_tcg_again ms (the same request again in that process: code already translated) | $(ratio "$fr_tcg" "$fr_tcg_again") | the first time is translating |"$'\n'
 fr_rows+="| … the same natively | $fr_native ms | $fr_native_again ms (again) | $(ratio "$fr_native" "$fr_native_again") | |"$'\n'
 
+# --- first boot natively: the node process alone, etcd (TLS) already up ----
+nb_runs=$((quick ? 1 : 10))
+read -r nb_ready nb_check nb_all <<<"$(bash bench/native-boot.sh "$out/build-all" "$out" "$agent" "$nb_runs")"
+native_rows="| worker-1's node process, exec → \`ready\` (a first boot: no lease, no state, no device), median of $nb_runs (all: $nb_all ms) | $nb_ready ms | $nb_check ms (the same agent's \`check\` of that config) | $(ratio "$nb_ready" "$nb_check") | ≤ 100 ms |"$'\n'
+
+# --- imgbuild serve under a fleet, against nginx -----------------------------
+fleet_clients=$((quick ? 20 : 200))
+cargo bench -q -p imgbuild --bench serve_fleet -- --out "$out/build-all" --clients "$fleet_clients" --rounds $((quick ? 1 : 3)) \
+  2>"$out/serve_fleet.err" | grep '^|' >"$out/serve_fleet.md"
+
 # --- boot ------------------------------------------------------------------
 boot_rows="| first boot | skipped in quick mode | | | |"$'\n'
 if ((!quick)); then
@@ -103,7 +113,7 @@ if ((!quick)); then
   at() { grep -a -m1 "$2" "$1" | sed -n 's/.*uptime=\([0-9.]*\)s.*/\1/p'; }
   ms() { grep -a -m1 "$2" "$1" | sed -n 's/.*cpu=\([0-9]*\)ms.*/\1/p'; }
   s3() { printf %.3f "$(echo "$1" | bc -l)"; }
-  boot_rows="| \`imgbuild up --check\`, reference cluster (build + boot + probes) | $(printf %.1f "$t_up") s | $(printf %.1f "$t_floor") s (a kernel boot that panics at once) | $(ratio "$t_up" "$t_floor") | ≤ 60 s |"$'\n'
+  boot_rows="| \`imgbuild up --check\`, reference cluster (build + boot + probes) | $(printf %.1f "$t_up") s | $(printf %.1f "$t_floor") s (a kernel boot that panics at once) | $(ratio "$t_up" "$t_floor") | ≤ 3× the floor |"$'\n'
   c="$out/up/.up/worker-1.console"
   boot_rows+="| in the cluster, worker-1: kernel start → PID 1 → ready (waiting for etcd-1 to boot: $(s3 "$(at "$c" "etcd answered") - $(at "$c" "node network:")") s) | $(s3 "$(at "$c" "ready role=worker")") s | | | four VMs share two cores |"$'\n'
   # One worker alone against an etcd already up: PID 1 → ready is all ours.
@@ -181,7 +191,7 @@ report="$out/BENCHMARKS.md"
   echo "| warm worker build (kernel, modules, CNI, zstd, Ignition, Vagrant box), median of $runs | $t_ours s | mkinitramfs: $t_mkinitramfs s | $(ratio "$t_ours" "$t_mkinitramfs") | ≤ 0.25 |"
   echo "| initramfs step (assemble + cpio + zstd -T2), median of $runs, reproducible: $same | $t_step s | find \\| cpio \\| zstd -T2: $t_cpio s | $(ratio "$t_step" "$t_cpio") | ≤ 1.2 |"
   echo "| all four nodes of the reference cluster | $t_all s | | | |"
-  echo "| static agent, stripped | $agent_bytes B | | | ≤ 6 MiB (6291456 B) |"
+  echo "| static agent, stripped, as shipped | $agent_bytes B | | | ≤ 4.5 MiB (4718592 B): not met, see below |"
   printf '%s' "$ign_rows"
   echo
   echo "## Control plane (real etcd 3.4, own network namespace)"
@@ -189,6 +199,18 @@ report="$out/BENCHMARKS.md"
   echo "| benchmark | N | ours | baseline | ratio | check / target |"
   echo "| --- | ---: | ---: | ---: | ---: | --- |"
   cat "$out/control_plane.md"
+  echo
+  echo "## First boot natively (no VM)"
+  echo
+  echo "| benchmark | ours | baseline | ratio | target |"
+  echo "| --- | ---: | ---: | ---: | --- |"
+  printf '%s' "$native_rows"
+  echo
+  echo "## \`imgbuild serve\` under a fleet (loopback, a source address per client)"
+  echo
+  echo "| benchmark | ours | baseline | ratio | target / check |"
+  echo "| --- | ---: | ---: | ---: | --- |"
+  cat "$out/serve_fleet.md"
   echo
   echo "## First boot (TCG, 2 cores)"
   echo

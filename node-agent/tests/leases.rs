@@ -203,3 +203,68 @@ fn a_node_takes_back_its_lease_wherever_flanneld_put_it() {
         assert_eq!(other.acquire(Some(prev)).await.unwrap().subnet, prev);
     });
 }
+
+/// flanneld's own-lease-first rule where the fast path cannot see it: a node
+/// whose earlier lease sits away from its previous and preferred subnets
+/// creates one there, and its first full list moves it back to the earlier
+/// one, releasing the new; a failing acquire leaves no etcd lease behind; a
+/// take-back only writes over the value it read.
+#[test]
+fn an_earlier_lease_elsewhere_wins_and_nothing_leaks() {
+    let etcd = Etcd::start(None, "127.0.0.1");
+    let theirs = |ip: &str| {
+        format!(
+            r#"{{"PublicIP":"{ip}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"6e:24:cf:11:72:9a"}}}}"#
+        )
+    };
+    rt().block_on(async {
+        let client = Client::new(std::slice::from_ref(&etcd.endpoint), None).unwrap();
+        let net = manager::ensure_network_config(&client, &network()).await.unwrap();
+        let me = manager(&client, net, 9, 3600);
+        let preferred: Vec<_> = alloc::preferred(&net, me.our_ip()).collect();
+        let earlier =
+            net.network.subnets(24).unwrap().find(|s| !preferred.contains(s) && alloc::in_range(&net, *s)).unwrap();
+        client.put(&lease::key(earlier), theirs(&me.our_ip().to_string()).as_bytes(), None).await.unwrap();
+
+        let fresh = me.acquire_claim(None).await.unwrap();
+        assert!(fresh.created && fresh.lease.subnet == preferred[0], "{fresh:?}");
+        let (leases, _) = manager::list_leases(&client).await.unwrap();
+        let moved = me.move_to_older(&fresh.lease, &leases).await.unwrap().expect("moved to the earlier lease");
+        assert_eq!((moved.subnet, &moved.attrs, moved.etcd_lease), (earlier, &me.attrs, fresh.lease.etcd_lease));
+        let now = manager::list_leases(&client).await.unwrap().0;
+        assert_eq!(now.iter().map(|l| l.subnet).collect::<Vec<_>>(), vec![earlier], "the fresh lease is released");
+        assert!(me.move_to_older(&moved, &now).await.unwrap().is_none());
+
+        // A value rewritten since it was read is not written over.
+        let (kv, _) = client.get(&lease::key(earlier)).await.unwrap();
+        let kv = kv.unwrap();
+        client.put(&lease::key(earlier), theirs("172.17.200.9").as_bytes(), None).await.unwrap();
+        assert!(!client.put_if_unchanged(&lease::key(earlier), b"x", None, kv.mod_revision).await.unwrap());
+        assert!(client
+            .get(&lease::key(earlier))
+            .await
+            .unwrap()
+            .0
+            .unwrap()
+            .value
+            .starts_with(b"{\"PublicIP\":\"172.17.200.9\""));
+    });
+
+    // A full network: every acquire fails, and revokes what it granted.
+    let etcd = Etcd::start(None, "127.0.0.1");
+    let full = r#"{"Network":"10.1.0.0/16","SubnetLen":24,"SubnetMin":"10.1.1.0","SubnetMax":"10.1.2.0","Backend":{"Type":"vxlan"}}"#;
+    assert!(etcd.ctl(&["put", "/coreos.com/network/config", full]).0);
+    for s in ["10.1.1.0-24", "10.1.2.0-24"] {
+        assert!(etcd.ctl(&["put", &format!("/coreos.com/network/subnets/{s}"), &theirs("172.17.200.1")]).0);
+    }
+    rt().block_on(async {
+        let client = Client::new(std::slice::from_ref(&etcd.endpoint), None).unwrap();
+        let net = manager::ensure_network_config(&client, &network()).await.unwrap();
+        let me = manager(&client, net, 9, 3600);
+        for _ in 0..3 {
+            let e = me.acquire(None).await.unwrap_err().to_string();
+            assert!(e.contains("no free /24 subnet"), "{e}");
+        }
+    });
+    assert_eq!(etcd.ctl(&["lease", "list"]).1.trim(), "found 0 leases");
+}

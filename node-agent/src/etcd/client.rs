@@ -40,7 +40,19 @@ fn with_tls(builder: reqwest::ClientBuilder, tls: &ClientTls) -> Result<reqwest:
 
 /// A transaction's condition: `key` does not exist.
 fn key_absent(key: &str) -> Compare {
-    Compare { key: b64(key.as_bytes()), target: "CREATE", result: "EQUAL", create_revision: "0".into() }
+    Compare {
+        key: b64(key.as_bytes()),
+        target: "CREATE",
+        result: "EQUAL",
+        create_revision: Some("0".into()),
+        mod_revision: None,
+    }
+}
+
+/// A transaction's condition: `key` was last written at `mod_revision`.
+fn key_unchanged(key: &str, mod_revision: i64) -> Compare {
+    let mod_revision = Some(mod_revision.to_string());
+    Compare { key: b64(key.as_bytes()), target: "MOD", result: "EQUAL", create_revision: None, mod_revision }
 }
 
 /// The end of the key range that holds every key starting with `prefix`.
@@ -174,6 +186,23 @@ impl Client {
     pub async fn create(&self, key: &str, value: &[u8], lease: Option<i64>) -> Result<bool> {
         let txn = TxnRequest {
             compare: vec![key_absent(key)],
+            success: vec![RequestOp::Put(put(key, value, lease))],
+            failure: vec![],
+        };
+        let r: TxnResponse = self.call("/v3/kv/txn", &txn).await?;
+        Ok(r.succeeded)
+    }
+
+    /// Puts `key` only if nobody wrote it since `mod_revision`; true when put.
+    pub async fn put_if_unchanged(
+        &self,
+        key: &str,
+        value: &[u8],
+        lease: Option<i64>,
+        mod_revision: i64,
+    ) -> Result<bool> {
+        let txn = TxnRequest {
+            compare: vec![key_unchanged(key, mod_revision)],
             success: vec![RequestOp::Put(put(key, value, lease))],
             failure: vec![],
         };

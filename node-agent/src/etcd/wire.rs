@@ -92,7 +92,10 @@ pub struct Compare {
     pub key: String,
     pub target: &'static str,
     pub result: &'static str,
-    pub create_revision: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub create_revision: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mod_revision: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use ipnet::Ipv4Net;
 use serde_json::{json, Map, Value};
 
@@ -92,14 +92,13 @@ impl Network {
             None | Some(Value::Null) => false,
             Some(v) => v.as_bool().context("network config: EnableNFTables is not true or false")?,
         };
-        Ok(Network {
-            network,
-            subnet_len,
-            subnet_min: ip("SubnetMin", dmin)?,
-            subnet_max: ip("SubnetMax", dmax)?,
-            backend,
-            nftables,
-        })
+        let (subnet_min, subnet_max) = (ip("SubnetMin", dmin)?, ip("SubnetMax", dmax)?);
+        // As flanneld: a bound outside the network would hand out subnets
+        // outside it (the node's own LAN, say).
+        for (k, v) in [("SubnetMin", subnet_min), ("SubnetMax", subnet_max)] {
+            ensure!(network.contains(&v), "network config: {k} {v} is not in the range of the Network {network}");
+        }
+        Ok(Network { network, subnet_len, subnet_min, subnet_max, backend, nftables })
     }
 }
 
@@ -148,6 +147,17 @@ fn get_str<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounds_outside_the_network_are_refused() {
+        for (min, max) in [("172.17.8.0", "10.1.9.0"), ("10.1.1.0", "10.2.0.0")] {
+            let cfg = format!(
+                r#"{{"Network":"10.1.0.0/16","SubnetLen":24,"SubnetMin":"{min}","SubnetMax":"{max}","Backend":{{"Type":"vxlan"}}}}"#
+            );
+            let e = Network::parse(cfg.as_bytes()).unwrap_err().to_string();
+            assert!(e.contains("is not in the range of the Network 10.1.0.0/16"), "{e}");
+        }
+    }
 
     #[test]
     fn reads_flannel_json_case_insensitively() {

@@ -12,7 +12,7 @@ use crate::cni::{Conflist, Rules, SubnetEnv};
 use crate::config::NodeConfig;
 use crate::etcd::{wire::WatchResponse, Client};
 use crate::flannel::lease::{self, SUBNETS_PREFIX};
-use crate::flannel::manager::{self, SubnetManager, LEASE_TTL};
+use crate::flannel::manager::{self, Acquired, SubnetManager, LEASE_TTL};
 use crate::flannel::{guard, Lease};
 use crate::log;
 use crate::netlink::{LinkInfo, Netlink};
@@ -30,6 +30,9 @@ pub struct PodNetwork {
     mgr: SubnetManager,
     backend: Backend,
     lease: Lease,
+    /// Our lease was just created: the next full list checks for an older
+    /// one of ours (`SubnetManager::move_to_older`).
+    created: bool,
 }
 
 impl PodNetwork {
@@ -52,7 +55,7 @@ impl PodNetwork {
         let ttl = cfg.network.lease_ttl.map(|t| t as i64).unwrap_or(LEASE_TTL);
         let mgr = SubnetManager { client, net, attrs: backend.attrs(), ttl };
         let previous = SubnetEnv::previous_subnet(&cfg.paths.run_flannel);
-        let lease = retry("acquiring a subnet lease", || mgr.acquire(previous)).await;
+        let Acquired { lease, created } = retry("acquiring a subnet lease", || mgr.acquire_claim(previous)).await;
         log::info(&format!(
             "acquired lease {} (etcd lease {:x}) uptime={} cpu={}",
             lease.subnet,
@@ -60,7 +63,7 @@ impl PodNetwork {
             log::uptime(),
             log::cpu()
         ));
-        let mut me = PodNetwork { cfg, in_image, mgr, backend, lease };
+        let mut me = PodNetwork { cfg, in_image, mgr, backend, lease, created };
         me.configure().await?;
         Ok(me)
     }
@@ -107,19 +110,34 @@ impl PodNetwork {
     /// The first one makes the node ready; later ones follow watch gaps.
     pub async fn resync(&mut self) -> Result<i64> {
         let (leases, rev) = manager::list_leases(&self.mgr.client).await?;
-        if !leases.iter().any(|l| l.subnet == self.lease.subnet && l.attrs == self.lease.attrs) {
+        let mut moved = false;
+        if std::mem::take(&mut self.created) {
+            if let Some(older) = self.mgr.move_to_older(&self.lease, &leases).await? {
+                self.lease = older;
+                self.configure().await?;
+                moved = true; // the list predates the move
+            }
+        }
+        if !moved && !leases.iter().any(|l| l.subnet == self.lease.subnet && l.attrs == self.lease.attrs) {
             self.reacquire("our lease is gone from etcd").await?;
         }
-        self.backend.sync(&leases).await?;
+        if moved {
+            // The VXLAN device's new address took its routes away.
+            self.backend.reprogram(&leases).await?;
+        } else {
+            self.backend.sync(&leases).await?;
+        }
         Ok(rev)
     }
 
     async fn reacquire(&mut self, why: &str) -> Result<()> {
         log::warn(&format!("{why}; acquiring again"));
         let previous = Some(self.lease.subnet);
-        let lease = retry("re-acquiring a subnet lease", || self.mgr.acquire(previous)).await;
+        let Acquired { lease, created } =
+            retry("re-acquiring a subnet lease", || self.mgr.acquire_claim(previous)).await;
         let changed = lease.subnet != self.lease.subnet;
         self.lease = lease;
+        self.created = created;
         log::info(&format!("acquired lease {} (etcd lease {:x})", self.lease.subnet, self.lease.etcd_lease));
         if changed {
             self.configure().await?;
