@@ -80,7 +80,7 @@ fn main() -> Result<()> {
         o.p99.as_secs_f64() / n.p99.as_secs_f64()
     );
     println!(
-        "| … peak memory (VmHWM), server processes | {:.1} MiB | {:.1} MiB (master + workers) | | bounded: ≤ 512 connections × 64 KiB buffer + 256 KiB stack |",
+        "| … peak memory (VmHWM), server processes | {:.1} MiB | {:.1} MiB (master + workers) | | bounded: ≤ 512 connections, each a thread (256 KiB stack) with an 8 KiB head buffer; bodies go by sendfile |",
         ours_mem as f64 / 1024.0,
         nginx_mem as f64 / 1024.0
     );
