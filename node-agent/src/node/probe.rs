@@ -85,18 +85,24 @@ pub async fn run(cfg: NodeConfig, client: Client, ours: Ipv4Net) -> Result<()> {
         runner.add(&sb)
     })
     .await??;
-    log::info(&format!("probe pod up at {ip}"));
+    log::info(&format!("probe pod up at {ip} uptime={}", log::uptime()));
     let _server = in_netns(ns.clone(), || probe::serve(SocketAddr::from(([0, 0, 0, 0], PORT))));
     let mut reached = std::collections::BTreeSet::new();
     let mut rounds = 0u32;
     loop {
         let (leases, _) = manager::list_leases(&client).await?;
-        let todo: Vec<_> = leases.into_iter().filter(|l| l.subnet != ours && !reached.contains(&l.subnet)).collect();
-        for l in todo {
-            let target = SocketAddr::from((probe_ip(l.subnet), PORT));
-            let res = in_netns(ns.clone(), move || probe::send(target, 4))
-                .join()
-                .map_err(|_| anyhow::anyhow!("probe thread panicked"))?;
+        // Every peer at once: a peer whose pod is not up yet costs its
+        // timeouts, not everyone's.
+        let sent: Vec<_> = leases
+            .into_iter()
+            .filter(|l| l.subnet != ours && !reached.contains(&l.subnet))
+            .map(|l| {
+                let target = SocketAddr::from((probe_ip(l.subnet), PORT));
+                (l, target, in_netns(ns.clone(), move || probe::send(target, 2)))
+            })
+            .collect();
+        for (l, target, thread) in sent {
+            let res = thread.join().map_err(|_| anyhow::anyhow!("probe thread panicked"))?;
             match res.and_then(|r| r) {
                 Ok(o) if o.seen_as == o.ours => {
                     log::info(&format!(
@@ -114,13 +120,13 @@ pub async fn run(cfg: NodeConfig, client: Client, ours: Ipv4Net) -> Result<()> {
                     o.seen_as,
                     o.ours
                 )),
-                Err(e) if rounds % 10 == 9 => {
+                Err(e) if rounds % 20 == 19 => {
                     log::warn(&format!("probe waiting peer={} pod={}: {e:#}", l.attrs.public_ip, target.ip()))
                 }
                 Err(_) => {}
             }
         }
         rounds += 1;
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
