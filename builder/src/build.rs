@@ -204,7 +204,8 @@ pub fn run(cfg: &BuildConfig) -> Result<Vec<Built>> {
     rendered
         .into_iter()
         .map(|(p, arts, entries)| {
-            let manifest = Manifest::new(&p.node.name, p.node.role.as_str(), &p.node.mac.to_string(), entries);
+            let mut manifest = Manifest::new(&p.node.name, p.node.role.as_str(), &p.node.mac.to_string(), entries);
+            manifest.uuid = p.node.uuid.clone();
             let mut all = arts;
             all.push(Artifact::public("manifest.json", manifest.render()));
             let dir = timing::phase(&format!("write {}", p.node.name), || {

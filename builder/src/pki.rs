@@ -152,6 +152,7 @@ impl Pki {
             role: node_config::Role::Etcd,
             ip: Ipv4Addr::LOCALHOST,
             mac: node_config::MacAddr([2, 0, 0, 0, 0, 1]),
+            uuid: None,
             ignition: Default::default(),
         };
         self.sign(&admin, Use::Admin)

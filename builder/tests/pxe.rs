@@ -13,12 +13,27 @@ use std::time::{Duration, Instant};
 use common::{imgbuild_with_agent, require_tool, run_ok, TEST_KERNEL};
 use hosts::{Agent, Ns};
 
+const UUID: &str = "4c4c4544-0042-3510-8052-b2c04f4e4b31";
+
 #[test]
 fn pxe_boot_from_imgbuild_serve_takes_its_config_by_url() {
     require_tool("/usr/lib/ipxe/qemu/efi-virtio.rom");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    run_ok(imgbuild_with_agent().args(["--role", "worker", "--kernel", TEST_KERNEL, "--out"]).arg(&out));
+    // worker-1 with its machine's SMBIOS UUID, which iPXE sends as `${uuid}`.
+    let cluster = tmp.path().join("cluster.toml");
+    run_ok(imgbuild_with_agent().args(["init", "--out"]).arg(&cluster));
+    let text = std::fs::read_to_string(&cluster).unwrap();
+    let text = text.replace("name = \"worker-1\"\n", &format!("name = \"worker-1\"\nuuid = \"{UUID}\"\n"));
+    std::fs::write(&cluster, text).unwrap();
+    run_ok(
+        imgbuild_with_agent()
+            .arg("--cluster")
+            .arg(&cluster)
+            .args(["--role", "worker", "--kernel", TEST_KERNEL, "--out"])
+            .arg(&out),
+    );
+    assert!(std::fs::read_to_string(out.join("worker-1/manifest.json")).unwrap().contains(UUID));
     let ns = Ns::new("pxe");
     let imgbuild = env!("CARGO_BIN_EXE_imgbuild");
     let server = Agent::spawn({
@@ -31,7 +46,7 @@ fn pxe_boot_from_imgbuild_serve_takes_its_config_by_url() {
     server.wait_for("serving", 10);
     let mut vm = ns
         .cmd("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-m", "512", "-nographic", "-no-reboot", "-boot", "n"])
+        .args(["-accel", "tcg", "-m", "512", "-nographic", "-no-reboot", "-boot", "n", "-uuid", UUID])
         .args(["-netdev", "user,id=n0,bootfile=http://10.0.2.2:8080/boot.ipxe"])
         .args(["-device", "virtio-net-pci,netdev=n0,mac=52:54:00:13:02:9f"])
         .stdin(Stdio::null())
@@ -59,11 +74,11 @@ fn pxe_boot_from_imgbuild_serve_takes_its_config_by_url() {
     );
     assert!(console.contains(want), "{console}\n{log}");
     for req in [
-        "GET /boot.ipxe 200",
-        "GET /ipxe?mac=52%3A54%3A00%3A13%3A02%3A9f 200",
-        "GET /assets/worker-1/vmlinuz 200",
-        "GET /ignition?mac=52:54:00:13:02:9f 200",
+        "GET /boot.ipxe 200".to_owned(),
+        format!("GET /ipxe?uuid={UUID}&mac=52%3A54%3A00%3A13%3A02%3A9f 200"),
+        "GET /assets/worker-1/vmlinuz 200".to_owned(),
+        "GET /ignition?mac=52:54:00:13:02:9f 200".to_owned(),
     ] {
-        assert!(log.contains(req), "no access log line {req}:\n{log}");
+        assert!(log.contains(req.as_str()), "no access log line {req}:\n{log}");
     }
 }

@@ -58,7 +58,7 @@ fn serves_nodes_by_mac_and_refuses_the_rest() {
     let text = String::from_utf8(body).unwrap();
     assert_eq!(code, 200);
     assert!(text.starts_with("#!ipxe\n") && text.contains(&format!("set base {base}\n")), "{text}");
-    assert!(text.contains("chain --autofree ${base}/ipxe?mac=${net0/mac}"), "{text}");
+    assert!(text.contains("chain --autofree ${base}/ipxe?uuid=${uuid}&mac=${net0/mac}"), "{text}");
 
     let w1 = std::fs::read(out.join("worker-1/worker-1.ipxe")).unwrap();
     for mac in ["52:54:00:13:02:9f", "52-54-00-13-02-9F", "52:54:00:13:02:9F", "52%3A54%3A00%3A13%3A02%3A9f"] {
@@ -349,4 +349,92 @@ fn a_client_holding_idle_connections_loses_them_to_its_own_new_requests() {
         assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     }
     drop(idle);
+}
+
+fn raw(base: &str, request: &str) -> (String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(base.trim_start_matches("http://")).unwrap();
+    c.write_all(request.as_bytes()).unwrap();
+    let mut all = Vec::new();
+    let _ = c.read_to_end(&mut all);
+    let split = all.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+    (String::from_utf8(all[..split].to_vec()).unwrap(), all[split..].to_vec())
+}
+
+/// What PXE firmware and boot loaders rely on: a Content-Length (never
+/// chunked), HEAD, one byte range (206, 416 past the end, the whole file
+/// for forms not served), and machines found by SMBIOS UUID before MAC.
+#[test]
+fn lengths_head_ranges_and_machines_by_uuid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let file: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    for (node, mac, uuid) in
+        [("n1", "52:54:00:00:00:01", Some("4C4C4544-0042-3510-8052-B2C04F4E4B31")), ("n2", "52:54:00:00:00:02", None)]
+    {
+        std::fs::create_dir_all(out.join(node)).unwrap();
+        std::fs::write(out.join(node).join("vmlinuz"), &file).unwrap();
+        std::fs::write(out.join(node).join(format!("{node}.ipxe")), format!("#!ipxe\necho {node}\n")).unwrap();
+        let uuid = uuid.map(|u| format!(r#""uuid":"{u}","#)).unwrap_or_default();
+        let manifest = format!(
+            r#"{{"node":"{node}","role":"worker","mac":"{mac}",{uuid}"artifacts":[{{"file":"vmlinuz","size":100000,"sha256":"x"}}]}}"#
+        );
+        std::fs::write(out.join(node).join("manifest.json"), manifest).unwrap();
+    }
+    let s = serve(&out);
+    let base = &s.1;
+    let req = |path: &str, extra: &str| {
+        raw(base, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n"))
+    };
+
+    let (head, body) = req("/assets/n1/vmlinuz", "");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("Content-Length: 100000\r\n"), "{head}");
+    assert!(head.contains("Accept-Ranges: bytes\r\n") && !head.to_lowercase().contains("chunked"), "{head}");
+    assert_eq!(body, file);
+    let (head, body) = raw(base, "HEAD /assets/n1/vmlinuz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("Content-Length: 100000\r\n"), "{head}");
+    assert!(body.is_empty());
+
+    for (range, start, end) in [
+        ("bytes=0-99", 0, 99),
+        ("bytes=99000-", 99_000, 99_999),
+        ("bytes=-10", 99_990, 99_999),
+        ("bytes=5-5000000", 5, 99_999),
+    ] {
+        let (head, body) = req("/assets/n1/vmlinuz", &format!("Range: {range}\r\n"));
+        assert!(head.starts_with("HTTP/1.1 206 Partial Content\r\n"), "{range}: {head}");
+        assert!(head.contains(&format!("Content-Range: bytes {start}-{end}/100000\r\n")), "{range}: {head}");
+        assert!(head.contains(&format!("Content-Length: {}\r\n", end - start + 1)), "{range}: {head}");
+        assert_eq!(body, file[start..=end], "{range}");
+    }
+    for range in ["bytes=100000-", "bytes=-0"] {
+        let (head, _) = req("/assets/n1/vmlinuz", &format!("Range: {range}\r\n"));
+        assert!(
+            head.starts_with("HTTP/1.1 416 ") && head.contains("Content-Range: bytes */100000\r\n"),
+            "{range}: {head}"
+        );
+    }
+    // Several ranges, other units, nonsense, or If-Range: the whole file.
+    for extra in [
+        "Range: bytes=0-1,5-6\r\n",
+        "Range: items=0-1\r\n",
+        "Range: bytes=9-2\r\n",
+        "Range: bytes=0-1\r\nIf-Range: \"x\"\r\n",
+    ] {
+        let (head, body) = req("/assets/n1/vmlinuz", extra);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && body.len() == 100_000, "{extra}: {head}");
+    }
+    // A range never reaches what the path itself may not.
+    assert!(req("/assets/n1/manifest.json/x", "Range: bytes=0-1\r\n").0.starts_with("HTTP/1.1 404"));
+
+    // By UUID first (any case), then by MAC; an unknown or malformed UUID falls back to the MAC.
+    let by = |q: &str| get(&format!("{base}/ipxe?{q}"));
+    let n1 = (200, b"#!ipxe\necho n1\n".to_vec());
+    let n2 = (200, b"#!ipxe\necho n2\n".to_vec());
+    assert_eq!(by("uuid=4c4c4544-0042-3510-8052-b2c04f4e4b31"), n1);
+    assert_eq!(by("uuid=4C4C4544-0042-3510-8052-B2C04F4E4B31&mac=52:54:00:00:00:02"), n1);
+    assert_eq!(by("uuid=00000000-0000-0000-0000-000000000000&mac=52:54:00:00:00:02"), n2);
+    assert_eq!(by("uuid=&mac=52:54:00:00:00:02"), n2);
+    assert_eq!(by("uuid=not-a-uuid&mac=52-54-00-00-00-01"), n1);
+    assert_eq!(by("uuid=11111111-2222-3333-4444-555555555555").0, 404);
 }

@@ -153,6 +153,23 @@ pub fn check_mac(mac: MacAddr) -> Result<(), String> {
     Ok(())
 }
 
+/// A machine's SMBIOS UUID as firmware and iPXE's `${uuid}` print it
+/// (8-4-4-4-12 hex digits), lowercased; all zeros or all ones is what
+/// firmware reports when it has none, so no machine is found by it.
+pub fn parse_uuid(text: &str) -> Result<String, String> {
+    let groups: Vec<&str> = text.split('-').collect();
+    let shape = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]);
+    if !shape || !groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_hexdigit())) {
+        return Err(format!("{text:?} is not a UUID (8-4-4-4-12 hex digits)"));
+    }
+    let uuid = text.to_ascii_lowercase();
+    if uuid.bytes().filter(|b| *b != b'-').all(|b| b == b'0') || uuid.bytes().filter(|b| *b != b'-').all(|b| b == b'f')
+    {
+        return Err(format!("{uuid} is the UUID firmware reports when a machine has none"));
+    }
+    Ok(uuid)
+}
+
 /// A DNS label: what node names are (hostnames, etcd member names, file names).
 pub fn is_dns_label(name: &str) -> bool {
     !name.is_empty()
@@ -192,6 +209,23 @@ pub fn is_plain_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uuids_as_firmware_prints_them() {
+        assert_eq!(parse_uuid("4C4C4544-0042-3510-8052-B2C04F4E4B31").unwrap(), "4c4c4544-0042-3510-8052-b2c04f4e4b31");
+        for bad in [
+            "",
+            "4c4c4544",
+            "4c4c4544-0042-3510-8052-b2c04f4e4b3",
+            "4c4c4544-0042-3510-8052-b2c04f4e4b3g",
+            "4c4c45440042-3510-8052-b2c04f4e4b31-",
+        ] {
+            assert!(parse_uuid(bad).unwrap_err().contains("is not a UUID"), "{bad}");
+        }
+        for none in ["00000000-0000-0000-0000-000000000000", "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF"] {
+            assert!(parse_uuid(none).unwrap_err().contains("when a machine has none"), "{none}");
+        }
+    }
 
     #[test]
     fn vni_zero_and_25_bits_are_refused() {

@@ -88,6 +88,8 @@ pub struct Node {
     pub role: Role,
     pub ip: Ipv4Addr,
     pub mac: MacAddr,
+    /// The machine's SMBIOS UUID (lowercase), if the cluster file gives it.
+    pub uuid: Option<String>,
     /// What the user adds to this node's Ignition config.
     pub ignition: NodeIgnition,
 }

@@ -178,6 +178,9 @@ pub struct NodeEntry {
     pub ip: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// The machine's SMBIOS UUID, by which `serve` also finds the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
     /// Ignition configs to merge into this node's only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merge: Vec<String>,

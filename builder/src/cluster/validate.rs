@@ -113,7 +113,9 @@ fn nodes(errs: &Errs, entries: &[NodeEntry], node_network: Ipv4Net) -> Result<Ve
     let mut out = Vec::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
         let node = node(errs, i, e, node_network)?;
-        for (what, key) in [("name", node.name.clone()), ("ip", node.ip.to_string()), ("mac", node.mac.to_string())] {
+        let keys =
+            [("name", Some(node.name.clone())), ("ip", Some(node.ip.to_string())), ("mac", Some(node.mac.to_string()))];
+        for (what, key) in keys.into_iter().chain([("uuid", node.uuid.clone())]).filter_map(|(w, k)| Some((w, k?))) {
             if let Some(first) = seen.insert(format!("{what}={key}"), i) {
                 return Err(errs.at(format!("node[{i}].{what}"), format!("{key} is already used by node[{first}]")));
             }
@@ -137,7 +139,8 @@ fn node(errs: &Errs, i: usize, e: &NodeEntry, node_network: Ipv4Net) -> Result<N
         None => derived_mac(&e.name),
     };
     rules::check_mac(mac).map_err(|r| errs.at(field("mac"), r))?;
-    Ok(Node { name: e.name.clone(), role, ip, mac, ignition: Default::default() })
+    let uuid = e.uuid.as_deref().map(rules::parse_uuid).transpose().map_err(|r| errs.at(field("uuid"), r))?;
+    Ok(Node { name: e.name.clone(), role, ip, mac, uuid, ignition: Default::default() })
 }
 
 /// Each node's fragments (every node's, its role's, its own; each file read

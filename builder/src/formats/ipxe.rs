@@ -43,7 +43,7 @@ pub fn boot_script(base: &str) -> String {
          set base {base}\n\
          set tries:int32 0\n\
          :chain\n\
-         chain --autofree ${{base}}/ipxe?mac=${{net0/mac}} && exit\n\
+         chain --autofree ${{base}}/ipxe?uuid=${{uuid}}&mac=${{net0/mac}} && exit\n\
          inc tries\n\
          iseq ${{tries}} 10 && shell\n\
          sleep 3\n\

@@ -9,6 +9,9 @@ pub struct Manifest {
     pub role: String,
     /// The node's MAC, by which `imgbuild serve` picks the node.
     pub mac: String,
+    /// The machine's SMBIOS UUID, by which `serve` picks it first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
     pub artifacts: Vec<Entry>,
 }
 
@@ -29,7 +32,7 @@ impl Manifest {
     /// Artifacts are listed by file name so the manifest is reproducible.
     pub fn new(node: &str, role: &str, mac: &str, mut artifacts: Vec<Entry>) -> Self {
         artifacts.sort_by(|a, b| a.file.cmp(&b.file));
-        Manifest { node: node.to_owned(), role: role.to_owned(), mac: mac.to_owned(), artifacts }
+        Manifest { node: node.to_owned(), role: role.to_owned(), mac: mac.to_owned(), uuid: None, artifacts }
     }
 
     pub fn render(&self) -> Vec<u8> {

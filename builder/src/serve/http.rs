@@ -33,6 +33,10 @@ pub struct Request {
     pub get: bool,
     pub target: String,
     pub host: Option<String>,
+    /// The first `Range` header, and whether an `If-Range` came with it
+    /// (we send no validators, so such a range is never honoured).
+    pub range: Option<String>,
+    pub if_range: bool,
 }
 
 /// What to send back.
@@ -45,19 +49,85 @@ pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Body,
+    /// Set by `with_range`: the part of a file body sent.
+    pub part: Option<Part>,
+}
+
+/// What a `Range` header selects of a `total`-byte file (RFC 9110 §14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Bytes `start..=end`.
+    Range { start: u64, end: u64, total: u64 },
+    /// No byte of the file: 416.
+    Unsatisfiable { total: u64 },
 }
 
 impl Response {
     pub fn text(status: u16, text: &str) -> Self {
-        Response { status, content_type: "text/plain", body: Body::Bytes(text.as_bytes().to_vec()) }
+        Response { status, content_type: "text/plain", body: Body::Bytes(text.as_bytes().to_vec()), part: None }
+    }
+
+    pub fn file(content_type: &'static str, f: std::fs::File, len: u64) -> Self {
+        Response { status: 200, content_type, body: Body::File(f, len), part: None }
+    }
+
+    /// A whole-file 200 narrowed to what the request's `Range` asks for
+    /// (206, or 416 when nothing of the file is asked for); any other
+    /// response, a request without a usable range, or one with `If-Range`
+    /// stays as it is.
+    pub fn with_range(mut self, req: &Request) -> Self {
+        let (Some(range), false, 200, Body::File(_, total)) = (&req.range, req.if_range, self.status, &self.body)
+        else {
+            return self;
+        };
+        self.part = part(range, *total);
+        match self.part {
+            Some(Part::Range { .. }) => self.status = 206,
+            Some(Part::Unsatisfiable { total }) => {
+                self = Response::text(416, "range not satisfiable\n");
+                self.part = Some(Part::Unsatisfiable { total });
+            }
+            None => {}
+        }
+        self
     }
 
     pub fn len(&self) -> u64 {
-        match &self.body {
-            Body::Bytes(b) => b.len() as u64,
-            Body::File(_, len) => *len,
+        match (&self.body, self.part) {
+            (Body::File(..), Some(Part::Range { start, end, .. })) => end - start + 1,
+            (Body::Bytes(b), _) => b.len() as u64,
+            (Body::File(_, len), _) => *len,
         }
     }
+}
+
+/// The part of a `total`-byte body a `Range` value asks for: one range of
+/// bytes (`a-b`, `a-`, `-n`). `None`, to send it whole, for anything else:
+/// several ranges, another unit, bad syntax (RFC 9110 lets a server ignore
+/// those).
+pub fn part(range: &str, total: u64) -> Option<Part> {
+    let (unit, spec) = range.trim().split_once('=')?;
+    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.trim().split_once('-')?;
+    let number = |s: &str| -> Option<u64> { s.bytes().all(|c| c.is_ascii_digit()).then(|| s.parse().ok()).flatten() };
+    let (start, end) = match (a.is_empty(), b.is_empty()) {
+        (false, true) => (number(a)?, u64::MAX),
+        (false, false) => (number(a)?, number(b)?),
+        (true, false) => match number(b)? {
+            0 => return Some(Part::Unsatisfiable { total }),
+            n => (total.saturating_sub(n), u64::MAX),
+        },
+        (true, true) => return None,
+    };
+    if end < start {
+        return None;
+    }
+    if start >= total {
+        return Some(Part::Unsatisfiable { total });
+    }
+    Some(Part::Range { start, end: end.min(total - 1), total })
 }
 
 /// Serves `handle` on `listener` until the process ends.
@@ -274,6 +344,8 @@ fn read_head(reader: &mut BufReader<Timed>) -> Result<Option<Head>, Bad> {
             get: method == "GET" || method == "HEAD",
             target: target.to_owned(),
             host: None,
+            range: None,
+            if_range: false,
         },
         keep_alive: version == "HTTP/1.1",
         has_body: false,
@@ -307,6 +379,8 @@ fn header(head: &mut Head, line: &[u8]) -> Result<(), Bad> {
         "host" => head.request.host = Some(value.to_owned()),
         "connection" if value.eq_ignore_ascii_case("close") => head.keep_alive = false,
         "connection" if value.eq_ignore_ascii_case("keep-alive") => head.keep_alive = true,
+        "range" if head.request.range.is_none() => head.request.range = Some(value.to_owned()),
+        "if-range" => head.request.if_range = true,
         "content-length" => head.has_body |= value != "0",
         "transfer-encoding" => head.has_body = true,
         _ => {}
@@ -322,6 +396,8 @@ fn trim_eol(line: &[u8]) -> &[u8] {
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        206 => "Partial Content",
+        416 => "Range Not Satisfiable",
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
@@ -335,8 +411,16 @@ fn reason(status: u16) -> &'static str {
 /// Writes a response; a body is sent in chunks, each under the idle
 /// timeout, all under the connection's deadline.
 fn send(w: &mut TcpStream, resp: &Response, head_only: bool, keep: bool, deadline: Instant) -> io::Result<()> {
+    let ranges = match (&resp.body, resp.part) {
+        (_, Some(Part::Range { start, end, total })) => {
+            format!("Accept-Ranges: bytes\r\nContent-Range: bytes {start}-{end}/{total}\r\n")
+        }
+        (_, Some(Part::Unsatisfiable { total })) => format!("Content-Range: bytes */{total}\r\n"),
+        (Body::File(..), None) => "Accept-Ranges: bytes\r\n".to_owned(),
+        (Body::Bytes(_), None) => String::new(),
+    };
     let head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{ranges}Connection: {}\r\n\r\n",
         resp.status,
         reason(resp.status),
         resp.content_type,
@@ -349,7 +433,13 @@ fn send(w: &mut TcpStream, resp: &Response, head_only: bool, keep: bool, deadlin
     }
     match &resp.body {
         Body::Bytes(b) => w.write_all(b),
-        Body::File(f, len) => send_file(w, f, *len, deadline),
+        Body::File(f, _) => {
+            let start = match resp.part {
+                Some(Part::Range { start, .. }) => start,
+                _ => 0,
+            };
+            send_file(w, f, start, resp.len(), deadline)
+        }
     }
 }
 
@@ -358,14 +448,14 @@ fn send(w: &mut TcpStream, resp: &Response, head_only: bool, keep: bool, deadlin
 /// checked; a chunk that makes no progress within the socket's write
 /// timeout fails. A file that shrank under us ends the connection: the
 /// Content-Length sent can no longer be kept.
-fn send_file(w: &TcpStream, f: &std::fs::File, len: u64, deadline: Instant) -> io::Result<()> {
+fn send_file(w: &TcpStream, f: &std::fs::File, start: u64, len: u64, deadline: Instant) -> io::Result<()> {
     const CHUNK: u64 = 1 << 20;
-    let mut offset = 0u64;
-    while offset < len {
+    let (mut offset, end) = (start, start + len);
+    while offset < end {
         if Instant::now() > deadline {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "connection deadline"));
         }
-        let count = (len - offset).min(CHUNK) as usize;
+        let count = (end - offset).min(CHUNK) as usize;
         let n = rustix::fs::sendfile(w, f, Some(&mut offset), count)?;
         if n == 0 {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while being sent"));

@@ -104,17 +104,16 @@ pub fn route(out: &Path, url: &str, host: &str, secret: Option<&TokenSecret>) ->
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
     // The first value of a query parameter, decoded as browsers and iPXE encode it.
     let param = |name: &str| form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v);
-    let mac = || param("mac").and_then(|m| m.parse::<MacAddr>().ok());
-    let node = |mac: Option<MacAddr>| mac.and_then(|m| index(out).remove(&m));
+    let node = || machine(out, param("uuid").as_deref(), param("mac").as_deref());
     let allowed = |node: &str| secret.is_none_or(|s| param("token").is_some_and(|t| s.accepts(node, &t)));
     let answer = match path {
         "/boot.ipxe" if !valid_host(host) => return Answer::BadHost,
         "/boot.ipxe" => {
             return Answer::Bytes("text/plain", ipxe::boot_script(&format!("http://{host}")).into_bytes());
         }
-        "/ipxe" => node(mac()).map(|m| (m.node.clone(), format!("{}.ipxe", m.node), "text/plain")),
+        "/ipxe" => node().map(|m| (m.node.clone(), format!("{}.ipxe", m.node), "text/plain")),
         "/ignition" => {
-            node(mac()).map(|m| (m.node.clone(), format!("{}.ign", m.node), "application/vnd.coreos.ignition+json"))
+            node().map(|m| (m.node.clone(), format!("{}.ign", m.node), "application/vnd.coreos.ignition+json"))
         }
         _ => asset(out, path),
     };
@@ -123,6 +122,18 @@ pub fn route(out: &Path, url: &str, host: &str, secret: Option<&TokenSecret>) ->
         Some((node, file, ct)) => Answer::File(ct, node, file),
         None => Answer::NotFound,
     }
+}
+
+/// The node a machine is, as matchbox matches: by its SMBIOS UUID when a
+/// node has that one, else by its MAC.
+fn machine(out: &Path, uuid: Option<&str>, mac: Option<&str>) -> Option<Manifest> {
+    let nodes = index(out);
+    let parse = |u: &str| node_config::rules::parse_uuid(u).ok();
+    let uuid = uuid.and_then(parse);
+    if let Some(m) = uuid.and_then(|u| nodes.values().find(|m| m.uuid.as_deref().and_then(parse) == Some(u.clone()))) {
+        return Some(m.clone());
+    }
+    nodes.get(&mac?.parse::<MacAddr>().ok()?).cloned()
 }
 
 /// `/assets/NODE/FILE`: only a file the node's manifest lists.
@@ -179,14 +190,16 @@ fn respond(
         Answer::NotFound
     };
     let resp = match answer {
-        Answer::Bytes(ct, body) => http::Response { status: 200, content_type: ct, body: http::Body::Bytes(body) },
+        Answer::Bytes(ct, body) => {
+            http::Response { status: 200, content_type: ct, body: http::Body::Bytes(body), part: None }
+        }
         Answer::File(ct, node, file) => match open_inside(out, &node, &file) {
             Some((_, _, true)) if matches!(access, Access::PublicOnly) => http::Response::text(
                 403,
                 "forbidden: this file holds a node's private key or token; \
                  serve with --token-secret (or --insecure-no-token, for a lab)\n",
             ),
-            Some((f, len, _)) => http::Response { status: 200, content_type: ct, body: http::Body::File(f, len) },
+            Some((f, len, _)) => http::Response::file(ct, f, len).with_range(req),
             None => http::Response::text(404, "not found\n"),
         },
         Answer::NotFound => http::Response::text(404, "not found\n"),
