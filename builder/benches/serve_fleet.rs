@@ -3,7 +3,8 @@
 //! connections per client address), fetch their node's iPXE script,
 //! Ignition config and initramfs, all starting together; against Debian's
 //! nginx serving the same files from the same directory in the same run.
-//! Rounds alternate between the two; the median round is reported.
+//! After a warm-up round each, rounds alternate between the two; the
+//! median round is reported.
 //!
 //!   cargo bench -p imgbuild --bench serve_fleet -- --out BUILD_DIR [--clients 200] [--rounds 3]
 //!
@@ -54,6 +55,9 @@ fn main() -> Result<()> {
     wait_listening(ours_port)?;
     wait_listening(nginx_port)?;
 
+    // One unmeasured round each first: both then start from the same page cache.
+    fleet(ours_port, clients, &fetches, true)?;
+    fleet(nginx_port, clients, &fetches, false)?;
     let (mut ours_runs, mut nginx_runs) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         ours_runs.push(fleet(ours_port, clients, &fetches, true)?);

@@ -1,5 +1,6 @@
 //! imgbuild: from one cluster file, everything needed to boot each node.
 
+pub mod accel;
 pub mod agent;
 pub mod build;
 pub mod cluster;

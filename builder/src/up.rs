@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use node_config::Role;
 use sha2::{Digest, Sha256};
 
+use crate::accel::{self, Accel};
 use crate::cluster::{Cluster, Node};
 use crate::ui;
 
@@ -116,13 +117,16 @@ pub fn boot(cluster: &Cluster, out: &Path, probe: bool, memory_mb: u32) -> Resul
         .context("creating the cluster's network namespace (needs root)")?;
     std::fs::write(state.join("netns"), &ns)?;
     run_cmd(Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"]))?;
+    let first = cluster.nodes.first().context("the cluster has no nodes")?;
+    let (accel, why) = accel::choose(&out.join(&first.name).join("vmlinuz"));
+    ui::note(&format!("accelerator: {} ({why})", accel.as_str()));
     for node in &cluster.nodes {
-        start_vm(&ns, out, node, probe, memory_mb).with_context(|| format!("starting {}", node.name))?;
+        start_vm(&ns, out, node, probe, memory_mb, accel).with_context(|| format!("starting {}", node.name))?;
     }
     Ok(())
 }
 
-fn start_vm(ns: &str, out: &Path, node: &Node, probe: bool, memory_mb: u32) -> Result<()> {
+fn start_vm(ns: &str, out: &Path, node: &Node, probe: bool, memory_mb: u32, accel: Accel) -> Result<()> {
     let dir = out.join(&node.name);
     let state = state_dir(out);
     let mut cmdline =
@@ -154,7 +158,7 @@ fn start_vm(ns: &str, out: &Path, node: &Node, probe: bool, memory_mb: u32) -> R
                 ns,
                 "qemu-system-x86_64",
                 "-accel",
-                "tcg",
+                accel.as_str(),
                 "-m",
                 &memory_mb.to_string(),
                 "-smp",

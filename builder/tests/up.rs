@@ -42,6 +42,13 @@ fn up_check(cluster: Option<&std::path::Path>, nodes: &[&str]) {
             assert!(seen, "no progress line for {node} {stage}:\n{stderr}");
         }
     }
+    // The accelerator, and why: KVM only where its probe booted a kernel in time.
+    let accel = stderr.lines().find(|l| l.starts_with("imgbuild: accelerator: ")).expect("no accelerator line");
+    assert!(
+        accel.starts_with("imgbuild: accelerator: kvm (KVM booted a kernel in ")
+            || accel.starts_with("imgbuild: accelerator: tcg ("),
+        "{accel}"
+    );
     // No kernel WARN, unsigned module or oops on the way (the agent says so).
     assert!(!consoles.contains("the kernel is tainted"), "{consoles}");
     assert!(stdout.contains(&format!("stopped {} VMs", nodes.len())), "{stdout}");
@@ -98,4 +105,29 @@ fn up_check_fails_with_the_reason_when_it_times_out() {
     assert_eq!(report["nodes"].as_array().unwrap().len(), 4, "{report}");
     assert!(report["nodes"][0]["name"] == "etcd-1" && report["nodes"][0]["booted"].is_boolean(), "{report}");
     assert!(!out.join(".up/netns").exists(), "a failed check must tear the cluster down");
+}
+
+/// The KVM probe is bounded however KVM behaves: on a host where a KVM
+/// guest hangs (these machines) it gives up within its limit and says why;
+/// where KVM works it has booted the kernel to its first panic.
+#[test]
+fn the_kvm_probe_never_hangs_and_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    common::run_ok(imgbuild_with_agent().args(["--node", "worker-1", "--kernel", TEST_KERNEL, "--out"]).arg(&out));
+    let kernel = out.join("worker-1/vmlinuz");
+    let start = std::time::Instant::now();
+    let limit = std::time::Duration::from_secs(2);
+    let got = imgbuild::accel::probe(&kernel, limit);
+    assert!(start.elapsed() < limit + std::time::Duration::from_secs(2), "took {:?}: {got:?}", start.elapsed());
+    match got {
+        Ok(took) => assert!(took < limit),
+        Err(why) => {
+            assert!(why == "KVM did not boot a kernel within 2s" || why.starts_with("no usable /dev/kvm"), "{why}")
+        }
+    }
+    // A file that is no kernel never counts as KVM working.
+    let junk = tmp.path().join("junk");
+    std::fs::write(&junk, b"not a kernel").unwrap();
+    assert!(imgbuild::accel::probe(&junk, limit).is_err());
 }
