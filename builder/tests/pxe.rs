@@ -69,7 +69,9 @@ fn pxe_boot_from_imgbuild_serve_takes_its_config_by_url() {
     let log = server.log();
     assert!(console.contains("node-agent: dhcp: 10.0.2.15/24"), "{console}\n{log}");
     assert!(
-        console.contains("node-agent: config from url http://10.0.2.2:8080/ignition?mac=52:54:00:13:02:9f"),
+        console.contains(&format!(
+            "node-agent: config from url http://10.0.2.2:8080/ignition?uuid={UUID}&mac=52:54:00:13:02:9f"
+        )),
         "{console}\n{log}"
     );
     assert!(console.contains(want), "{console}\n{log}");
@@ -77,7 +79,7 @@ fn pxe_boot_from_imgbuild_serve_takes_its_config_by_url() {
         "GET /boot.ipxe 200".to_owned(),
         format!("GET /ipxe?uuid={UUID}&mac=52%3A54%3A00%3A13%3A02%3A9f 200"),
         "GET /assets/worker-1/vmlinuz 200".to_owned(),
-        "GET /ignition?mac=52:54:00:13:02:9f 200".to_owned(),
+        format!("GET /ignition?uuid={UUID}&mac=52:54:00:13:02:9f 200"),
     ] {
         assert!(log.contains(req.as_str()), "no access log line {req}:\n{log}");
     }

@@ -424,6 +424,10 @@ fn lengths_head_ranges_and_machines_by_uuid() {
         let (head, body) = req("/assets/n1/vmlinuz", extra);
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && body.len() == 100_000, "{extra}: {head}");
     }
+    // A hard link is a second name for a file that may live anywhere: not served.
+    assert_eq!(get(&format!("{base}/assets/n2/vmlinuz")).0, 200);
+    std::fs::hard_link(out.join("n2/vmlinuz"), tmp.path().join("elsewhere")).unwrap();
+    assert_eq!(get(&format!("{base}/assets/n2/vmlinuz")).0, 404);
     // A range never reaches what the path itself may not.
     assert!(req("/assets/n1/manifest.json/x", "Range: bytes=0-1\r\n").0.starts_with("HTTP/1.1 404"));
 

@@ -13,13 +13,16 @@ pub fn node_script(plan: &NodePlan, cmdline: &str, token: Option<&str>) -> Strin
         Some(t) => (format!("?token={t}"), format!("&token={t}")),
         None => (String::new(), String::new()),
     };
+    // A node picked by its machine's UUID takes its config by that UUID too,
+    // not by a MAC that may be another node's (or none).
+    let by = if plan.node.uuid.is_some() { "uuid=${uuid}&mac=${net0/mac}" } else { "mac=${net0/mac}" };
     format!(
         "#!ipxe\n\
          # {name} ({role}): imgbuild's image over HTTP.\n\
          isset ${{base}} || set base http://${{next-server}}:8080\n\
          set tries:int32 0\n\
          :fetch\n\
-         kernel ${{base}}/assets/{name}/vmlinuz{q} initrd=initrd.img {cmdline} ignition.config.url=${{base}}/ignition?mac=${{net0/mac}}{amp} && \
+         kernel ${{base}}/assets/{name}/vmlinuz{q} initrd=initrd.img {cmdline} ignition.config.url=${{base}}/ignition?{by}{amp} && \
          initrd --name initrd.img ${{base}}/assets/{name}/initrd.img{q} && goto boot\n\
          inc tries\n\
          iseq ${{tries}} 10 && goto fail\n\
@@ -75,5 +78,11 @@ mod tests {
             &node_script(&p[0], "console=ttyS0,115200n8 panic=10 quiet\n", Some("0123456789abcdef0123456789abcdef")),
         );
         assert_golden("golden/ipxe/boot.ipxe", &boot_script("http://10.0.2.2:8080"));
+        let mut by_uuid = p[0].clone();
+        by_uuid.node.uuid = Some("4c4c4544-0042-3510-8052-b2c04f4e4b31".into());
+        assert_golden(
+            "golden/ipxe/worker-1.uuid.ipxe",
+            &node_script(&by_uuid, "console=ttyS0,115200n8 panic=10 quiet\n", Some("0123456789abcdef0123456789abcdef")),
+        );
     }
 }

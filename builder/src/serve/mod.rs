@@ -2,7 +2,8 @@
 //! The node is picked by MAC (any usual spelling); an unknown MAC or file is
 //! a 404, never another node's config, never a path outside the output:
 //! node folders, manifests and files are opened without following links,
-//! and a manifest may only name plain file names.
+//! a file with more than one hard link is not served, and a manifest may
+//! only name plain file names.
 
 mod http;
 
@@ -61,7 +62,9 @@ fn open_inside(out: &Path, node: &str, file: &str) -> Option<(std::fs::File, u64
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
     let f = rustix::fs::openat(&node, file, flags, Mode::empty()).ok()?;
     let f = std::fs::File::from(f);
-    let meta = f.metadata().ok().filter(|m| m.is_file())?;
+    // A hard link is another name for a file outside the folder, as a
+    // symlink would be (the build makes none).
+    let meta = f.metadata().ok().filter(|m| m.is_file() && std::os::unix::fs::MetadataExt::nlink(m) == 1)?;
     let private = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 == 0;
     Some((f, meta.len(), private))
 }

@@ -149,11 +149,34 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 /// checks, and a merge stub's URL carries) is replaced: consoles and logs
 /// reach more people than the node's config should.
 pub fn redacted(url: &str) -> String {
+    // A key as a server reads it: `%74oken` is `token` too.
+    fn decoded(k: &str) -> String {
+        let b = k.as_bytes();
+        let (mut out, mut i) = (Vec::with_capacity(b.len()), 0);
+        while i < b.len() {
+            let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+                (b'%', Some(v)) => {
+                    out.push(v);
+                    i += 3;
+                }
+                (b'+', _) => {
+                    out.push(b' ');
+                    i += 1;
+                }
+                (c, _) => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
     let Some((base, query)) = url.split_once('?') else { return url.to_owned() };
     let params: Vec<String> = query
         .split('&')
         .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("token") => format!("{k}=REDACTED"),
+            Some((k, _)) if decoded(k).eq_ignore_ascii_case("token") => format!("{k}=REDACTED"),
             _ => kv.to_owned(),
         })
         .collect();
@@ -457,6 +480,8 @@ mod tests {
         assert_eq!(redacted("http://h/ignition?mac=m&token=abc"), "http://h/ignition?mac=m&token=REDACTED");
         assert_eq!(redacted("http://h/x?TOKEN=a&token=b"), "http://h/x?TOKEN=REDACTED&token=REDACTED");
         assert_eq!(redacted("http://h/x"), "http://h/x");
+        // However the key is spelled, a server reads it as `token`.
+        assert_eq!(redacted("http://h/x?%74oken=a&t%6Fken=b&%5"), "http://h/x?%74oken=REDACTED&t%6Fken=REDACTED&%5");
     }
 
     #[test]
