@@ -146,11 +146,12 @@ if ((!quick)); then
   node_cpu=$(echo "$(ms "$c" "ready role=worker") / 1000" | bc -l)
   own=$(echo "$ready - $p1" | bc -l)
   n_boot=$(grep -a -m1 -o "loaded [0-9]* kernel modules" "$c" | tr -dc 0-9)
+  n_drivers=$(grep -a -m1 -o "coldplug: loaded [0-9]* drivers" "$c" | tr -dc 0-9)
   n_pods=$(grep -a -m1 -o "loaded [0-9]* pod modules" "$c" | tr -dc 0-9)
   all_own=$(awk '{printf "%s%.2f", (NR > 1 ? ", " : ""), $1}' "$out/solo-runs")
   boot_rows+="| worker-1 alone, etcd up beforehand: kernel start → PID 1 | $(s3 "$p1") s | $(printf %.1f "$t_floor") s (whole floor boot) | | kernel + initramfs unpack |"$'\n'
   boot_rows+="| … PID 1 → ready: the agent's own part (wall; median of $runs boots: $all_own s) | $(s3 "$own") s | $(s3 "$t_ipt") s (flannel's default iptables rules, boots alternated) | $(ratio "$own" "$t_ipt") | ≤ 0.3 s |"$'\n'
-  boot_rows+="| … PID 1: mounts and $n_boot boot modules (finit_module) | $(s3 "$mods - $p1") s | | | |"$'\n'
+  boot_rows+="| … PID 1: mounts, $n_boot boot modules and ${n_drivers:-0} drivers by coldplug (finit_module) | $(s3 "$mods - $p1") s | | | |"$'\n'
   boot_rows+="| … node process: start → node network up | $(s3 "$net - $mods") s | | | exec, config, netlink |"$'\n'
   boot_rows+="| … node process: network config from etcd (TLS handshake + one transaction) | $(s3 "$etcd - $net") s | | | |"$'\n'
   boot_rows+="| … node process: lease | $(s3 "$lease - $etcd") s | | | |"$'\n'

@@ -95,11 +95,24 @@ fn images_are_complete_and_byte_reproducible() {
     // drivers load in the background, the overlay's first.
     let cpio = unpack_initrd(&tmp.path().join("a/worker-1/initrd.img"));
     let (boot, pods) = (cpio_file(&cpio, "etc/node-agent/modules"), cpio_file(&cpio, "etc/node-agent/modules.pods"));
-    assert!(boot.contains("/virtio_net.ko") && boot.contains("/virtio-rng.ko"), "{boot}");
-    // Only etcd members use a disk; the console is the serial port.
-    assert!(!boot.contains("/virtio_blk.ko") && !boot.contains("/virtio_console.ko"), "{boot}");
+    // Device drivers are not in the boot list: PID 1 loads them for the
+    // devices it finds (coldplug), from the table: modules, then aliases.
+    assert!(!boot.contains("/virtio_net.ko") && !boot.contains("/virtio_blk.ko"), "{boot}");
+    let table = cpio_file(&cpio, "etc/node-agent/coldplug");
+    for want in [
+        "alias virtio:d00000001v* virtio_net\n",
+        "alias virtio:d00000002v* virtio_blk\n",
+        "alias virtio:d00000004v* virtio_rng\n",
+    ] {
+        assert!(table.contains(want), "{want}: {table}");
+    }
+    let virtio_net = table.lines().find(|l| l.starts_with("module virtio_net ")).unwrap_or_default();
+    assert!(virtio_net.contains("/virtio_net.ko") && virtio_net.ends_with(" net_failover"), "{table}");
+    let last_module = table.lines().collect::<Vec<_>>().iter().rposition(|l| l.starts_with("module ")).unwrap();
+    assert!(table.lines().position(|l| l.starts_with("alias ")).unwrap() > last_module, "{table}");
+    assert!(worker.contains("/virtio_blk.ko") && !worker.contains("/virtio_console.ko"), "{worker}");
     let etcd_cpio = unpack_initrd(&tmp.path().join("a/etcd-1/initrd.img"));
-    assert!(cpio_file(&etcd_cpio, "etc/node-agent/modules").contains("/virtio_blk.ko"));
+    assert!(cpio_list(&etcd_cpio).contains("/virtio_blk.ko"));
     for late in ["vxlan", "nf_tables", "bridge"] {
         assert!(
             !boot.contains(&format!("/{late}.ko")) && pods.contains(&format!("/{late}.ko")),
@@ -152,8 +165,10 @@ fn worker_image_boots_to_the_agent_as_pid1() {
     assert!(console.contains("node-agent: PID 1 starting"), "{console}");
     assert!(console.contains("node-agent: config from embedded /etc/node-agent/config.json"), "{console}");
     assert!(console.contains("node-agent: node network: 172.17.8.103/24 on eth0 (52:54:00:13:02:9f)"), "{console}");
-    let loaded = console.lines().find(|l| l.contains("kernel modules")).unwrap_or_default();
-    assert!(loaded.contains("loaded") && !loaded.contains(" 0 "), "{console}");
+    // The NIC's driver came by coldplug: virtio_pci's devices, then the net one.
+    let loaded = console.lines().find(|l| l.contains("coldplug: loaded")).unwrap_or_default();
+    assert!(loaded.contains(" virtio_net") && loaded.contains(" qemu_fw_cfg"), "{console}");
+    assert!(!loaded.contains("virtio_blk"), "no disk, no disk driver: {console}");
     assert!(!console.contains("Kernel panic"), "{console}");
     assert!(!console.contains("warning: loading modules"), "{console}");
 }
@@ -354,4 +369,64 @@ fn efi_disk_boots_under_ovmf_and_etcd_takes_the_data_partition() {
     assert!(console.contains("node-agent: formatting blank data disk /dev/vda2"), "{console}");
     assert!(console.contains("node-agent: etcd data on /dev/vda2"), "{console}");
     assert!(console.contains("node-agent: ready role=etcd"), "{console}");
+}
+
+/// Devices found as udev finds them: a NIC the image has no driver for is
+/// named by its PCI IDs (and the node still comes up on the one it has); a
+/// disk hot-added after boot gets its driver from the kernel's uevent.
+#[test]
+fn drivers_by_coldplug_and_hotplug_and_a_nic_without_one_is_named() {
+    common::require_tool("qemu-system-x86_64");
+    let tmp = tempfile::tempdir().unwrap();
+    run_ok(imgbuild_with_agent().args(["--node", "worker-1", "--kernel", TEST_KERNEL, "--out"]).arg(tmp.path()));
+    let dir = tmp.path().join("worker-1");
+    let disk = tmp.path().join("hot.img");
+    std::fs::File::create(&disk).unwrap().set_len(16 << 20).unwrap();
+    let monitor = tmp.path().join("monitor.sock");
+    let cmdline = std::fs::read_to_string(dir.join("cmdline")).unwrap();
+    let mut child = std::process::Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-m", "512", "-nographic", "-no-reboot", "-kernel"])
+        .arg(dir.join("vmlinuz"))
+        .arg("-initrd")
+        .arg(dir.join("initrd.img"))
+        .args(["-append", cmdline.trim()])
+        .args(["-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:13:02:9f"])
+        // Intel's 82574L: the cloud kernel has no e1000e.
+        .args(["-netdev", "user,id=n1,restrict=on", "-device", "e1000e,netdev=n1"])
+        .args(["-drive", &format!("if=none,id=hot,format=raw,file={}", disk.display())])
+        .args(["-monitor", &format!("unix:{},server=on,wait=off", monitor.display())])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let rx = common::output_chunks(child.stdout.take().unwrap());
+    let mut console = String::new();
+    let wait_for = |console: &mut String, want: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+        while !console.contains(want) && std::time::Instant::now() < deadline {
+            if let Ok(c) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+                console.push_str(&String::from_utf8_lossy(&c));
+            }
+        }
+        console.contains(want)
+    };
+    let up = wait_for(&mut console, "node-agent: node network:");
+    let mut added = false;
+    if up {
+        let mut m = std::os::unix::net::UnixStream::connect(&monitor).unwrap();
+        m.write_all(b"device_add virtio-blk-pci,drive=hot,id=hotdisk\n").unwrap();
+        added = wait_for(&mut console, "hotplug: loaded virtio_blk for virtio:d00000002v00001AF4");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(up, "{console}");
+    assert!(
+        console
+            .contains("warning: no driver in this image for network device PCI 8086:10d3 (class 0x020000) at 0000:00:"),
+        "{console}"
+    );
+    assert!(added, "{console}");
+    assert!(console.contains("hotplug: loaded virtio_blk for virtio:d00000002v00001AF4"), "{console}");
+    assert!(!console.contains("Kernel panic"), "{console}");
 }

@@ -21,15 +21,21 @@ pub fn load_module_list(list: &Path, dir: &Path) -> Result<usize> {
     };
     let mut loaded = 0;
     for rel in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let path = dir.join(rel);
-        let f = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        match finit_module(&f, c"", ModuleInitFlags::empty()) {
-            Ok(()) => loaded += 1,
-            Err(Errno::EEXIST) => {}
-            Err(e) => return Err(e).with_context(|| format!("loading {}", path.display())),
+        if load_file(&dir.join(rel))? {
+            loaded += 1;
         }
     }
     Ok(loaded)
+}
+
+/// Loads one module file; false when it was already loaded.
+pub fn load_file(path: &Path) -> Result<bool> {
+    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    match finit_module(&f, c"", ModuleInitFlags::empty()) {
+        Ok(()) => Ok(true),
+        Err(Errno::EEXIST) => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("loading {}", path.display())),
+    }
 }
 
 /// Waits (up to `limit`) until PID 1 has loaded the pod modules; at once

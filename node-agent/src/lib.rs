@@ -5,6 +5,7 @@ pub mod backend;
 pub mod boot;
 pub mod cli;
 pub mod cni;
+pub mod coldplug;
 pub mod commands;
 pub mod config;
 pub mod etcd;

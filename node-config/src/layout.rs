@@ -10,6 +10,9 @@ pub const MODULE_LIST: &str = "/etc/node-agent/modules";
 /// Modules only the pod network needs (overlay, netfilter, bridge), loaded
 /// in the background while the node reaches etcd.
 pub const POD_MODULE_LIST: &str = "/etc/node-agent/modules.pods";
+/// The image's device drivers for coldplug: `module NAME PATH DEPS...` and
+/// `alias PATTERN MODULE` lines (PATH relative to `/lib/modules/RELEASE`).
+pub const COLDPLUG_TABLE: &str = "/etc/node-agent/coldplug";
 /// Written when the background modules are loaded (or failed to).
 pub const POD_MODULES_DONE: &str = "/run/node-agent/pod-modules.done";
 /// QEMU's fw_cfg entry that Flatcar reads its Ignition config from.

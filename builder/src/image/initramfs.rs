@@ -52,6 +52,7 @@ pub fn role_base(agent: &[u8], modules: &ModuleTree, recipe: &Recipe, payloads: 
     a.add("dev/console", 0o600, Node::CharDev(5, 1))?;
     a.add("dev/null", 0o666, Node::CharDev(1, 3))?;
     add_modules(&mut a, modules, &recipe.modules, &recipe.pod_modules)?;
+    add_drivers(&mut a, modules, &recipe.drivers)?;
     let mut binaries = Vec::new();
     if recipe.etcd {
         let tree = payloads.etcd.as_deref().context("the etcd role needs artifacts.etcd")?;
@@ -127,6 +128,39 @@ fn add_modules(a: &mut Archive, tree: &ModuleTree, boot: &[String], pods: &[Stri
         add_module_list(a, tree, version, layout::in_archive(layout::POD_MODULE_LIST), pod_only.into_iter())?;
     }
     Ok(())
+}
+
+/// The device drivers (with what they need) and the coldplug table PID 1
+/// matches devices against: each module with its file and dependencies,
+/// then each alias it declares. Modules the boot list also holds are
+/// listed again (loading one twice is no error) so the table stands alone.
+fn add_drivers(a: &mut Archive, tree: &ModuleTree, drivers: &[String]) -> Result<()> {
+    if drivers.is_empty() {
+        return Ok(());
+    }
+    let version = tree.dir.file_name().and_then(|v| v.to_str()).context("module dir has no version name")?;
+    let closure = tree.closure(drivers)?;
+    let names: std::collections::BTreeSet<&str> = closure.modules.iter().map(|m| m.name.as_str()).collect();
+    let (mut modules, mut aliases) = (String::new(), String::new());
+    for m in &closure.modules {
+        let rel = m.rel_path.to_str().context("module path is not UTF-8")?;
+        let path = format!("lib/modules/{version}/{rel}");
+        if !a.contains(&path) {
+            a.file(&path, 0o644, tree.read(&m.name)?)?;
+        }
+        let deps: Vec<String> = tree.deps(&m.name)?.into_iter().filter(|d| names.contains(d.as_str())).collect();
+        modules.push_str(&format!("module {} {rel}", m.name));
+        for d in deps {
+            modules.push(' ');
+            modules.push_str(&d);
+        }
+        modules.push('\n');
+        // A pattern with whitespace could not be a modalias (the kernel makes none).
+        for alias in tree.aliases(&m.name)?.into_iter().filter(|p| !p.is_empty() && !p.contains(char::is_whitespace)) {
+            aliases.push_str(&format!("alias {alias} {}\n", m.name));
+        }
+    }
+    a.file(layout::in_archive(layout::COLDPLUG_TABLE), 0o644, (modules + &aliases).into_bytes())
 }
 
 /// The modules themselves, and the list PID 1 loads them from.

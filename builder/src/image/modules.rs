@@ -111,7 +111,14 @@ impl ModuleTree {
         Ok(())
     }
 
-    fn deps(&self, name: &str) -> Result<Vec<String>> {
+    /// The device alias patterns a module declares (`alias=` in its `.modinfo`).
+    pub fn aliases(&self, name: &str) -> Result<Vec<String>> {
+        let info = modinfo(&self.read(name)?).with_context(|| format!("reading .modinfo of {name}"))?;
+        Ok(info.into_iter().filter(|(k, _)| k == "alias").map(|(_, v)| v).collect())
+    }
+
+    /// The modules `name` needs loaded first.
+    pub fn deps(&self, name: &str) -> Result<Vec<String>> {
         if let Some(deps) = &self.dep_file {
             return Ok(deps.get(name).cloned().unwrap_or_default());
         }

@@ -17,6 +17,8 @@ const RULES_NFTABLES: &str = include_str!("../../../images/rules-nftables.toml")
 #[serde(deny_unknown_fields)]
 struct RecipeFile {
     #[serde(default)]
+    drivers: Vec<String>,
+    #[serde(default)]
     modules: Vec<String>,
     #[serde(default)]
     pod_modules: Vec<String>,
@@ -60,6 +62,10 @@ pub struct Tool {
 /// A role's recipe merged with the common one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipe {
+    /// Device drivers: loaded by PID 1 only for devices the machine has
+    /// (their aliases against each device's modalias), before the node
+    /// process starts, and for devices that appear later.
+    pub drivers: Vec<String>,
     /// Loaded by PID 1 before the node process starts.
     pub modules: Vec<String>,
     /// Loaded by PID 1 in the background; `ready` waits for them.
@@ -86,7 +92,10 @@ impl Recipe {
         let own = parse(name, text)?;
         let mut modules = common.modules;
         modules.extend(own.modules);
+        let mut drivers = common.drivers;
+        drivers.extend(own.drivers);
         let mut recipe = Recipe {
+            drivers,
             modules,
             pod_modules: own.pod_modules,
             cni_plugins: own.cni_plugins,
@@ -111,6 +120,7 @@ impl Recipe {
     pub fn vagrant_box() -> Result<Self> {
         let f = parse("vagrant-box", VAGRANT_BOX)?;
         Ok(Recipe {
+            drivers: f.drivers,
             modules: f.modules,
             pod_modules: f.pod_modules,
             cni_plugins: f.cni_plugins,
@@ -133,7 +143,8 @@ mod tests {
     #[test]
     fn every_role_has_a_recipe() {
         let w = Recipe::for_role(Role::Worker, false).unwrap();
-        assert!(w.modules.iter().any(|m| m == "virtio_net") && !w.modules.iter().any(|m| m == "vxlan"));
+        assert!(w.drivers.iter().any(|m| m == "virtio_net") && !w.modules.iter().any(|m| m == "virtio_net"));
+        assert!(!w.modules.iter().any(|m| m == "vxlan"));
         assert_eq!(w.pod_modules.first().map(String::as_str), Some("vxlan"));
         assert_eq!(w.cni_plugins, ["bridge", "host-local", "portmap", "loopback"]);
         assert!(!w.etcd);

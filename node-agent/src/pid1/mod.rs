@@ -1,8 +1,10 @@
 //! PID 1 of the image, and only that: early mounts, the boot module list,
+//! device drivers by coldplug (and hotplug after),
 //! the pod modules in the background, then supervising the node process
 //! (`boot`, restarted with backoff) while reaping orphans, and never
 //! exiting. The node's own work runs in that child, never here.
 
+mod drivers;
 mod mounts;
 pub mod shutdown;
 
@@ -49,10 +51,11 @@ fn early_setup() {
     }
     let release = kernel_release();
     log(&format!("kernel {release}"));
-    match load_module_list(Path::new(MODULE_LIST), &Path::new("/lib/modules").join(release)) {
+    match load_module_list(Path::new(MODULE_LIST), &Path::new("/lib/modules").join(&release)) {
         Ok(n) => log(&format!("loaded {n} kernel modules uptime={} cpu={}", crate::log::uptime(), crate::log::cpu())),
         Err(e) => log(&format!("warning: loading modules: {e:#}")),
     }
+    drivers::start(&release);
     shutdown::install();
 }
 
