@@ -92,12 +92,8 @@ fn serves_nodes_by_mac_and_refuses_the_rest() {
 }
 
 fn raw_get(base: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(base.trim_start_matches("http://")).unwrap();
-    write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut s = String::new();
-    let _ = c.read_to_string(&mut s);
-    s
+    let (head, body) = raw(base, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+    head + &String::from_utf8_lossy(&body)
 }
 
 /// The token in a node's iPXE script.

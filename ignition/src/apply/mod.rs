@@ -149,38 +149,20 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 /// checks, and a merge stub's URL carries) is replaced: consoles and logs
 /// reach more people than the node's config should.
 pub fn redacted(url: &str) -> String {
-    // A key as a server reads it: `%74oken` is `token` too.
-    fn decoded(k: &str) -> String {
-        let b = k.as_bytes();
-        let (mut out, mut i) = (Vec::with_capacity(b.len()), 0);
-        while i < b.len() {
-            let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-            match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-                (b'%', Some(v)) => {
-                    out.push(v);
-                    i += 3;
-                }
-                (b'+', _) => {
-                    out.push(b' ');
-                    i += 1;
-                }
-                (c, _) => {
-                    out.push(c);
-                    i += 1;
-                }
-            }
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
     let Some((base, query)) = url.split_once('?') else { return url.to_owned() };
     let params: Vec<String> = query
         .split('&')
         .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if decoded(k).eq_ignore_ascii_case("token") => format!("{k}=REDACTED"),
+            // The key as `imgbuild serve` reads it: `%74oken` is `token` too.
+            Some((k, _)) if decoded_key(k).eq_ignore_ascii_case("token") => format!("{k}=REDACTED"),
             _ => kv.to_owned(),
         })
         .collect();
     format!("{base}?{}", params.join("&"))
+}
+
+fn decoded_key(k: &str) -> String {
+    form_urlencoded::parse(k.as_bytes()).next().map(|(key, _)| key.into_owned()).unwrap_or_default()
 }
 
 /// Only 3.3.0 is read, and only its types are deserialized: the agent
