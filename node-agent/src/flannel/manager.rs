@@ -40,8 +40,14 @@ pub async fn ensure_network_config(client: &Client, cfg: &NetworkConfig) -> Resu
 /// Every lease in etcd with the store revision; malformed ones are skipped
 /// with a warning (someone else's bad write must not stop this node).
 pub async fn list_leases(client: &Client) -> Result<(Vec<Lease>, i64)> {
+    let (leases, rev) = list_leases_at(client).await?;
+    Ok((leases.into_iter().map(|(l, _)| l).collect(), rev))
+}
+
+/// As `list_leases`, each lease with the revision it was last written at.
+async fn list_leases_at(client: &Client) -> Result<(Vec<(Lease, i64)>, i64)> {
     let (kvs, rev) = client.get_prefix(SUBNETS_PREFIX).await?;
-    let leases = kvs.iter().filter_map(|kv| parse_kv(&kv.key, &kv.value, kv.lease)).collect();
+    let leases = kvs.iter().filter_map(|kv| Some((parse_kv(&kv.key, &kv.value, kv.lease)?, kv.mod_revision))).collect();
     Ok((leases, rev))
 }
 
@@ -130,9 +136,7 @@ impl SubnetManager {
     async fn acquire_by_listing(&self, previous: Option<Ipv4Net>, id: i64) -> Result<Acquired> {
         let mut rng = rand::rngs::StdRng::from_entropy();
         loop {
-            let (kvs, _) = self.client.get_prefix(SUBNETS_PREFIX).await?;
-            let leases: Vec<(Lease, i64)> =
-                kvs.iter().filter_map(|kv| Some((parse_kv(&kv.key, &kv.value, kv.lease)?, kv.mod_revision))).collect();
+            let (leases, _) = list_leases_at(&self.client).await?;
             let plain: Vec<Lease> = leases.iter().map(|(l, _)| l.clone()).collect();
             match alloc::choose(&self.net, &plain, self.our_ip(), previous, &mut rng)? {
                 Choice::Reuse(l) => {
