@@ -10,7 +10,7 @@ use node_config::Role;
 use node_config::{Guest, Service};
 
 use crate::agent::AgentBinary;
-use crate::cluster::{self, Cluster};
+use crate::cluster::{self, Cluster, Drivers, Node};
 use crate::error::InputError;
 use crate::formats::disk::{self, DiskSpec};
 use crate::formats::ignition::{self, AgentDelivery};
@@ -19,7 +19,7 @@ use crate::formats::{ipxe, qcow2, vagrant};
 use crate::image::cpio::Archive;
 use crate::image::initramfs::{self, Compression, Payloads};
 use crate::image::modules::ModuleTree;
-use crate::image::recipe::Recipe;
+use crate::image::recipe::{self, Recipe};
 use crate::output::{self, Artifact};
 use crate::pki::{self, Pki};
 use crate::plan::{self, NodePlan, Selection};
@@ -73,6 +73,8 @@ pub struct BuildConfig {
     pub token_secret: Option<TokenSecret>,
     /// `--kernel`, overriding the cluster file's `artifacts.kernel`.
     pub kernel: Option<SourceSpec>,
+    /// The cluster file as errors name it.
+    pub origin: String,
     pub compression: Compression,
     pub debug_boot: bool,
     /// What to write for each node.
@@ -114,6 +116,7 @@ impl BuildConfig {
             stub_url: None,
             token_secret: None,
             kernel: inputs.kernel.clone(),
+            origin,
             compression: Compression::default(),
             debug_boot: false,
             outputs: Output::DEFAULT.into(),
@@ -184,10 +187,12 @@ struct Shared {
 
 /// What every node's image is made from.
 struct ImageInputs {
-    vmlinuz: Vec<u8>,
+    /// Each kernel the nodes use, by its source as written.
+    kernels: BTreeMap<String, Vec<u8>>,
     /// systemd-boot, when disks are wanted.
     bootloader: Option<Vec<u8>>,
-    bases: BTreeMap<Role, Archive>,
+    /// Everything but the node's config, per kind of image.
+    bases: BTreeMap<ImageKind, Archive>,
     /// What a box image adds to any role's (appended as a second archive:
     /// the kernel unpacks both) and the services it runs.
     box_overlay: Option<(Archive, Vec<Service>)>,
@@ -256,28 +261,89 @@ fn inline_agent(cfg: &BuildConfig) -> Result<Payload> {
     Ok(Payload::Inline { gzipped })
 }
 
+/// Nodes with the same kernel, drivers and role share an image base.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct ImageKind {
+    /// The kernel's source, as written.
+    kernel: String,
+    drivers: Drivers,
+    role: Role,
+}
+
+impl ImageKind {
+    fn of(cfg: &BuildConfig, node: &Node) -> Result<(Self, SourceSpec)> {
+        let spec = kernel_spec(cfg, &node.drivers)?;
+        Ok((ImageKind { kernel: spec.to_string(), drivers: node.drivers.clone(), role: node.role }, spec))
+    }
+}
+
+/// `--kernel`, else `artifacts.kernel`, else the driver set's kernel, else
+/// the default (the host's or Debian's cloud kernel).
+fn kernel_spec(cfg: &BuildConfig, drivers: &Drivers) -> Result<SourceSpec> {
+    if let Some(k) = cfg.kernel.clone().or_else(|| cfg.cluster.artifacts.kernel.clone()) {
+        return Ok(k);
+    }
+    let set_kernel = match drivers {
+        Drivers::Set(set) => recipe::driver_set(*set)?.kernel,
+        Drivers::Modules(_) => None,
+    };
+    Ok(match set_kernel {
+        Some(k) => SourceSpec::parse_str(&k).map_err(|r| anyhow::anyhow!("images/drivers.toml: {r}"))?,
+        None => kernel::default_spec(),
+    })
+}
+
 fn prepare_images(cfg: &BuildConfig, plans: &[NodePlan]) -> Result<ImageInputs> {
-    let spec = cfg.kernel.clone().or_else(|| cfg.cluster.artifacts.kernel.clone()).unwrap_or_else(kernel::default_spec);
-    let k = kernel::resolve(&cfg.cache, &spec)?;
-    let vmlinuz = std::fs::read(&k.vmlinuz).with_context(|| format!("reading {}", k.vmlinuz.display()))?;
-    let modules = ModuleTree::open(&k.modules)?;
+    let mut kernels = BTreeMap::new();
+    let mut trees: BTreeMap<String, ModuleTree> = BTreeMap::new();
     let mut bases = BTreeMap::new();
-    for role in plans.iter().map(|p| p.node.role) {
-        if bases.contains_key(&role) {
+    for node in plans.iter().map(|p| &p.node) {
+        let (kind, spec) = ImageKind::of(cfg, node)?;
+        if bases.contains_key(&kind) {
             continue;
         }
-        let recipe = Recipe::for_role(role, cfg.cluster.enable_nftables)?;
+        if !trees.contains_key(&kind.kernel) {
+            let k = kernel::resolve(&cfg.cache, &spec)?;
+            let vmlinuz = std::fs::read(&k.vmlinuz).with_context(|| format!("reading {}", k.vmlinuz.display()))?;
+            kernels.insert(kind.kernel.clone(), vmlinuz);
+            trees.insert(kind.kernel.clone(), ModuleTree::open(&k.modules)?);
+        }
+        let modules = &trees[&kind.kernel];
+        check_drivers(cfg, node, modules, &kind.kernel)?;
+        let recipe = Recipe::for_role(node.role, cfg.cluster.enable_nftables, &node.drivers)?;
         let payloads = payloads(cfg, &recipe)?;
+        let role = node.role;
         let base = timing::phase(&format!("image-assembly {role}"), || {
-            initramfs::role_base(&cfg.agent.bytes, &modules, &recipe, &payloads)
+            initramfs::role_base(&cfg.agent.bytes, modules, &recipe, &payloads)
         })
         .with_context(|| format!("assembling the {role} image"))?;
-        bases.insert(role, base);
+        bases.insert(kind, base);
     }
     // The same for every role: made once.
     let box_overlay = cfg.wants(Output::Box).then(|| box_overlay(cfg)).transpose()?;
     let bootloader = cfg.wants(Output::Disk).then(|| bootloader(cfg)).transpose()?;
-    Ok(ImageInputs { vmlinuz, bootloader, bases, box_overlay })
+    Ok(ImageInputs { kernels, bootloader, bases, box_overlay })
+}
+
+/// Every driver the node's set or list names is in its kernel: a driver
+/// missing from the image would leave a machine without its NIC or disk.
+fn check_drivers(cfg: &BuildConfig, node: &Node, modules: &ModuleTree, kernel: &str) -> Result<()> {
+    let missing: Vec<String> = recipe::driver_modules(&node.drivers)?.into_iter().filter(|m| !modules.has(m)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(InputError::new(
+        &cfg.origin,
+        &node.drivers_field,
+        format!(
+            "kernel {} (from {kernel}) has no module {} (node {}); name a kernel that has it with \
+             artifacts.kernel or --kernel, or leave it out",
+            modules.version(),
+            missing.join(", "),
+            node.name
+        ),
+    )
+    .into())
 }
 
 fn box_overlay(cfg: &BuildConfig) -> Result<(Archive, Vec<Service>)> {
@@ -378,7 +444,9 @@ fn image_artifacts(
     cmdline: &str,
 ) -> Result<Vec<Artifact>> {
     let name = &p.node.name;
-    let base = &image.bases[&p.node.role];
+    let (kind, _) = ImageKind::of(cfg, &p.node)?;
+    let base = &image.bases[&kind];
+    let vmlinuz = &image.kernels[&kind.kernel];
     let config = ignition::config_json(&image_config(p));
     let initrd = timing::phase(&format!("initramfs {name}"), || {
         initramfs::node_initrd(base, &config, shared.mtime, cfg.compression)
@@ -391,15 +459,14 @@ fn image_artifacts(
         out.extend(boxed);
     }
     if let Some(bootloader) = &image.bootloader {
-        let spec =
-            DiskSpec { node: name, vmlinuz: &image.vmlinuz, initrd: &initrd, cmdline, bootloader, data_mib: 256 };
+        let spec = DiskSpec { node: name, vmlinuz, initrd: &initrd, cmdline, bootloader, data_mib: 256 };
         let raw = disk::efi_disk(&spec)?;
         out.push(Artifact::private_if(keys, format!("{name}.qcow2"), qcow2::from_raw(&raw, raw.len() as u64)?));
         out.push(Artifact::private_if(keys, format!("{name}.raw"), raw));
     }
     if cfg.wants(Output::Image) {
         out.extend([
-            Artifact::public("vmlinuz", image.vmlinuz.clone()),
+            Artifact::public("vmlinuz", vmlinuz.clone()),
             Artifact::private_if(keys, "initrd.img", initrd),
             Artifact::public("cmdline", cmdline.to_owned().into_bytes()),
         ]);
@@ -430,7 +497,7 @@ fn vagrant_box(
         node: name,
         role: p.node.role.as_str(),
         cluster: &cfg.cluster.name,
-        vmlinuz: &image.vmlinuz,
+        vmlinuz: &image.kernels[&ImageKind::of(cfg, &p.node)?.0.kernel],
         initrd: &initrd,
         cmdline: &cmdline,
         mtime: shared.mtime,

@@ -88,6 +88,15 @@ pub fn build(args: BuildArgs) -> Result<()> {
 pub fn up(args: UpArgs) -> Result<()> {
     let all = Selection { all: true, ..Default::default() };
     let mut cfg = BuildConfig::new(&args.inputs, args.out.out.clone(), all)?;
+    // Its VMs share one private segment with no DHCP server: static addresses only.
+    if let Some((i, n)) = cfg.cluster.nodes.iter().enumerate().find(|(_, n)| n.ip.is_none()) {
+        return Err(crate::error::InputError::new(
+            &cfg.origin,
+            format!("node[{i}].ip"),
+            format!("imgbuild up gives its VMs static addresses on a private network; {} uses DHCP", n.name),
+        )
+        .into());
+    }
     // `up` boots the image; the configs and scripts are written too, for looking at.
     cfg.outputs = [Output::Ignition, Output::Image, Output::Ipxe].into();
     build::run(&cfg)?;

@@ -27,7 +27,7 @@ fn etcd_node<'a>(cluster: &'a Cluster, name: &str) -> Result<&'a Node, InputErro
 }
 
 fn peer_url(cluster: &Cluster, n: &Node) -> String {
-    format!("{}://{}:{}", cluster.etcd.scheme(), n.ip, cluster.etcd.peer_port)
+    format!("{}://{}:{}", cluster.etcd.scheme(), n.static_ip(), cluster.etcd.peer_port)
 }
 
 /// `etcd status`: the members, then each endpoint's own view. Exit 1 when

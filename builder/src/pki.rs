@@ -150,10 +150,13 @@ impl Pki {
         let admin = Node {
             name: ADMIN_CN.into(),
             role: node_config::Role::Etcd,
-            ip: Ipv4Addr::LOCALHOST,
+            ip: Some(Ipv4Addr::LOCALHOST),
+            net: Default::default(),
             mac: node_config::MacAddr([2, 0, 0, 0, 0, 1]),
             uuid: None,
             ignition: Default::default(),
+            drivers: Default::default(),
+            drivers_field: String::new(),
         };
         self.sign(&admin, Use::Admin)
     }
@@ -175,7 +178,7 @@ impl Pki {
                 params.extended_key_usages =
                     vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
                 params.subject_alt_names = vec![
-                    rcgen::SanType::IpAddress(IpAddr::V4(node.ip)),
+                    rcgen::SanType::IpAddress(IpAddr::V4(node.static_ip())),
                     rcgen::SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
                     rcgen::SanType::DnsName(node.name.clone().try_into().expect("validated node names are DNS names")),
                     rcgen::SanType::DnsName("localhost".try_into().expect("a DNS name")),

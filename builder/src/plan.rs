@@ -81,8 +81,13 @@ pub fn node_config(cluster: &Cluster, node: &Node, pki: Option<&Pki>) -> NodeCon
         node: NodeIdentity {
             name: node.name.clone(),
             role: node.role,
-            address: Ipv4Net::new(node.ip, cluster.node_network.prefix_len()).expect("validated prefix"),
+            // None with DHCP: the agent fills in the address the node holds.
+            address: node
+                .ip
+                .map(|ip| Ipv4Net::new(ip, cluster.node_network.prefix_len()).expect("validated prefix"))
+                .unwrap_or_default(),
             mac: node.mac,
+            net: node.net.clone(),
         },
         etcd: EtcdConfig {
             endpoints: cluster.etcd_endpoints(),
@@ -109,10 +114,10 @@ fn key_pair(pem: &Pem) -> KeyPair {
 
 fn etcd_member(cluster: &Cluster, node: &Node) -> EtcdMember {
     let scheme = cluster.etcd.scheme();
-    let peer = |n: &Node| format!("{scheme}://{}:{}", n.ip, cluster.etcd.peer_port);
+    let peer = |n: &Node| format!("{scheme}://{}:{}", n.static_ip(), cluster.etcd.peer_port);
     EtcdMember {
         name: node.name.clone(),
-        client_url: format!("{scheme}://{}:{}", node.ip, cluster.etcd.client_port),
+        client_url: format!("{scheme}://{}:{}", node.static_ip(), cluster.etcd.client_port),
         peer_url: peer(node),
         initial_cluster: cluster.etcd_nodes().map(|n| format!("{}={}", n.name, peer(n))).collect(),
         initial_cluster_token: cluster.name.clone(),

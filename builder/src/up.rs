@@ -143,12 +143,13 @@ fn start_vm(ns: &str, out: &Path, node: &Node, probe: bool, memory_mb: u32, acce
     }
     let console = state.join(format!("{}.console", node.name));
     let _ = std::fs::remove_file(&console);
+    let devices = Devices::for_node(node)?;
     let mut disk = Vec::new();
     if node.role == Role::Etcd {
         // A fresh blank data disk per `up`: the agent formats it and keeps etcd there.
         let path = state.join(format!("{}.data.img", node.name));
         std::fs::File::create(&path)?.set_len(256 << 20)?;
-        disk = vec!["-drive".to_owned(), format!("file={},if=virtio,format=raw", path.display())];
+        disk = devices.disk(&path);
     }
     run_cmd(
         Command::new("ip")
@@ -175,13 +176,66 @@ fn start_vm(ns: &str, out: &Path, node: &Node, probe: bool, memory_mb: u32, acce
             .arg(dir.join("initrd.img"))
             .args(["-append", &cmdline])
             .args(["-netdev", &format!("socket,id=node,mcast={MCAST},localaddr=127.0.0.1")])
-            .args(["-device", &format!("virtio-net-pci,netdev=node,mac={}", node.mac)])
-            // Seeds the guest's CRNG at once: without it the first TLS handshake
-            // to etcd waits on (and burns CPU for) jitter entropy.
-            .args(["-device", "virtio-rng-pci"])
+            .args(["-device", &format!("{},netdev=node,mac={}", devices.nic, node.mac)])
+            .args(&devices.rng)
             .args(&disk),
     )?;
     Ok(())
+}
+
+/// The QEMU devices a node's drivers can drive: its image is built for
+/// them, so a node with the hardware set boots on an emulated Intel NIC and
+/// NVMe, as on a server.
+#[derive(Debug, PartialEq, Eq)]
+struct Devices {
+    nic: &'static str,
+    /// NVMe, else virtio-blk, else an IDE disk (PIIX, as `ata_piix` drives).
+    disk: DiskBus,
+    rng: Vec<String>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum DiskBus {
+    Virtio,
+    Nvme,
+    Ide,
+}
+
+impl Devices {
+    fn for_node(node: &Node) -> Result<Self> {
+        let modules = crate::image::recipe::driver_modules(&node.drivers)?;
+        let has = |m: &str| modules.iter().any(|x| x.replace('-', "_") == m);
+        // In order of preference: QEMU's models and the drivers they need.
+        let nics = [("virtio_net", "virtio-net-pci"), ("e1000e", "e1000e"), ("vmxnet3", "vmxnet3"), ("e1000", "e1000")];
+        let nic = nics.iter().find(|(m, _)| has(m)).map_or("virtio-net-pci", |(_, model)| model);
+        let disk = if has("virtio_blk") {
+            DiskBus::Virtio
+        } else if has("nvme") {
+            DiskBus::Nvme
+        } else {
+            DiskBus::Ide
+        };
+        // Seeds the guest's CRNG at once: without it the first TLS handshake
+        // to etcd waits on (and burns CPU for) jitter entropy.
+        let rng = if has("virtio_rng") { vec!["-device".into(), "virtio-rng-pci".into()] } else { Vec::new() };
+        Ok(Devices { nic, disk, rng })
+    }
+
+    fn disk(&self, path: &Path) -> Vec<String> {
+        let file = format!("file={},format=raw", path.display());
+        match self.disk {
+            DiskBus::Virtio => vec!["-drive".into(), format!("{file},if=virtio")],
+            DiskBus::Nvme => {
+                vec![
+                    "-drive".into(),
+                    format!("{file},if=none,id=data"),
+                    "-device".into(),
+                    "nvme,drive=data,serial=data".into(),
+                ]
+            }
+            DiskBus::Ide => vec!["-drive".into(), format!("{file},if=ide")],
+        }
+    }
 }
 
 /// Stops the VMs and removes the namespace.
@@ -270,7 +324,7 @@ pub fn missing_probes(cluster: &Cluster, st: &BTreeMap<String, NodeStatus>) -> V
     let mut out = Vec::new();
     for a in &workers {
         for b in workers.iter().filter(|b| b.name != a.name) {
-            if !st[&a.name].probed.contains(&b.ip.to_string()) {
+            if !st[&a.name].probed.contains(&b.static_ip().to_string()) {
                 out.push(format!("{} -> {}", a.name, b.name));
             }
         }
@@ -301,7 +355,7 @@ pub fn report(cluster: &Cluster, st: &BTreeMap<String, NodeStatus>) -> String {
             "{:<10} {:<7} {:<15} {:<14} {:>8}  {}\n",
             n.name,
             n.role,
-            n.ip,
+            n.static_ip(),
             x.subnet.as_deref().unwrap_or("-"),
             ready,
             probes
@@ -356,7 +410,7 @@ pub fn report_json(cluster: &Cluster, st: &BTreeMap<String, NodeStatus>, error: 
             let mut v = serde_json::to_value(&st[&n.name]).expect("a status serializes");
             v["name"] = n.name.clone().into();
             v["role"] = n.role.as_str().into();
-            v["ip"] = n.ip.to_string().into();
+            v["ip"] = n.static_ip().to_string().into();
             v
         })
         .collect();
@@ -377,6 +431,22 @@ fn run_cmd(cmd: &mut Command) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::{DriverSet, Drivers};
+
+    /// Each node boots on devices its image has drivers for.
+    #[test]
+    fn devices_follow_the_drivers() {
+        let mut node = Cluster::embedded_default().nodes[0].clone();
+        let d = Devices::for_node(&node).unwrap();
+        assert_eq!((d.nic, &d.disk, d.rng.len()), ("virtio-net-pci", &DiskBus::Virtio, 2));
+        node.drivers = Drivers::Set(DriverSet::Hardware);
+        let d = Devices::for_node(&node).unwrap();
+        assert_eq!((d.nic, &d.disk, d.rng.len()), ("e1000e", &DiskBus::Nvme, 0));
+        assert_eq!(d.disk(Path::new("/d.img"))[3], "nvme,drive=data,serial=data");
+        node.drivers = Drivers::Modules(vec!["vmxnet3".into(), "ata_piix".into()]);
+        let d = Devices::for_node(&node).unwrap();
+        assert_eq!((d.nic, &d.disk), ("vmxnet3", &DiskBus::Ide));
+    }
 
     #[test]
     fn reads_consoles() {

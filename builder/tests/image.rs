@@ -49,8 +49,12 @@ fn unpack_initrd(path: &Path) -> Vec<u8> {
 /// GNU cpio with `args`, fed `archive` on stdin; its stdout.
 fn cpio(args: &[&str], archive: &[u8]) -> String {
     let mut child = Command::new("cpio").args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(archive).unwrap();
+    // Written from a thread: cpio's output can fill its pipe before it has read all input.
+    let mut stdin = child.stdin.take().unwrap();
+    let input = archive.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
     let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
     assert!(out.status.success());
     String::from_utf8(out.stdout).unwrap()
 }
@@ -429,4 +433,72 @@ fn drivers_by_coldplug_and_hotplug_and_a_nic_without_one_is_named() {
     assert!(added, "{console}");
     assert!(console.contains("hotplug: loaded virtio_blk for virtio:d00000002v00001AF4"), "{console}");
     assert!(!console.contains("Kernel panic"), "{console}");
+}
+
+/// A cluster file for the reference cluster with `[images]` added.
+fn cluster_with_images(dir: &Path, images: &str) -> std::path::PathBuf {
+    let text = imgbuild::cluster::DEFAULT_TOML.replace("[artifacts]", &format!("[images]\n{images}\n\n[artifacts]"));
+    let path = dir.join("cluster.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The hardware set follows its kernel (Debian's generic one: the cloud
+/// kernel has no Intel NIC) and boots an etcd node on an emulated server:
+/// Intel 82574L (e1000e) NIC, NVMe data disk.
+#[test]
+fn hardware_set_boots_etcd_on_e1000e_and_nvme() {
+    common::require_tool("qemu-system-x86_64");
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = cluster_with_images(tmp.path(), "drivers = \"hardware\"");
+    run_ok(imgbuild_with_agent().arg("--cluster").arg(&cluster).args(["--node", "etcd-1", "--out"]).arg(tmp.path()));
+    let dir = tmp.path().join("etcd-1");
+    let manifest = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+    let cpio = unpack_initrd(&dir.join("initrd.img"));
+    let table = cpio_file(&cpio, "etc/node-agent/coldplug");
+    for m in ["e1000e", "igb", "ixgbe", "nvme", "ahci", "megaraid_sas"] {
+        assert!(table.lines().any(|l| l.starts_with(&format!("module {m} "))), "{m}: {manifest}");
+    }
+    assert!(!table.contains("module virtio_net "), "the hardware set is not the virtio one");
+    let disk = tmp.path().join("data.img");
+    std::fs::File::create(&disk).unwrap().set_len(256 << 20).unwrap();
+    let drive = format!("file={},if=none,id=d,format=raw", disk.display());
+    let args = [
+        "-netdev",
+        "user,id=n0,restrict=on",
+        "-device",
+        "e1000e,netdev=n0,mac=52:54:00:44:53:ef",
+        "-drive",
+        &drive,
+        "-device",
+        "nvme,drive=d,serial=data",
+    ];
+    let console = boot_console_with(&dir, &args, "node-agent: ready role=etcd", 240);
+    let kernel = console.lines().map(str::trim_end).find(|l| l.starts_with("node-agent: kernel ")).unwrap_or_default();
+    assert!(kernel.ends_with("-amd64") && !kernel.ends_with("-cloud-amd64"), "the generic kernel: {console}");
+    let coldplug = console.lines().find(|l| l.contains("coldplug: loaded")).unwrap_or_default();
+    assert!(coldplug.contains(" e1000e") && coldplug.contains(" nvme"), "{console}");
+    assert!(console.contains("node-agent: etcd data on /dev/nvme0n1"), "{console}");
+    assert!(console.contains("node-agent: ready role=etcd"), "{console}");
+}
+
+/// A driver the chosen kernel lacks is refused before anything is written,
+/// naming the field, the module and the kernel.
+#[test]
+fn a_driver_the_kernel_lacks_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = cluster_with_images(tmp.path(), "drivers = [\"virtio_net\", \"e1000e\"]");
+    let out = tmp.path().join("out");
+    let o = imgbuild_with_agent()
+        .arg("--cluster")
+        .arg(&cluster)
+        .args(["--node", "worker-1", "--kernel", TEST_KERNEL, "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("cluster.toml: images.drivers: kernel 6.") && err.contains("has no module e1000e"), "{err}");
+    assert_eq!(err.lines().filter(|l| l.contains("error")).count(), 1, "{err}");
+    assert!(!out.join("worker-1").exists(), "nothing is written");
 }

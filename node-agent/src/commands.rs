@@ -41,7 +41,10 @@ pub fn run(config: &Path, debug: bool) -> Result<()> {
     log::set_debug(debug);
     let cfg = NodeConfig::load(config)?;
     log::info(&format!("config from file {}", config.display()));
-    process::runtime()?.block_on(node::run(cfg, node::Options::default()))
+    process::runtime()?.block_on(async {
+        let cfg = if cfg.node.net.dhcp { crate::boot::net::held_address(&cfg).await? } else { cfg };
+        node::run(cfg, node::Options::default()).await
+    })
 }
 
 pub fn check(config: &Path, ignition: Option<&Path>) -> Result<()> {
@@ -59,12 +62,12 @@ pub fn check(config: &Path, ignition: Option<&Path>) -> Result<()> {
     // The TLS material must load as `run` will load it.
     crate::etcd::Client::new(&cfg.etcd.endpoints, cfg.etcd.tls.as_ref())
         .with_context(|| format!("node config {}", config.display()))?;
+    let address = if cfg.node.net.dhcp { "dhcp".to_owned() } else { cfg.node.address.to_string() };
     println!(
-        "node-agent: config {} ok: node {} role {} address {}",
+        "node-agent: config {} ok: node {} role {} address {address}",
         config.display(),
         cfg.node.name,
-        cfg.node.role,
-        cfg.node.address
+        cfg.node.role
     );
     Ok(())
 }

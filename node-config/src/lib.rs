@@ -17,7 +17,7 @@ pub mod types;
 pub use error::{ConfigError, Problem};
 pub use node::{
     Backend, BackendType, ClientTls, EtcdConfig, EtcdMember, Guest, KeyPair, NetworkConfig, NodeConfig, NodeIdentity,
-    Service,
+    NodeNet, Service,
 };
 pub use paths::Paths;
 pub use types::{MacAddr, Role};

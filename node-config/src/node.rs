@@ -65,9 +65,45 @@ pub struct Service {
 pub struct NodeIdentity {
     pub name: String,
     pub role: Role,
-    /// The node IP with the node network's prefix length.
+    /// The node IP with the node network's prefix length. With `net.dhcp`
+    /// the config has none (`0.0.0.0/0`): the agent fills in what it holds.
+    #[serde(default = "unspecified_net", skip_serializing_if = "is_unspecified_net")]
     pub address: Ipv4Net,
     pub mac: MacAddr,
+    /// How the node interface is found and addressed beyond `address`.
+    #[serde(default, skip_serializing_if = "NodeNet::is_plain")]
+    pub net: NodeNet,
+}
+
+/// The node interface's addressing: by DHCP, or static with a gateway, DNS
+/// servers and an MTU; found by `interface` name instead of the MAC.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeNet {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dhcp: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
+}
+
+impl NodeNet {
+    pub fn is_plain(&self) -> bool {
+        *self == NodeNet::default()
+    }
+}
+
+fn unspecified_net() -> Ipv4Net {
+    Ipv4Net::default()
+}
+
+fn is_unspecified_net(n: &Ipv4Net) -> bool {
+    *n == Ipv4Net::default()
 }
 
 impl NodeIdentity {
@@ -303,7 +339,14 @@ impl NodeConfig {
                 n.name
             );
         }
-        rules::check_node_address(n.ip(), n.address.trunc()).map_err(|r| Problem::new("node.address", r))?;
+        if n.net.dhcp {
+            if !is_unspecified_net(&n.address) {
+                refuse!("node.address", "a node addressed by DHCP has no static address");
+            }
+        } else {
+            rules::check_node_address(n.ip(), n.address.trunc()).map_err(|r| Problem::new("node.address", r))?;
+        }
+        rules::check_node_net(&n.net, (!n.net.dhcp).then_some(n.address)).map_err(|(f, r)| Problem::new(f, r))?;
         rules::check_mac(n.mac).map_err(|r| Problem::new("node.mac", r))
     }
 
@@ -311,7 +354,10 @@ impl NodeConfig {
         let net = &self.network;
         let at = |f: &str| format!("network.{f}");
         rules::check_network(net.network).map_err(|r| Problem::new(at("network"), r))?;
-        rules::check_pod_network(net.network, self.node.address.trunc()).map_err(|r| Problem::new(at("network"), r))?;
+        if !self.node.net.dhcp {
+            rules::check_pod_network(net.network, self.node.address.trunc())
+                .map_err(|r| Problem::new(at("network"), r))?;
+        }
         rules::check_subnet_len(net.subnet_len, net.network).map_err(|r| Problem::new(at("subnet_len"), r))?;
         for (field, bound) in [("subnet_min", net.subnet_min), ("subnet_max", net.subnet_max)] {
             if let Some(ip) = bound {

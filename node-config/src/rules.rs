@@ -206,6 +206,55 @@ pub fn is_plain_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
+/// A node interface's addressing: the gateway inside the static network,
+/// an MTU VXLAN can run over, an interface name the kernel accepts, and
+/// with DHCP no gateway or DNS of our own (the lease gives them). Errors
+/// name the field, as in the node config (`node.net.FIELD`).
+pub fn check_node_net(net: &crate::NodeNet, address: Option<Ipv4Net>) -> Result<(), (String, String)> {
+    let at = |f: &str, r: String| Err((format!("node.net.{f}"), r));
+    if let Some(name) = &net.interface {
+        if let Err(r) = check_interface_name(name) {
+            return at("interface", r);
+        }
+    }
+    if let Some(mtu) = net.mtu {
+        if !MTU_RANGE.contains(&mtu) {
+            return at("mtu", format!("{mtu} is not {} to {}", MTU_RANGE.start(), MTU_RANGE.end()));
+        }
+    }
+    if net.dhcp && net.gateway.is_some() {
+        return at("gateway", "a node addressed by DHCP takes its router from the lease".into());
+    }
+    if net.dhcp && !net.dns.is_empty() {
+        return at("dns", "a node addressed by DHCP takes its DNS servers from the lease".into());
+    }
+    if let (Some(gw), Some(addr)) = (net.gateway, address) {
+        if !addr.trunc().contains(&gw) || gw == addr.addr() || gw == addr.network() || gw == addr.broadcast() {
+            return at("gateway", format!("{gw} is not another host of the node network {}", addr.trunc()));
+        }
+    }
+    if net.dns.len() > 3 {
+        return at("dns", "at most 3 servers (resolv.conf reads no more)".into());
+    }
+    if let Some(d) = net.dns.iter().find(|d| d.is_unspecified() || d.is_broadcast() || d.is_multicast()) {
+        return at("dns", format!("{d} is not a server address"));
+    }
+    Ok(())
+}
+
+/// MTUs of a node link: at least IPv4's 576 plus VXLAN's 50, at most a jumbo frame.
+pub const MTU_RANGE: std::ops::RangeInclusive<u16> = 626..=9216;
+
+/// A Linux interface name: 1 to 15 bytes, no `/`, whitespace or `:`, not `.` or `..`.
+pub fn check_interface_name(name: &str) -> Result<(), String> {
+    let ok = (1..=15).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+    ok.then_some(())
+        .ok_or_else(|| format!("{name:?} is not an interface name (1 to 15 characters, no '/', ':' or spaces)"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,5 +308,22 @@ mod tests {
         for bad in ["127.0.0.0/16", "172.17.0.0/16", "169.254.0.0/16", "224.0.0.0/8", "0.0.0.0/0"] {
             assert!(check_pod_network(bad.parse().unwrap(), nodes).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn node_net_rules() {
+        let addr: Ipv4Net = "172.17.8.103/24".parse().unwrap();
+        let ok = crate::NodeNet { gateway: Some("172.17.8.1".parse().unwrap()), mtu: Some(1450), ..Default::default() };
+        assert!(check_node_net(&ok, Some(addr)).is_ok());
+        let outside = crate::NodeNet { gateway: Some("10.0.0.1".parse().unwrap()), ..Default::default() };
+        assert_eq!(check_node_net(&outside, Some(addr)).unwrap_err().0, "node.net.gateway");
+        let dhcp_gw = crate::NodeNet { dhcp: true, gateway: Some("172.17.8.1".parse().unwrap()), ..Default::default() };
+        assert_eq!(check_node_net(&dhcp_gw, None).unwrap_err().0, "node.net.gateway");
+        let tiny = crate::NodeNet { mtu: Some(500), ..Default::default() };
+        assert_eq!(check_node_net(&tiny, Some(addr)).unwrap_err().0, "node.net.mtu");
+        for bad in ["", "a/b", "eth0:1", "x234567890123456", "..", "e 1"] {
+            assert!(check_interface_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_interface_name("enp1s0f1").is_ok());
     }
 }

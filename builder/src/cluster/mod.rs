@@ -10,7 +10,7 @@ use std::path::Path;
 
 use ipnet::Ipv4Net;
 use node_config::Backend;
-use node_config::{MacAddr, Role};
+use node_config::{MacAddr, NodeNet, Role};
 use sha2::{Digest, Sha256};
 
 use crate::error::InputError;
@@ -86,12 +86,71 @@ impl Artifacts {
 pub struct Node {
     pub name: String,
     pub role: Role,
-    pub ip: Ipv4Addr,
+    /// The static address; `None` when the node takes one by DHCP.
+    pub ip: Option<Ipv4Addr>,
     pub mac: MacAddr,
+    /// DHCP, or the static address's gateway, DNS and MTU; the interface by name.
+    pub net: NodeNet,
     /// The machine's SMBIOS UUID (lowercase), if the cluster file gives it.
     pub uuid: Option<String>,
     /// What the user adds to this node's Ignition config.
     pub ignition: NodeIgnition,
+    /// The device drivers its image carries.
+    pub drivers: Drivers,
+    /// The field `drivers` came from (`images.drivers`, `node[I].drivers`),
+    /// for errors found once the kernel is known.
+    pub drivers_field: String,
+}
+
+impl Node {
+    /// The address of a node that must have a static one (etcd members:
+    /// validation refuses DHCP for them).
+    pub fn static_ip(&self) -> Ipv4Addr {
+        self.ip.unwrap_or(Ipv4Addr::UNSPECIFIED)
+    }
+}
+
+/// A node image's device drivers: a named set (`images/drivers.toml`) or
+/// the user's own list of module names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Drivers {
+    Set(DriverSet),
+    Modules(Vec<String>),
+}
+
+impl Default for Drivers {
+    fn default() -> Self {
+        Drivers::Set(DriverSet::Virtio)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DriverSet {
+    Virtio,
+    Cloud,
+    Hardware,
+}
+
+impl DriverSet {
+    pub const ALL: [DriverSet; 3] = [DriverSet::Virtio, DriverSet::Cloud, DriverSet::Hardware];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverSet::Virtio => "virtio",
+            DriverSet::Cloud => "cloud",
+            DriverSet::Hardware => "hardware",
+        }
+    }
+}
+
+impl std::str::FromStr for DriverSet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        DriverSet::ALL
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| format!("{s:?} is not a driver set (virtio, cloud, hardware) or a list of module names"))
+    }
 }
 
 /// The user's additions to a node's Ignition config.
@@ -126,7 +185,9 @@ impl Cluster {
         if !self.etcd.external_endpoints.is_empty() {
             return self.etcd.external_endpoints.clone();
         }
-        self.etcd_nodes().map(|n| format!("{}://{}:{}", self.etcd.scheme(), n.ip, self.etcd.client_port)).collect()
+        self.etcd_nodes()
+            .map(|n| format!("{}://{}:{}", self.etcd.scheme(), n.static_ip(), self.etcd.client_port))
+            .collect()
     }
 
     pub fn node(&self, name: &str) -> Option<&Node> {

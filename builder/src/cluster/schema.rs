@@ -19,6 +19,8 @@ pub struct ClusterFile {
     pub ignition: IgnitionSection,
     #[serde(default, skip_serializing_if = "AccessSection::is_empty")]
     pub access: AccessSection,
+    #[serde(default, skip_serializing_if = "ImagesSection::is_empty")]
+    pub images: ImagesSection,
     #[serde(rename = "node", default)]
     pub nodes: Vec<NodeEntry>,
 }
@@ -61,6 +63,22 @@ impl AccessSection {
     }
 }
 
+/// What the images carry.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesSection {
+    /// A driver set's name (`virtio`, `cloud`, `hardware`) or a list of
+    /// module names; checked by hand for a precise error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drivers: Option<toml::Value>,
+}
+
+impl ImagesSection {
+    fn is_empty(&self) -> bool {
+        self.drivers.is_none()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSection {
@@ -89,6 +107,16 @@ pub struct NetworkSection {
     /// iptables chains.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub enable_nftables: bool,
+    /// Every node's addressing, unless its `[[node]]` says otherwise:
+    /// `ip = "dhcp"`, or a static node's `gateway`, `dns` and `mtu`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -175,7 +203,18 @@ pub struct ArtifactsSection {
 pub struct NodeEntry {
     pub name: String,
     pub role: String,
-    pub ip: String,
+    /// An IPv4 address in the node network, or `dhcp`; default `[network] ip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// The node's interface by name, instead of by `mac`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
     /// The machine's SMBIOS UUID, by which `serve` also finds the node.
@@ -184,4 +223,7 @@ pub struct NodeEntry {
     /// Ignition configs to merge into this node's only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merge: Vec<String>,
+    /// This node's drivers, overriding `images.drivers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drivers: Option<toml::Value>,
 }

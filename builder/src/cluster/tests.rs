@@ -5,7 +5,7 @@ use crate::testutil::{assert_golden, tests_dir};
 fn default_is_the_reference_cluster() {
     let c = Cluster::embedded_default();
     let nodes: Vec<(&str, Role, String)> =
-        c.nodes.iter().map(|n| (n.name.as_str(), n.role, n.ip.to_string())).collect();
+        c.nodes.iter().map(|n| (n.name.as_str(), n.role, n.static_ip().to_string())).collect();
     assert_eq!(
         nodes,
         [
@@ -60,4 +60,18 @@ fn bad_clusters_are_refused_with_golden_errors() {
         assert!(msg.starts_with(&format!("{name}: ")), "{name}: error does not name the file: {msg}");
         assert_golden(&format!("bad-clusters/{}", name.replace(".toml", ".err")), &format!("{msg}\n"));
     }
+}
+
+/// `[images] drivers` for every node, a node's own `drivers` over it.
+#[test]
+fn drivers_per_cluster_and_per_node() {
+    let text = DEFAULT_TOML.replace("[artifacts]", "[images]\ndrivers = \"cloud\"\n\n[artifacts]").replace(
+        "name = \"worker-2\"\nrole = \"worker\"\nip = \"172.17.8.104\"",
+        "name = \"worker-2\"\nrole = \"worker\"\nip = \"172.17.8.104\"\ndrivers = [\"e1000e\", \"nvme\"]",
+    );
+    let c = parse(&text, "c.toml").unwrap();
+    let d: Vec<_> = c.nodes.iter().map(|n| (n.drivers.clone(), n.drivers_field.as_str())).collect();
+    assert_eq!(d[0], (Drivers::Set(DriverSet::Cloud), "images.drivers"));
+    assert_eq!(d[3], (Drivers::Modules(vec!["e1000e".into(), "nvme".into()]), "node[3].drivers"));
+    assert!(Cluster::embedded_default().nodes.iter().all(|n| n.drivers == Drivers::Set(DriverSet::Virtio)));
 }

@@ -7,10 +7,10 @@ use std::path::Path;
 
 use ipnet::Ipv4Net;
 use node_config::rules;
-use node_config::{Backend, BackendType, MacAddr, Role};
+use node_config::{Backend, BackendType, MacAddr, NodeNet, Role};
 
 use super::schema::{ArtifactsSection, ClusterFile, EtcdSection, NetworkSection, NodeEntry};
-use super::{derived_mac, fragments, Artifacts, Cluster, EtcdSettings, Node};
+use super::{derived_mac, fragments, Artifacts, Cluster, Drivers, EtcdSettings, Node};
 use crate::error::InputError;
 use crate::sources::SourceSpec;
 
@@ -48,8 +48,9 @@ pub fn validate(file: &ClusterFile, origin: &str) -> Result<Cluster> {
         }
     }
     let backend = backend(&errs, file)?;
-    let mut nodes = nodes(&errs, &file.nodes, node_network)?;
+    let mut nodes = nodes(&errs, file, node_network)?;
     add_ignition(&errs, file, &mut nodes)?;
+    add_drivers(&errs, file, &mut nodes)?;
     let etcd = etcd(&errs, &file.etcd, &nodes)?;
     let artifacts = artifacts(&errs, &file.artifacts)?;
     Ok(Cluster {
@@ -105,16 +106,20 @@ fn backend(errs: &Errs, file: &ClusterFile) -> Result<Backend> {
     Ok(Backend { kind, vni: b.vni, port: b.port })
 }
 
-fn nodes(errs: &Errs, entries: &[NodeEntry], node_network: Ipv4Net) -> Result<Vec<Node>> {
+fn nodes(errs: &Errs, file: &ClusterFile, node_network: Ipv4Net) -> Result<Vec<Node>> {
+    let entries = &file.nodes;
     if entries.is_empty() {
         return Err(errs.at("node", "the cluster has no nodes (add [[node]] tables)"));
     }
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut out = Vec::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
-        let node = node(errs, i, e, node_network)?;
-        let keys =
-            [("name", Some(node.name.clone())), ("ip", Some(node.ip.to_string())), ("mac", Some(node.mac.to_string()))];
+        let node = node(errs, i, e, &file.network, node_network)?;
+        let keys = [
+            ("name", Some(node.name.clone())),
+            ("ip", node.ip.map(|ip| ip.to_string())),
+            ("mac", Some(node.mac.to_string())),
+        ];
         for (what, key) in keys.into_iter().chain([("uuid", node.uuid.clone())]).filter_map(|(w, k)| Some((w, k?))) {
             if let Some(first) = seen.insert(format!("{what}={key}"), i) {
                 return Err(errs.at(format!("node[{i}].{what}"), format!("{key} is already used by node[{first}]")));
@@ -125,22 +130,154 @@ fn nodes(errs: &Errs, entries: &[NodeEntry], node_network: Ipv4Net) -> Result<Ve
     Ok(out)
 }
 
-fn node(errs: &Errs, i: usize, e: &NodeEntry, node_network: Ipv4Net) -> Result<Node> {
+fn node(errs: &Errs, i: usize, e: &NodeEntry, all: &NetworkSection, node_network: Ipv4Net) -> Result<Node> {
     let field = |f: &str| format!("node[{i}].{f}");
     check_name(errs, &field("name"), &e.name)?;
     let role: Role = e.role.parse().map_err(|m: String| errs.at(field("role"), m))?;
-    let ip: Ipv4Addr = e.ip.parse().map_err(|_| errs.at(field("ip"), format!("{:?} is not an IPv4 address", e.ip)))?;
-    if !node_network.contains(&ip) {
-        return Err(errs.at(field("ip"), format!("{ip} is outside the node network {node_network}")));
+    let (ip, net) = addressing(errs, i, e, all, node_network)?;
+    if ip.is_none() && role == Role::Etcd {
+        return Err(errs.at(
+            if e.ip.is_some() { field("ip") } else { "network.ip".into() },
+            format!("etcd member {} needs a static address: its peers and certificates name it", e.name),
+        ));
     }
-    rules::check_node_address(ip, node_network).map_err(|r| errs.at(field("ip"), r))?;
     let mac = match &e.mac {
         Some(m) => m.parse::<MacAddr>().map_err(|r| errs.at(field("mac"), r))?,
         None => derived_mac(&e.name),
     };
     rules::check_mac(mac).map_err(|r| errs.at(field("mac"), r))?;
     let uuid = e.uuid.as_deref().map(rules::parse_uuid).transpose().map_err(|r| errs.at(field("uuid"), r))?;
-    Ok(Node { name: e.name.clone(), role, ip, mac, uuid, ignition: Default::default() })
+    Ok(Node {
+        name: e.name.clone(),
+        role,
+        ip,
+        net,
+        mac,
+        uuid,
+        ignition: Default::default(),
+        drivers: Drivers::default(),
+        drivers_field: String::new(),
+    })
+}
+
+/// A node's address (None: DHCP) and the rest of its addressing: its own
+/// keys, else `[network]`'s; refused where it cannot work, naming the key
+/// as written.
+fn addressing(
+    errs: &Errs,
+    i: usize,
+    e: &NodeEntry,
+    all: &NetworkSection,
+    node_network: Ipv4Net,
+) -> Result<(Option<Ipv4Addr>, NodeNet)> {
+    let own = |f: &str| format!("node[{i}].{f}");
+    // The value and the field it came from.
+    let pick = |mine: bool, f: &str| if mine { own(f) } else { format!("network.{f}") };
+    let (ip_text, ip_field) = match (&e.ip, &all.ip) {
+        (Some(ip), _) => (ip.as_str(), own("ip")),
+        (None, Some(ip)) => (ip.as_str(), "network.ip".to_owned()),
+        (None, None) => return Err(errs.at(own("ip"), "missing: an IPv4 address in network.nodes, or \"dhcp\"")),
+    };
+    let ip = if ip_text == "dhcp" {
+        None
+    } else {
+        let ip: Ipv4Addr = ip_text
+            .parse()
+            .map_err(|_| errs.at(&ip_field, format!("{ip_text:?} is not an IPv4 address or \"dhcp\"")))?;
+        if !node_network.contains(&ip) {
+            return Err(errs.at(&ip_field, format!("{ip} is outside the node network {node_network}")));
+        }
+        rules::check_node_address(ip, node_network).map_err(|r| errs.at(&ip_field, r))?;
+        Some(ip)
+    };
+    let gateway_field = pick(e.gateway.is_some(), "gateway");
+    let gateway = e
+        .gateway
+        .as_ref()
+        .or(all.gateway.as_ref())
+        .map(|g| g.parse::<Ipv4Addr>().map_err(|_| errs.at(&gateway_field, format!("{g:?} is not an IPv4 address"))))
+        .transpose()?;
+    let dns_field = pick(e.dns.is_some(), "dns");
+    let dns = e
+        .dns
+        .as_ref()
+        .or(all.dns.as_ref())
+        .map(|list| {
+            list.iter()
+                .enumerate()
+                .map(|(j, d)| {
+                    d.parse::<Ipv4Addr>()
+                        .map_err(|_| errs.at(format!("{dns_field}[{j}]"), format!("{d:?} is not an IPv4 address")))
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
+    let net = NodeNet {
+        dhcp: ip.is_none(),
+        interface: e.interface.clone(),
+        // A DHCP node takes these from its lease: `[network]`'s are for static nodes.
+        gateway: if ip.is_none() && e.gateway.is_none() { None } else { gateway },
+        dns: if ip.is_none() && e.dns.is_none() { Vec::new() } else { dns },
+        mtu: e.mtu.or(all.mtu),
+    };
+    let address = ip.map(|ip| Ipv4Net::new(ip, node_network.prefix_len()).expect("a valid prefix"));
+    rules::check_node_net(&net, address).map_err(|(f, r)| {
+        let key = f.trim_start_matches("node.net.");
+        let mine = match key {
+            "interface" => true,
+            "gateway" => e.gateway.is_some(),
+            "dns" => e.dns.is_some(),
+            _ => e.mtu.is_some(),
+        };
+        errs.at(pick(mine, key), r)
+    })?;
+    Ok((ip, net))
+}
+
+/// Each node's drivers: its own `drivers`, else `images.drivers`, else the
+/// virtio set.
+fn add_drivers(errs: &Errs, file: &ClusterFile, nodes: &mut [Node]) -> Result<()> {
+    let all = file.images.drivers.as_ref().map(|v| drivers(errs, "images.drivers", v)).transpose()?;
+    for (i, node) in nodes.iter_mut().enumerate() {
+        let field = format!("node[{i}].drivers");
+        let own = file.nodes[i].drivers.as_ref().map(|v| drivers(errs, &field, v)).transpose()?;
+        (node.drivers, node.drivers_field) = match (own, &all) {
+            (Some(d), _) => (d, field),
+            (None, Some(d)) => (d.clone(), "images.drivers".into()),
+            (None, None) => (Drivers::default(), "images.drivers".into()),
+        };
+    }
+    Ok(())
+}
+
+/// A kernel module's name as `modinfo` and `modprobe` take it.
+fn check_module_name(name: &str) -> std::result::Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 55
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    ok.then_some(()).ok_or_else(|| format!("{name:?} is not a kernel module name (letters, digits, _ and -)"))
+}
+
+fn drivers(errs: &Errs, field: &str, v: &toml::Value) -> Result<Drivers> {
+    match v {
+        toml::Value::String(s) => s.parse().map(Drivers::Set).map_err(|r: String| errs.at(field, r)),
+        toml::Value::Array(list) => {
+            let mut names = Vec::with_capacity(list.len());
+            for (j, m) in list.iter().enumerate() {
+                let name = m.as_str().ok_or_else(|| errs.at(format!("{field}[{j}]"), "expected a module name"))?;
+                check_module_name(name).map_err(|r| errs.at(format!("{field}[{j}]"), r))?;
+                names.push(name.to_owned());
+            }
+            if names.is_empty() {
+                return Err(errs.at(field, "an empty list leaves the image no device drivers"));
+            }
+            Ok(Drivers::Modules(names))
+        }
+        _ => {
+            Err(errs.at(field, "expected a driver set (\"virtio\", \"cloud\", \"hardware\") or a list of module names"))
+        }
+    }
 }
 
 /// Each node's fragments (every node's, its role's, its own; each file read

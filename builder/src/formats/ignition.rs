@@ -147,9 +147,37 @@ fn agent_unit(role: Role) -> String {
     )
 }
 
-/// The node IP on the interface with the node's MAC, for systemd-networkd.
+/// The node interface (by MAC, or by name) for systemd-networkd: the node
+/// IP with its gateway and DNS servers, or DHCP. It matches that interface
+/// only, so Flatcar's catch-all DHCP unit keeps every other NIC.
 fn node_network_unit(cfg: &NodeConfig) -> String {
-    format!("[Match]\nMACAddress={}\n\n[Network]\nAddress={}\nLinkLocalAddressing=no\n", cfg.node.mac, cfg.node.address)
+    let n = &cfg.node;
+    let matched = match &n.net.interface {
+        Some(name) => format!("Name={name}"),
+        None => format!("MACAddress={}", n.mac),
+    };
+    let mut unit = format!("[Match]\n{matched}\n\n");
+    if let Some(mtu) = n.net.mtu {
+        unit.push_str(&format!("[Link]\nMTUBytes={mtu}\n\n"));
+    }
+    unit.push_str("[Network]\n");
+    if n.net.dhcp {
+        unit.push_str("DHCP=ipv4\n");
+    } else {
+        unit.push_str(&format!("Address={}\n", n.address));
+        if let Some(gw) = n.net.gateway {
+            unit.push_str(&format!("Gateway={gw}\n"));
+        }
+        for d in &n.net.dns {
+            unit.push_str(&format!("DNS={d}\n"));
+        }
+    }
+    unit.push_str("LinkLocalAddressing=no\n");
+    if n.net.dhcp {
+        // The lease's router and DNS servers, and its MTU only where we set none.
+        unit.push_str("\n[DHCPv4]\nUseDNS=yes\nUseRoutes=yes\n");
+    }
+    unit
 }
 
 /// Where the member's certificates go on Container Linux. Flatcar's
@@ -213,6 +241,27 @@ mod tests {
         let text = String::from_utf8(render(&p, &delivery)).unwrap();
         assert_golden("golden/ignition/worker-1-remote.ign", &text);
         assert!(text.contains("\"source\": \"http://10.0.2.2:8080/assets/worker-1/node-agent\""));
+    }
+
+    /// systemd-networkd units for each way a node is addressed, and the
+    /// node config that carries it.
+    #[test]
+    fn golden_addressing() {
+        let text = crate::cluster::DEFAULT_TOML
+            .replace("subnet_len = 24\n", "subnet_len = 24\ngateway = \"172.17.8.1\"\ndns = [\"172.17.8.1\"]\n")
+            .replace("ip = \"172.17.8.103\"", "ip = \"dhcp\"\ninterface = \"eno1\"\nmtu = 9000")
+            .replace("ip = \"172.17.8.104\"", "ip = \"172.17.8.104\"\ndns = [\"1.1.1.1\", \"9.9.9.9\"]\nmtu = 1450");
+        let cluster = crate::cluster::parse(&text, "c.toml").unwrap();
+        for node in ["etcd-1", "worker-1", "worker-2"] {
+            let sel = Selection { node: Some(node.into()), ..Default::default() };
+            let p = plan(&cluster, &sel, Some(&test_pki())).unwrap().remove(0);
+            assert_golden(&format!("golden/networkd/{node}.network"), &node_network_unit(&p.config));
+            if node == "worker-1" {
+                let json = config_json(&p.config);
+                assert_golden("golden/node-config/worker-1-dhcp.json", &json);
+                assert_eq!(NodeConfig::parse(json.as_bytes()).unwrap(), p.config);
+            }
+        }
     }
 
     #[test]

@@ -65,6 +65,17 @@ impl ModuleTree {
         Ok(ModuleTree { dir: dir.to_owned(), files, builtin, dep_file })
     }
 
+    /// Whether the kernel has the module, as a file or built in.
+    pub fn has(&self, name: &str) -> bool {
+        let name = normalize(name);
+        self.files.contains_key(&name) || self.builtin.contains(&name)
+    }
+
+    /// The kernel's version (this directory's name).
+    pub fn version(&self) -> &str {
+        self.dir.file_name().and_then(|v| v.to_str()).unwrap_or("")
+    }
+
     /// Resolves `wanted` and its dependencies, dependencies first.
     pub fn closure(&self, wanted: &[String]) -> Result<Closure> {
         let mut out = Closure::default();

@@ -5,6 +5,8 @@ use node_config::Role;
 use node_config::Service;
 use serde::Deserialize;
 
+use crate::cluster::{DriverSet, Drivers};
+
 const COMMON: &str = include_str!("../../../images/common.toml");
 const ETCD: &str = include_str!("../../../images/etcd.toml");
 const MASTER: &str = include_str!("../../../images/master.toml");
@@ -12,6 +14,32 @@ const WORKER: &str = include_str!("../../../images/worker.toml");
 const VAGRANT_BOX: &str = include_str!("../../../images/vagrant-box.toml");
 const RULES_IPTABLES: &str = include_str!("../../../images/rules-iptables.toml");
 const RULES_NFTABLES: &str = include_str!("../../../images/rules-nftables.toml");
+const DRIVER_SETS: &str = include_str!("../../../images/drivers.toml");
+
+/// One driver set of `images/drivers.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriverSetDef {
+    /// The kernel the set gets when none is named (a source, e.g. `apt:PACKAGE`).
+    #[serde(default)]
+    pub kernel: Option<String>,
+    pub modules: Vec<String>,
+}
+
+/// What a driver set holds.
+pub fn driver_set(set: DriverSet) -> Result<DriverSetDef> {
+    let mut all: std::collections::BTreeMap<String, DriverSetDef> =
+        toml::from_str(DRIVER_SETS).context("images/drivers.toml")?;
+    all.remove(set.as_str()).with_context(|| format!("images/drivers.toml has no [{}]", set.as_str()))
+}
+
+/// The modules a node's drivers name.
+pub fn driver_modules(drivers: &Drivers) -> Result<Vec<String>> {
+    match drivers {
+        Drivers::Set(set) => Ok(driver_set(*set)?.modules),
+        Drivers::Modules(list) => Ok(list.clone()),
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,7 +110,7 @@ impl Recipe {
     /// The role's recipe on top of the common one; roles with pods also get
     /// what flannel's rules need, as iptables chains or (`nftables`) an
     /// nftables table.
-    pub fn for_role(role: Role, nftables: bool) -> Result<Self> {
+    pub fn for_role(role: Role, nftables: bool, drivers: &Drivers) -> Result<Self> {
         let (name, text) = match role {
             Role::Etcd => ("etcd", ETCD),
             Role::Master => ("master", MASTER),
@@ -92,10 +120,11 @@ impl Recipe {
         let own = parse(name, text)?;
         let mut modules = common.modules;
         modules.extend(own.modules);
-        let mut drivers = common.drivers;
-        drivers.extend(own.drivers);
+        let mut all_drivers = driver_modules(drivers)?;
+        all_drivers.extend(common.drivers);
+        all_drivers.extend(own.drivers);
         let mut recipe = Recipe {
-            drivers,
+            drivers: all_drivers,
             modules,
             pod_modules: own.pod_modules,
             cni_plugins: own.cni_plugins,
@@ -142,7 +171,7 @@ mod tests {
 
     #[test]
     fn every_role_has_a_recipe() {
-        let w = Recipe::for_role(Role::Worker, false).unwrap();
+        let w = Recipe::for_role(Role::Worker, false, &Drivers::default()).unwrap();
         assert!(w.drivers.iter().any(|m| m == "virtio_net") && !w.modules.iter().any(|m| m == "virtio_net"));
         assert!(!w.modules.iter().any(|m| m == "vxlan"));
         assert_eq!(w.pod_modules.first().map(String::as_str), Some("vxlan"));
@@ -150,8 +179,8 @@ mod tests {
         assert!(!w.etcd);
         assert!(w.tools.iter().any(|t| t.package == "iptables"));
         assert!(w.pod_modules.iter().any(|m| m == "nft_compat"));
-        assert_eq!(Recipe::for_role(Role::Master, false).unwrap(), w);
-        let e = Recipe::for_role(Role::Etcd, true).unwrap();
+        assert_eq!(Recipe::for_role(Role::Master, false, &Drivers::default()).unwrap(), w);
+        let e = Recipe::for_role(Role::Etcd, true, &Drivers::default()).unwrap();
         assert!(e.etcd && e.cni_plugins.is_empty() && e.pod_modules.is_empty());
         assert!(!e.tools.iter().any(|t| t.package == "iptables"));
         let b = Recipe::vagrant_box().unwrap();
@@ -159,11 +188,27 @@ mod tests {
         assert!(w.services.is_empty() && w.files.is_empty());
     }
 
+    /// Every set parses; hardware brings its own kernel; a set's drivers
+    /// and the common ones both reach the recipe.
+    #[test]
+    fn driver_sets() {
+        let sets = DriverSet::ALL.map(|s| driver_set(s).unwrap());
+        assert!(sets[0].modules.iter().any(|m| m == "virtio_net") && sets[0].kernel.is_none());
+        assert!(sets[1].modules.iter().any(|m| m == "ena") && sets[1].kernel.is_none());
+        assert!(sets[2].modules.iter().any(|m| m == "e1000e"));
+        assert_eq!(sets[2].kernel.as_deref(), Some("apt:linux-image-amd64"));
+        let hw = Recipe::for_role(Role::Worker, true, &Drivers::Set(DriverSet::Hardware)).unwrap();
+        assert!(hw.drivers.iter().any(|m| m == "igb") && hw.drivers.iter().any(|m| m == "qemu_fw_cfg"));
+        assert!(!hw.drivers.iter().any(|m| m == "virtio_net"));
+        let own = Recipe::for_role(Role::Etcd, true, &Drivers::Modules(vec!["vmxnet3".into()])).unwrap();
+        assert_eq!(own.drivers, ["vmxnet3", "qemu_fw_cfg"]);
+    }
+
     /// With nftables the agent sends flannel's rules itself: no iptables
     /// program, no xtables modules.
     #[test]
     fn nftables_rules_need_no_iptables() {
-        let w = Recipe::for_role(Role::Worker, true).unwrap();
+        let w = Recipe::for_role(Role::Worker, true, &Drivers::default()).unwrap();
         assert!(w.tools.is_empty(), "{:?}", w.tools);
         assert_eq!(
             w.pod_modules,
@@ -179,6 +224,6 @@ mod tests {
                 "nf_nat"
             ]
         );
-        assert_eq!(Recipe::for_role(Role::Master, true).unwrap(), w);
+        assert_eq!(Recipe::for_role(Role::Master, true, &Drivers::default()).unwrap(), w);
     }
 }

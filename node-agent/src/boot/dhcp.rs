@@ -25,6 +25,8 @@ pub struct DhcpLease {
     pub server: Ipv4Addr,
     /// How long the address is ours (option 51), when the server says.
     pub lease_secs: Option<u32>,
+    /// DNS servers (option 6), at most three as resolv.conf reads them.
+    pub dns: Vec<Ipv4Addr>,
 }
 
 /// A BOOTREQUEST with DHCP message type `kind` and extra options.
@@ -75,6 +77,15 @@ fn opt_ip(opts: &[(u8, Vec<u8>)], code: u8) -> Option<Ipv4Addr> {
     opts.iter().find(|(c, v)| *c == code && v.len() >= 4).map(|(_, v)| Ipv4Addr::new(v[0], v[1], v[2], v[3]))
 }
 
+/// Every address in an option holding a list of them.
+fn opt_ips(opts: &[(u8, Vec<u8>)], code: u8) -> Vec<Ipv4Addr> {
+    opts.iter()
+        .filter(|(c, _)| *c == code)
+        .flat_map(|(_, v)| v.chunks_exact(4).map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3])))
+        .filter(|ip| !ip.is_unspecified() && !ip.is_broadcast())
+        .collect()
+}
+
 /// Runs DISCOVER→ACK on `ifname` (already up) within `timeout`.
 pub fn acquire(ifname: &str, mac: MacAddr, timeout: Duration) -> Result<DhcpLease> {
     let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68)).context("binding UDP port 68")?;
@@ -119,6 +130,7 @@ pub fn acquire(ifname: &str, mac: MacAddr, timeout: Duration) -> Result<DhcpLeas
                         .iter()
                         .find(|(c, v)| *c == 51 && v.len() == 4)
                         .map(|(_, v)| u32::from_be_bytes([v[0], v[1], v[2], v[3]])),
+                    dns: opt_ips(&opts, 6).into_iter().take(3).collect(),
                 });
             }
             (6, _) => offer = None, // NAK: start over
@@ -148,6 +160,8 @@ mod tests {
         let (kind, ip, opts) = parse_reply(&r, 7).unwrap();
         assert_eq!((kind, ip), (2, Ipv4Addr::new(10, 0, 2, 15)));
         assert_eq!(opt_ip(&opts, 54), Some(Ipv4Addr::new(10, 0, 2, 2)));
+        let dns = vec![(6, vec![10, 0, 2, 3, 1, 1, 1, 1, 0, 0, 0, 0, 9])];
+        assert_eq!(opt_ips(&dns, 6), [Ipv4Addr::new(10, 0, 2, 3), Ipv4Addr::new(1, 1, 1, 1)]);
         assert!(parse_reply(&r, 8).is_none());
     }
 }

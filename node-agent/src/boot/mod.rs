@@ -45,7 +45,7 @@ pub fn run() -> Result<()> {
         }
         loop {
             let result = match net::up(&cfg).await {
-                Ok(()) => node::run(cfg.clone(), opts).await,
+                Ok(held) => node::run(held, opts).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = result {

@@ -10,8 +10,48 @@ use anyhow::{bail, Context, Result};
 
 use crate::log;
 
-/// The EFI disk's data partition first, then a whole plain data disk.
-const CANDIDATES: [&str; 6] = ["/dev/vda2", "/dev/sda2", "/dev/vda", "/dev/vdb", "/dev/sda", "/dev/sdb"];
+/// The EFI disk's data partition first, then a whole plain data disk:
+/// virtio, SCSI/SATA/SAS, NVMe, Xen.
+const CANDIDATES: [&str; 12] = [
+    "/dev/vda2",
+    "/dev/sda2",
+    "/dev/nvme0n1p2",
+    "/dev/xvda2",
+    "/dev/vda",
+    "/dev/vdb",
+    "/dev/sda",
+    "/dev/sdb",
+    "/dev/nvme0n1",
+    "/dev/nvme1n1",
+    "/dev/xvda",
+    "/dev/xvdb",
+];
+
+/// How long a disk controller that is there may take to show its disk
+/// (NVMe probes its namespaces after the driver loads).
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether an NVMe controller is there without a namespace yet.
+fn disks_pending() -> bool {
+    let controllers = std::fs::read_dir("/sys/class/nvme").map(|d| d.count()).unwrap_or(0);
+    let namespaces = std::fs::read_dir("/sys/class/block")
+        .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("nvme")).count())
+        .unwrap_or(0);
+    controllers > 0 && namespaces == 0
+}
+
+fn find_disk() -> Option<PathBuf> {
+    let deadline = std::time::Instant::now() + SETTLE;
+    loop {
+        if let Some(dev) = CANDIDATES.iter().map(PathBuf::from).find(|p| p.exists()) {
+            return Some(dev);
+        }
+        if !disks_pending() || std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
 
 /// What a disk's first bytes say.
 #[derive(Debug, PartialEq, Eq)]
@@ -38,7 +78,7 @@ pub fn inspect(dev: &Path) -> Result<Content> {
 
 /// Mounts a data disk on `data_dir` if there is a usable one; returns it.
 pub fn prepare(data_dir: &Path) -> Result<Option<PathBuf>> {
-    let Some(dev) = CANDIDATES.iter().map(PathBuf::from).find(|p| p.exists()) else {
+    let Some(dev) = find_disk() else {
         log::info("etcd data in memory (no data disk)");
         return Ok(None);
     };
