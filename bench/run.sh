@@ -96,6 +96,9 @@ fleet_clients=$((quick ? 20 : 200))
 cargo bench -q -p imgbuild --bench serve_fleet -- --out "$out/build-all" --clients "$fleet_clients" --rounds $((quick ? 1 : 3)) \
   2>"$out/serve_fleet.err" | grep '^|' >"$out/serve_fleet.md"
 
+# --- driver sets: image size and PID 1 -> ready per set, against virtio ------
+bash bench/driver-sets.sh "$out" "$PWD/$img" "$PWD/$agent" "$runs" 2>"$out/driver-sets.err" >"$out/driver-sets.md"
+
 # --- boot ------------------------------------------------------------------
 boot_rows="| first boot | skipped in quick mode | | | |"$'\n'
 if ((!quick)); then
@@ -206,6 +209,10 @@ report="$out/BENCHMARKS.md"
   echo "| benchmark | ours | baseline | ratio | target |"
   echo "| --- | ---: | ---: | ---: | --- |"
   printf '%s' "$native_rows"
+  echo
+  echo "## Driver sets (etcd-1 on each set's devices, TCG)"
+  echo
+  cat "$out/driver-sets.md"
   echo
   echo "## \`imgbuild serve\` under a fleet (loopback, a source address per client)"
   echo

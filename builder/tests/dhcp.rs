@@ -1,4 +1,5 @@
-//! A node addressed by DHCP, in QEMU on a network namespace of its own:
+//! A worker addressed by DHCP, on VMware's vmxnet3 NIC with the cloud
+//! driver set, in QEMU on a network namespace of its own:
 //! QEMU's user network is the DHCP server (router 10.0.2.2, DNS 10.0.2.3)
 //! and forwards 10.0.2.2 to the namespace's loopback, where a real etcd
 //! listens. Nothing leaves the namespace: it has only loopback.
@@ -10,7 +11,7 @@ use std::process::Command;
 use common::{imgbuild_with_agent, require_tool, run_ok, TEST_KERNEL};
 
 #[test]
-fn a_dhcp_worker_holds_its_lease_router_and_dns_and_advertises_that_address() {
+fn a_dhcp_worker_on_vmxnet3_holds_its_lease_router_and_dns_and_advertises_that_address() {
     require_tool("qemu-system-x86_64");
     require_tool("etcd");
     require_tool("etcdctl");
@@ -20,7 +21,7 @@ fn a_dhcp_worker_holds_its_lease_router_and_dns_and_advertises_that_address() {
     let text = imgbuild::cluster::DEFAULT_TOML
         .replace("tls = true", "tls = false\nendpoints = [\"http://10.0.2.2:2379\"]")
         .replace("[[node]]\nname = \"etcd-1\"\nrole = \"etcd\"\nip = \"172.17.8.101\"\n", "")
-        .replace("ip = \"172.17.8.103\"", "ip = \"dhcp\"");
+        .replace("ip = \"172.17.8.103\"", "ip = \"dhcp\"\ndrivers = \"cloud\"");
     let cluster = tmp.path().join("cluster.toml");
     std::fs::write(&cluster, text).unwrap();
     run_ok(
@@ -51,7 +52,7 @@ etcd --name e --data-dir {tmp}/etcd --listen-client-urls http://127.0.0.1:2379 \
   --initial-advertise-peer-urls http://127.0.0.1:2380 --initial-cluster e=http://127.0.0.1:2380 \
   --enable-v2=false >{tmp}/etcd.log 2>&1 &
 qemu-system-x86_64 -accel tcg -m 512 -nographic -no-reboot -kernel {dir}/vmlinuz -initrd {dir}/initrd.img \
-  -append "$(cat {dir}/cmdline)" -netdev user,id=n0 -device virtio-net-pci,netdev=n0,mac=52:54:00:13:02:9f \
+  -append "$(cat {dir}/cmdline)" -netdev user,id=n0 -device vmxnet3,netdev=n0,mac=52:54:00:13:02:9f \
   >{tmp}/console 2>&1 </dev/null &
 qemu=$!
 for i in $(seq 1 240); do grep -q 'node-agent: ready role=worker' {tmp}/console && break; sleep 1; done
@@ -71,6 +72,8 @@ kill $qemu; kill %1 2>/dev/null || true
     assert!(net.contains("node network: 10.0.2.15/24 on eth0 (52:54:00:13:02:9f)"), "{console}");
     assert!(net.contains(" default via 10.0.2.2") && net.contains(" dns 10.0.2.3"), "{console}");
     assert!(console.contains("node-agent: ready role=worker"), "{console}");
+    let coldplug = console.lines().find(|l| l.contains("coldplug: loaded")).unwrap_or_default();
+    assert!(coldplug.contains(" vmxnet3"), "{console}");
     // flannel's lease advertises the address actually held.
     assert!(leases.contains("\"PublicIP\":\"10.0.2.15\""), "{leases}\n{console}");
 }
