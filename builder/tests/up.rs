@@ -11,12 +11,16 @@ static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// `imgbuild up --check` with `cluster` (the reference cluster when None);
 /// asserts it passed on every node with an untainted kernel and tore down.
-fn up_check(cluster: Option<&std::path::Path>, nodes: &[&str]) {
+/// Returns every node's console.
+fn up_check(cluster: Option<&std::path::Path>, nodes: &[&str], kernel: Option<&str>) -> String {
     let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let mut cmd = imgbuild_with_agent();
-    cmd.args(["up", "--check", "--timeout", "300", "--kernel", TEST_KERNEL, "--out"]).arg(&out);
+    cmd.args(["up", "--check", "--timeout", "300", "--out"]).arg(&out);
+    if let Some(k) = kernel {
+        cmd.args(["--kernel", k]);
+    }
     if let Some(c) = cluster {
         cmd.arg("--cluster").arg(c);
     }
@@ -54,17 +58,20 @@ fn up_check(cluster: Option<&std::path::Path>, nodes: &[&str]) {
     assert!(stdout.contains(&format!("stopped {} VMs", nodes.len())), "{stdout}");
     // Torn down: no namespace, no pid files left.
     assert!(!out.join(".up/netns").exists());
+    consoles
 }
 
 #[test]
 fn up_check_passes_on_the_reference_cluster() {
-    up_check(None, &["etcd-1", "master-1", "worker-1", "worker-2"]);
+    up_check(None, &["etcd-1", "master-1", "worker-1", "worker-2"], Some(TEST_KERNEL));
 }
 
 /// flannel's default rules, iptables chains, from the image's own
-/// iptables-restore (the reference cluster uses an nftables table).
+/// iptables-restore (the reference cluster uses an nftables table); the
+/// workers with the hardware driver set, so on Debian's generic kernel and
+/// an emulated Intel e1000e NIC, etcd-1 on the cloud kernel and virtio.
 #[test]
-fn up_check_passes_with_iptables_rules() {
+fn up_check_passes_with_iptables_rules_and_e1000e_workers() {
     let tmp = tempfile::tempdir().unwrap();
     let reference = imgbuild_with_agent().arg("init").arg("--out").arg(tmp.path().join("ref.toml")).output().unwrap();
     assert!(reference.status.success(), "{}", String::from_utf8_lossy(&reference.stderr));
@@ -75,9 +82,18 @@ fn up_check_passes_with_iptables_rules() {
     assert!(blocks.iter().any(|b| b.starts_with("name = \"master-1\"")), "{text}");
     let without_master = blocks.into_iter().filter(|b| !b.starts_with("name = \"master-1\"")).collect::<Vec<_>>();
     let text = without_master.join("[[node]]\n").replace("enable_nftables = true", "enable_nftables = false");
+    let text = text.replace("role = \"worker\"\n", "role = \"worker\"\ndrivers = \"hardware\"\n");
     let cluster = tmp.path().join("iptables.toml");
     std::fs::write(&cluster, text).unwrap();
-    up_check(Some(&cluster), &["etcd-1", "worker-1", "worker-2"]);
+    // No --kernel: each node's driver set picks its kernel.
+    let consoles = up_check(Some(&cluster), &["etcd-1", "worker-1", "worker-2"], None);
+    for worker in consoles.split("--- ").filter(|c| c.starts_with("worker-")) {
+        let coldplug = worker.lines().find(|l| l.contains("coldplug: loaded")).unwrap_or_default();
+        assert!(coldplug.contains(" e1000e"), "{worker}");
+        let kernel =
+            worker.lines().map(str::trim_end).find(|l| l.starts_with("node-agent: kernel ")).unwrap_or_default();
+        assert!(kernel.ends_with("-amd64") && !kernel.ends_with("-cloud-amd64"), "{worker}");
+    }
 }
 
 #[test]
