@@ -14,6 +14,7 @@ packages=(
   graphviz                          # docs/architecture.svg is drawn from docs/architecture.dot
   vagrant vagrant-libvirt           # `vagrant box add`, `vagrant up` of the reference cluster
   libvirt-daemon-system dnsmasq-base  # libvirtd (started by tests/libvirt.sh) and its DHCP
+  genisoimage dosfstools mtools     # OpenStack config drives (ISO 9660 and FAT) built in tests
 )
 
 bash "$(dirname "$0")/apt-install.sh" tests/install-deps.sh "${packages[@]}"

@@ -528,6 +528,50 @@ fn image_config(p: &NodePlan) -> node_config::NodeConfig {
     cfg
 }
 
+/// Clouds' user-data limits, as each documents them: (cloud, bytes, whether
+/// the limit counts the base64 form the API takes).
+pub const USER_DATA_LIMITS: [(&str, u64, bool); 6] = [
+    ("AWS", 16 << 10, false),
+    ("Hetzner", 32 << 10, false),
+    ("Azure", 64 << 10, true),
+    ("OpenStack", 65535, true),
+    ("DigitalOcean", 64 << 10, false),
+    ("GCP", 256 << 10, false),
+];
+
+/// What to say when the configs a cloud would take as user data (each
+/// node's `NODE.stub.ign` when there is one, else `NODE.ign`) are over
+/// clouds' limits: the largest, the clouds it does not fit, and the way out.
+pub fn user_data_note(built: &[Built]) -> Option<String> {
+    fn user_data(b: &Built) -> Option<&Entry> {
+        let name = |suffix: &str| format!("{}{suffix}", b.manifest.node);
+        let all = &b.manifest.artifacts;
+        all.iter().find(|e| e.file == name(".stub.ign")).or_else(|| all.iter().find(|e| e.file == name(".ign")))
+    }
+    let (node, entry) =
+        built.iter().filter_map(|b| Some((&b.manifest.node, user_data(b)?))).max_by_key(|(_, e)| e.size)?;
+    let encoded = entry.size.div_ceil(3) * 4;
+    let over: Vec<String> = USER_DATA_LIMITS
+        .iter()
+        .filter(|(_, limit, b64)| (if *b64 { encoded } else { entry.size }) > *limit)
+        .map(|(cloud, limit, _)| format!("{cloud} {} KiB", limit.div_ceil(1024)))
+        .collect();
+    if over.is_empty() {
+        return None;
+    }
+    let way_out = if entry.file.ends_with(".stub.ign") {
+        "shorten the --stub-url"
+    } else {
+        "serve it (imgbuild serve) and give the cloud the merge stub --stub-url writes, or carry the agent by --agent-url"
+    };
+    Some(format!(
+        "{node}/{} is {} bytes: too big for cloud user data on {}; {way_out}",
+        entry.file,
+        entry.size,
+        over.join(", ")
+    ))
+}
+
 /// The table printed at the end of a build.
 pub fn summary(built: &[Built]) -> String {
     let mut s = format!("{:<28} {:>12}  {}\n", "ARTIFACT", "SIZE", "SHA256");

@@ -77,6 +77,9 @@ pub fn build(args: BuildArgs) -> Result<()> {
         None => {}
     }
     let built = build::run(&cfg)?;
+    if let Some(note) = build::user_data_note(&built) {
+        ui::note(&note);
+    }
     if args.json {
         print!("{}", build::summary_json(&built));
     } else if !ui::quiet() {

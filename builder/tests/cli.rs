@@ -252,9 +252,26 @@ fn only_writes_what_was_asked_and_the_manifest() {
     c.args(["--node", "worker-1", "--only", "ignition", "--kernel", "apt:no-such-kernel-package", "--out"])
         .arg(&out)
         .env("IMGBUILD_CACHE", dir.path().join("empty-cache"));
-    run_ok(&mut c);
+    let o = run_ok(&mut c);
     assert_eq!(files_of(&out.join("worker-1")), ["manifest.json", "worker-1.ign"]);
     assert!(!dir.path().join("empty-cache/blobs").exists(), "nothing was downloaded");
+    // The agent inside makes NODE.ign megabytes: too big for any cloud's
+    // user data, which the build says, pointing at the stub.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("imgbuild: worker-1/worker-1.ign is ")
+            && err.contains("too big for cloud user data on AWS 16 KiB, Hetzner 32 KiB, Azure 64 KiB")
+            && err.contains("--stub-url"),
+        "{err}"
+    );
+    let stub = dir.path().join("stub");
+    let o = run_ok(
+        imgbuild_with_agent()
+            .args(["--node", "worker-1", "--only", "ignition", "--stub-url", "http://10.0.0.1:8080", "--out"])
+            .arg(&stub),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("user data"), "a merge stub fits every cloud: {err}");
     let out = dir.path().join("boot");
     let only = ["--node", "worker-1", "--only", "ipxe,image", "--kernel", TEST_KERNEL, "--out"];
     run_ok(imgbuild_with_agent().args(only).arg(&out));

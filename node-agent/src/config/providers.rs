@@ -14,16 +14,19 @@ use crate::log;
 use crate::process::Backoff;
 
 pub use node_config::layout::{CONFIG_PATH, FW_CFG_PATH};
-/// EC2's instance metadata service.
-pub const IMDS: &str = "http://169.254.169.254";
+
+use super::cloud::{self, Platform};
+use super::drive;
 
 /// One place a config can come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     /// `ignition.config.url=` on the kernel command line.
     Url(String),
-    /// EC2-style IMDSv2 user-data (`ignition.platform.id=aws`), at this base URL.
-    Imds(String),
+    /// A cloud's user data (`ignition.platform.id=`), at this metadata base URL.
+    Cloud(Platform, String),
+    /// OpenStack's config drive (a block device labelled `config-2`).
+    ConfigDrive,
     /// QEMU `-fw_cfg name=opt/com.coreos/config,file=…`.
     FwCfg(PathBuf),
     /// The node config the builder put in the image.
@@ -34,7 +37,8 @@ impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Source::Url(u) => write!(f, "url {}", redacted(u)),
-            Source::Imds(base) => write!(f, "imds {base}/latest/user-data"),
+            Source::Cloud(p, base) => write!(f, "{} metadata {base}{}", p.id(), p.path()),
+            Source::ConfigDrive => write!(f, "config drive labelled {}", drive::LABEL),
             Source::FwCfg(p) => write!(f, "fw_cfg {}", p.display()),
             Source::Embedded(p) => write!(f, "embedded {}", p.display()),
         }
@@ -48,8 +52,12 @@ pub fn sources(cmdline: &str, fw_cfg: &Path, embedded: &Path) -> Vec<Source> {
     if let Some(url) = &cmdline.config_url {
         out.push(Source::Url(url.clone()));
     }
-    if cmdline.imds() {
-        out.push(Source::Imds(IMDS.to_owned()));
+    if let Some(platform) = cmdline.cloud() {
+        // As Ignition's OpenStack provider: the drive needs no network.
+        if platform == Platform::OpenStack {
+            out.push(Source::ConfigDrive);
+        }
+        out.push(Source::Cloud(platform, cloud::METADATA.to_owned()));
     }
     if fw_cfg.exists() {
         out.push(Source::FwCfg(fw_cfg.to_owned()));
@@ -69,7 +77,46 @@ pub fn load(source: &Source, root: &Path) -> Result<NodeConfig> {
             apply_ignition(&bytes, root)
         }
         Source::Url(url) => apply_ignition(&fetch_config(url, 8)?, root),
-        Source::Imds(base) => apply_ignition(&imds_user_data(base)?, root),
+        Source::Cloud(platform, base) => {
+            match cloud::user_data(*platform, base, cloud::PATIENCE, apply::LIMITS.config)? {
+                Some(bytes) => apply_ignition(&bytes, root),
+                None => bail!("the {} metadata service holds no user data for this machine", platform.id()),
+            }
+        }
+        Source::ConfigDrive => {
+            load_fs_modules();
+            // A CD-ROM's SCSI scan may still be running: a few seconds' grace.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            let (dev, fs) = loop {
+                match drive::find(Path::new("/sys")) {
+                    Some(found) => break found,
+                    None if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+                    None => bail!("no block device is labelled {}", drive::LABEL),
+                }
+            };
+            log::info(&format!("config drive: {} ({})", dev.display(), fs.as_str()));
+            match drive::user_data(&dev, fs, apply::LIMITS.config)? {
+                Some(bytes) => apply_ignition(&bytes, root),
+                None => bail!("the config drive {} holds no {}", dev.display(), drive::USER_DATA),
+            }
+        }
+    }
+}
+
+/// The file systems a config drive may have (and their character sets),
+/// from the image's driver table; built-in ones need nothing.
+fn load_fs_modules() {
+    let Ok(Some(table)) = crate::coldplug::load_table(Path::new(node_config::layout::COLDPLUG_TABLE)) else { return };
+    let release = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = Path::new("/lib/modules").join(release);
+    let mut loaded = Default::default();
+    // FAT reads names in code page 437 and, by default on Debian, the ascii I/O charset.
+    for m in ["isofs", "vfat", "nls_cp437", "nls_ascii", "nls_utf8"] {
+        for file in table.load_order(m, &mut loaded) {
+            if let Err(e) = crate::kmod::load_file(&dir.join(&file)) {
+                log::warn(&format!("loading {}: {e:#}", file.display()));
+            }
+        }
     }
 }
 
@@ -107,26 +154,6 @@ pub fn check_url(url: &str) -> Result<()> {
 
 use imgbuild_ignition::apply::error_chain as chain;
 pub use imgbuild_ignition::apply::redacted;
-
-/// IMDSv2: a session token by PUT, then the user-data with that token.
-pub fn imds_user_data(base: &str) -> Result<Vec<u8>> {
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build()?;
-    let token = client
-        .put(format!("{base}/latest/api/token"))
-        .header("X-aws-ec2-metadata-token-ttl-seconds", "300")
-        .send()
-        .and_then(|r| r.error_for_status())
-        .and_then(|r| r.text())
-        .context("getting an IMDSv2 token")?;
-    let data = client
-        .get(format!("{base}/latest/user-data"))
-        .header("X-aws-ec2-metadata-token", token.trim())
-        .send()
-        .and_then(|r| r.error_for_status())
-        .and_then(|r| r.bytes())
-        .context("reading IMDS user-data")?;
-    Ok(data.to_vec())
-}
 
 /// Applies an Ignition config's storage under `root` and reads the node
 /// config it wrote. Staged first: a config that fails to apply, or whose node
@@ -187,41 +214,6 @@ impl Http {
 mod tests {
     use super::*;
 
-    /// A loopback stand-in for the metadata service that insists on IMDSv2.
-    fn imds_server(user_data: &'static str) -> String {
-        use std::io::{BufRead, BufReader, Write};
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        std::thread::spawn(move || {
-            for stream in l.incoming().flatten() {
-                let mut r = BufReader::new(&stream);
-                let mut first = String::new();
-                r.read_line(&mut first).unwrap();
-                let mut headers = String::new();
-                let mut line = String::new();
-                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    headers.push_str(&line.to_ascii_lowercase());
-                    line.clear();
-                }
-                let (code, body) = if first.starts_with("PUT /latest/api/token")
-                    && headers.contains("x-aws-ec2-metadata-token-ttl-seconds")
-                {
-                    ("200 OK", "tok123")
-                } else if first.starts_with("GET /latest/user-data")
-                    && headers.contains("x-aws-ec2-metadata-token: tok123")
-                {
-                    ("200 OK", user_data)
-                } else {
-                    ("401 Unauthorized", "")
-                };
-                let mut s = &stream;
-                let _ =
-                    write!(s, "HTTP/1.1 {code}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
-            }
-        });
-        format!("http://{addr}")
-    }
-
     #[test]
     fn bad_config_urls_on_the_command_line_fail_at_once_with_the_reason() {
         let err = |cmdline: &str| {
@@ -246,11 +238,20 @@ mod tests {
     }
 
     #[test]
-    fn imds_v2_user_data() {
-        let base = imds_server("{\"ignition\":{\"version\":\"3.3.0\"}}");
-        assert_eq!(imds_user_data(&base).unwrap(), b"{\"ignition\":{\"version\":\"3.3.0\"}}");
-        let s = sources("ignition.platform.id=aws", Path::new("/nonexistent"), Path::new("/nonexistent"));
-        assert_eq!(s, [Source::Imds(IMDS.into())]);
+    fn cloud_sources_by_platform() {
+        let none = Path::new("/nonexistent");
+        assert_eq!(
+            sources("ignition.platform.id=aws", none, none),
+            [Source::Cloud(Platform::Aws, cloud::METADATA.into())]
+        );
+        assert_eq!(
+            sources("ignition.platform.id=openstack", none, none),
+            [Source::ConfigDrive, Source::Cloud(Platform::OpenStack, cloud::METADATA.into())]
+        );
+        assert_eq!(
+            Source::Cloud(Platform::Gcp, cloud::METADATA.into()).to_string(),
+            "gcp metadata http://169.254.169.254/computeMetadata/v1/instance/attributes/user-data"
+        );
     }
 
     #[test]
