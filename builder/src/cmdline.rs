@@ -74,6 +74,11 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: EtcdCmd,
     },
+    /// The cluster CA: rotating node keys and the CA itself.
+    Pki {
+        #[command(subcommand)]
+        cmd: PkiCmd,
+    },
     /// Print a shell completion script for imgbuild.
     Completions(CompletionsArgs),
     /// Print imgbuild's man page (roff).
@@ -332,6 +337,24 @@ fn parse_port(s: &str) -> Result<(u16, imgbuild_policy::Protocol), String> {
     let (port, proto) = s.split_once('/').unwrap_or((s, "TCP"));
     let n: u16 = port.parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("{port:?} is not a port (1 to 65535)"))?;
     Ok((n, proto.to_ascii_uppercase().parse()?))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PkiCmd {
+    /// New node keys and certificates from the same CA; with --ca, one step
+    /// of replacing the CA (stage a new one, make it sign, drop the old),
+    /// each followed by rebuilding and rebooting every node.
+    Rotate {
+        /// Rotate the CA itself, one step per run.
+        #[arg(long)]
+        ca: bool,
+        /// The cluster file (its name names the default CA folder).
+        #[arg(long, value_name = "FILE")]
+        cluster: Option<PathBuf>,
+        /// The cluster's CA folder (default: $XDG_DATA_HOME/imgbuild/pki/CLUSTER).
+        #[arg(long, value_name = "DIR")]
+        pki: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -88,6 +88,18 @@ pub fn build(args: BuildArgs) -> Result<()> {
     Ok(())
 }
 
+pub fn pki(cmd: &crate::cmdline::PkiCmd) -> Result<()> {
+    let crate::cmdline::PkiCmd::Rotate { ca, cluster, pki } = cmd;
+    let loaded = build::load_cluster(cluster.as_deref())?;
+    let dir = match pki {
+        Some(d) => d.clone(),
+        None => crate::pki::default_dir(&loaded.name)?,
+    };
+    let said = crate::pki::rotate(&dir, &loaded.name, *ca)?;
+    println!("{said}");
+    Ok(())
+}
+
 pub fn up(args: UpArgs) -> Result<()> {
     let all = Selection { all: true, ..Default::default() };
     let mut cfg = BuildConfig::new(&args.inputs, args.out.out.clone(), all)?;

@@ -57,16 +57,16 @@ impl Etcd {
             .timeout(Duration::from_secs(15))
             .redirect(reqwest::redirect::Policy::none());
         if let Some(t) = tls {
-            let ca =
-                reqwest::Certificate::from_pem(t.ca.as_bytes()).context("the cluster CA is not a PEM certificate")?;
+            // Every certificate in it: during a CA rotation, two CAs are trusted.
+            let cas = reqwest::Certificate::from_pem_bundle(t.ca.as_bytes())
+                .context("the cluster CA is not PEM certificates")?;
             let id = reqwest::Identity::from_pem(format!("{}\n{}", t.cert, t.key).as_bytes())
                 .context("the admin certificate or key is not PEM")?;
-            b = b
-                .use_rustls_tls()
-                .tls_built_in_root_certs(false)
-                .add_root_certificate(ca)
-                .identity(id)
-                .https_only(true);
+            b = b.use_rustls_tls().tls_built_in_root_certs(false);
+            for ca in cas {
+                b = b.add_root_certificate(ca);
+            }
+            b = b.identity(id).https_only(true);
         }
         Ok(Etcd { client: b.build().context("building the etcd client")?, endpoints })
     }

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Some(Cmd::Serve(args)) => commands::serve(&args),
         Some(Cmd::Policy(args)) => commands::policy(&args),
         Some(Cmd::Etcd { cmd }) => commands::etcd(&cmd),
+        Some(Cmd::Pki { cmd }) => commands::pki(&cmd),
         Some(Cmd::Completions(args)) => commands::completions(&args),
         Some(Cmd::Man) => commands::man(),
         None => commands::build(cli.build),

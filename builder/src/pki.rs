@@ -26,6 +26,15 @@ use crate::error::InputError;
 
 pub const CA_KEY: &str = "ca.key";
 pub const CA_CERT: &str = "ca.crt";
+/// A new CA, trusted by every node built from now on but not signing yet
+/// (the first step of `imgbuild pki rotate --ca`).
+pub const CA_NEXT_KEY: &str = "ca-next.key";
+pub const CA_NEXT_CERT: &str = "ca-next.crt";
+/// The CA that signed before the last rotation, still trusted until the
+/// rotation finishes.
+pub const CA_PREVIOUS_CERT: &str = "ca-previous.crt";
+/// Which generation of node keys to derive (`imgbuild pki rotate`); absent: 0.
+pub const GENERATION: &str = "generation";
 
 /// How long a CA we create is valid; node certificates share its window.
 const CA_LIFETIME: Duration = Duration::days(3652);
@@ -50,6 +59,11 @@ pub struct NodeCerts {
 pub struct Pki {
     ca_key: KeyPair,
     ca_cert: String,
+    /// What nodes trust: the signing CA, and during a CA rotation the next
+    /// or the previous one.
+    trust: String,
+    /// Node keys' generation: a rotation derives new ones from the same CA.
+    generation: u32,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
 }
@@ -106,10 +120,27 @@ impl Pki {
         let cert_pem = std::fs::read_to_string(&cert_path).map_err(|e| {
             InputError::new(cert_path.display().to_string(), "", format!("cannot read the CA certificate: {e}"))
         })?;
-        Pki::from_pem(&key_pem, &cert_pem).map_err(|(file, reason)| {
+        let mut pki = Pki::from_pem(&key_pem, &cert_pem).map_err(|(file, reason)| {
             let path = if file == CA_KEY { &key_path } else { &cert_path };
             InputError::new(path.display().to_string(), "", reason)
-        })
+        })?;
+        pki.generation = read_generation(dir)?;
+        for extra in [CA_NEXT_CERT, CA_PREVIOUS_CERT] {
+            let path = dir.join(extra);
+            match std::fs::read_to_string(&path) {
+                Ok(pem) => {
+                    let der = pem_contents(&pem, "CERTIFICATE")
+                        .ok_or_else(|| InputError::new(path.display().to_string(), "", "not a PEM certificate"))?;
+                    x509_parser::parse_x509_certificate(&der).map_err(|e| {
+                        InputError::new(path.display().to_string(), "", format!("not an X.509 certificate: {e}"))
+                    })?;
+                    pki.trust.push_str(&pem);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(InputError::new(path.display().to_string(), "", format!("cannot read: {e}"))),
+            }
+        }
+        Ok(pki)
     }
 
     /// The CA from its PEM texts; an error names the file at fault.
@@ -128,6 +159,8 @@ impl Pki {
         Ok(Pki {
             ca_key,
             ca_cert: cert_pem.to_owned(),
+            trust: cert_pem.to_owned(),
+            generation: 0,
             not_before: validity.not_before.to_datetime(),
             not_after: validity.not_after.to_datetime(),
         })
@@ -137,11 +170,16 @@ impl Pki {
         &self.ca_cert
     }
 
+    /// The certificates nodes and clients trust (PEM, one or two).
+    pub fn trust(&self) -> &str {
+        &self.trust
+    }
+
     /// The node's certificates: the same node and CA always give the same bytes.
     pub fn issue(&self, node: &Node, etcd_member: bool) -> NodeCerts {
         let client = self.sign(node, Use::Client);
         let member = etcd_member.then(|| self.sign(node, Use::Member));
-        NodeCerts { ca: self.ca_cert.clone(), client, member }
+        NodeCerts { ca: self.trust.clone(), client, member }
     }
 
     /// The administrator's client certificate (`imgbuild policy ...`): CN
@@ -198,6 +236,11 @@ impl Pki {
         mac.update(node.as_bytes());
         mac.update(b"\0");
         mac.update(purpose.organization().as_bytes());
+        // Generation 0 adds nothing: keys from before rotation existed stay the same.
+        if self.generation > 0 {
+            mac.update(b"\0generation\0");
+            mac.update(&self.generation.to_be_bytes());
+        }
         let seed = mac.finalize().into_bytes();
         // RFC 8410 PKCS#8 v1 for Ed25519: a fixed header, then the 32-byte seed.
         let mut der = hex::decode("302e020100300506032b657004220420").expect("constant hex");
@@ -224,6 +267,118 @@ impl Use {
             Use::Admin => "imgbuild:admin",
         }
     }
+}
+
+fn read_generation(dir: &Path) -> Result<u32, InputError> {
+    let path = dir.join(GENERATION);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map_err(|_| {
+            InputError::new(path.display().to_string(), "", format!("{:?} is not a generation number", text.trim()))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(InputError::new(path.display().to_string(), "", format!("cannot read: {e}"))),
+    }
+}
+
+/// Where a rotation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaPhase {
+    /// One CA signs and is trusted.
+    Settled,
+    /// A next CA is trusted too, not signing yet.
+    Staged,
+    /// The next CA signs; the previous one is still trusted.
+    Active,
+}
+
+pub fn ca_phase(dir: &Path) -> CaPhase {
+    if dir.join(CA_NEXT_KEY).exists() {
+        CaPhase::Staged
+    } else if dir.join(CA_PREVIOUS_CERT).exists() {
+        CaPhase::Active
+    } else {
+        CaPhase::Settled
+    }
+}
+
+/// `imgbuild pki rotate`: new node keys from the same CA (the generation
+/// goes up), or with `ca` one step of a CA rotation: stage a next CA that
+/// nodes trust, make it sign (the previous one still trusted), then drop
+/// the previous one. After each step every node is rebuilt and rebooted, one
+/// at a time, before the next: a node never meets a certificate from a CA it
+/// does not trust. Each step replaces the PKI folder's files at once (a
+/// sibling folder swapped in by `renameat2(RENAME_EXCHANGE)`). Returns what
+/// was done and what comes next.
+pub fn rotate(dir: &Path, cluster: &str, ca: bool) -> anyhow::Result<String> {
+    let pki = Pki::load(dir)?;
+    let parent = dir.parent().context("the PKI directory has no parent")?;
+    let tmp = tempfile::Builder::new().prefix(".pki-rotate-").tempdir_in(parent)?;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700))?;
+    let copy = |name: &str, to: &str| -> anyhow::Result<()> {
+        let bytes = std::fs::read(dir.join(name)).with_context(|| format!("reading {name}"))?;
+        if to.ends_with(".key") {
+            write_private(&tmp.path().join(to), &bytes)
+        } else {
+            std::fs::write(tmp.path().join(to), bytes).with_context(|| format!("writing {to}"))
+        }
+    };
+    let generation = pki.generation;
+    let message = match (ca, ca_phase(dir)) {
+        (false, _) => {
+            for f in [CA_KEY, CA_CERT, CA_NEXT_KEY, CA_NEXT_CERT, CA_PREVIOUS_CERT] {
+                if dir.join(f).exists() {
+                    copy(f, f)?;
+                }
+            }
+            std::fs::write(tmp.path().join(GENERATION), format!("{}\n", generation + 1))?;
+            format!(
+                "node keys are now generation {}: rebuild and reboot every node; the old ones stay valid until \
+                 the CA rotates (imgbuild pki rotate --ca)",
+                generation + 1
+            )
+        }
+        (true, CaPhase::Settled) => {
+            for f in [CA_KEY, CA_CERT] {
+                copy(f, f)?;
+            }
+            let (key, cert) = new_ca(cluster, OffsetDateTime::now_utc());
+            write_private(&tmp.path().join(CA_NEXT_KEY), key.as_bytes())?;
+            std::fs::write(tmp.path().join(CA_NEXT_CERT), cert)?;
+            "step 1 of 3: a new CA is staged; nodes built now trust it and the current one. Rebuild and reboot \
+             every node, then run imgbuild pki rotate --ca again"
+                .to_owned()
+        }
+        (true, CaPhase::Staged) => {
+            copy(CA_NEXT_KEY, CA_KEY)?;
+            copy(CA_NEXT_CERT, CA_CERT)?;
+            copy(CA_CERT, CA_PREVIOUS_CERT)?;
+            "step 2 of 3: the new CA signs; nodes still trust the previous one. Rebuild and reboot every node, \
+             then run imgbuild pki rotate --ca again"
+                .to_owned()
+        }
+        (true, CaPhase::Active) => {
+            for f in [CA_KEY, CA_CERT] {
+                copy(f, f)?;
+            }
+            "step 3 of 3: only the new CA is trusted now. Rebuild and reboot every node; the rotation is done"
+                .to_owned()
+        }
+    };
+    // Node keys keep their generation across CA steps (they differ by CA anyway).
+    if ca && generation > 0 {
+        std::fs::write(tmp.path().join(GENERATION), format!("{generation}\n"))?;
+    }
+    Pki::load(tmp.path()).context("checking the rotated CA")?;
+    nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        tmp.path(),
+        nix::fcntl::AT_FDCWD,
+        dir,
+        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+    )
+    .with_context(|| format!("swapping the rotated CA into {}", dir.display()))?;
+    // `tmp` now holds the old files, removed when it drops.
+    Ok(message)
 }
 
 /// Writes a new CA into `dir`: built in a sibling temp dir, then renamed into

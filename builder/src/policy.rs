@@ -50,7 +50,7 @@ pub fn connect(access: &EtcdAccess) -> Result<Etcd> {
     };
     let ca = Pki::load(&dir)?;
     let admin = ca.issue_admin();
-    Etcd::new(endpoints, Some(ClientTls { ca: ca.ca_cert(), cert: &admin.cert, key: &admin.key }))
+    Etcd::new(endpoints, Some(ClientTls { ca: ca.trust(), cert: &admin.cert, key: &admin.key }))
 }
 
 /// `policy apply -f`: every object checked first (one bad object: exit 2,

@@ -27,15 +27,16 @@ pub struct Client {
 /// Only the cluster CA is trusted (not the web's roots), and only https is
 /// spoken, so a misdirected endpoint fails instead of leaking requests.
 fn with_tls(builder: reqwest::ClientBuilder, tls: &ClientTls) -> Result<reqwest::ClientBuilder> {
-    let ca = reqwest::Certificate::from_pem(tls.ca.as_bytes()).context("etcd.tls.ca: not a PEM certificate")?;
+    // Every certificate in it: during a CA rotation, two CAs are trusted.
+    let cas = reqwest::Certificate::from_pem_bundle(tls.ca.as_bytes()).context("etcd.tls.ca: not PEM certificates")?;
+    anyhow::ensure!(!cas.is_empty(), "etcd.tls.ca: no certificate");
     let identity = reqwest::Identity::from_pem(format!("{}\n{}", tls.cert, tls.key).as_bytes())
         .context("etcd.tls: cert and key are not a PEM certificate and private key")?;
-    Ok(builder
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(ca)
-        .identity(identity)
-        .https_only(true))
+    let mut builder = builder.use_rustls_tls().tls_built_in_root_certs(false);
+    for ca in cas {
+        builder = builder.add_root_certificate(ca);
+    }
+    Ok(builder.identity(identity).https_only(true))
 }
 
 /// A transaction's condition: `key` does not exist.
