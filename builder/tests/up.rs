@@ -66,6 +66,22 @@ fn up_check_passes_on_the_reference_cluster() {
     up_check(None, &["etcd-1", "master-1", "worker-1", "worker-2"], Some(TEST_KERNEL));
 }
 
+/// Three etcd members (TLS between them: peer certificates from the
+/// cluster CA) and two workers.
+#[test]
+fn up_check_passes_with_three_etcd_members() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = imgbuild::cluster::DEFAULT_TOML.replace(
+        "[[node]]\nname = \"master-1\"\nrole = \"master\"\nip = \"172.17.8.102\"\n",
+        "[[node]]\nname = \"etcd-2\"\nrole = \"etcd\"\nip = \"172.17.8.105\"\n\n\
+         [[node]]\nname = \"etcd-3\"\nrole = \"etcd\"\nip = \"172.17.8.106\"\n",
+    );
+    let cluster = tmp.path().join("three.toml");
+    std::fs::write(&cluster, text).unwrap();
+    let consoles = up_check(Some(&cluster), &["etcd-1", "etcd-2", "etcd-3", "worker-1", "worker-2"], Some(TEST_KERNEL));
+    assert_eq!(consoles.matches("node-agent: ready role=etcd").count(), 3, "{consoles}");
+}
+
 /// flannel's default rules, iptables chains, from the image's own
 /// iptables-restore (the reference cluster uses an nftables table); the
 /// workers with the hardware driver set, so on Debian's generic kernel and
