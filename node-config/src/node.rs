@@ -343,6 +343,8 @@ impl NodeConfig {
             if !is_unspecified_net(&n.address) {
                 refuse!("node.address", "a node addressed by DHCP has no static address");
             }
+        } else if is_unspecified_net(&n.address) {
+            refuse!("node.address", "missing: the node's address, or node.net.dhcp");
         } else {
             rules::check_node_address(n.ip(), n.address.trunc()).map_err(|r| Problem::new("node.address", r))?;
         }
@@ -354,7 +356,12 @@ impl NodeConfig {
         let net = &self.network;
         let at = |f: &str| format!("network.{f}");
         rules::check_network(net.network).map_err(|r| Problem::new(at("network"), r))?;
-        if !self.node.net.dhcp {
+        if self.node.net.dhcp {
+            // The node's own network is known at boot (the runtime guard checks it then).
+            if let Some(what) = rules::special_range(net.network) {
+                refuse!(at("network"), "pod network {} overlaps {what}", net.network);
+            }
+        } else {
             rules::check_pod_network(net.network, self.node.address.trunc())
                 .map_err(|r| Problem::new(at("network"), r))?;
         }

@@ -245,14 +245,16 @@ pub fn check_node_net(net: &crate::NodeNet, address: Option<Ipv4Net>) -> Result<
 /// MTUs of a node link: at least IPv4's 576 plus VXLAN's 50, at most a jumbo frame.
 pub const MTU_RANGE: std::ops::RangeInclusive<u16> = 626..=9216;
 
-/// A Linux interface name: 1 to 15 bytes, no `/`, whitespace or `:`, not `.` or `..`.
+/// An interface name as the kernel and systemd-networkd's `Name=` take it
+/// literally: 1 to 15 letters, digits, `_`, `.` and `-`, not starting with
+/// `-` or `.` (networkd reads `*`, `?`, `[` and `!` as patterns, the kernel
+/// `%` as a template).
 pub fn check_interface_name(name: &str) -> Result<(), String> {
     let ok = (1..=15).contains(&name.len())
-        && name != "."
-        && name != ".."
-        && name.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+        && !name.starts_with(['-', '.'])
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     ok.then_some(())
-        .ok_or_else(|| format!("{name:?} is not an interface name (1 to 15 characters, no '/', ':' or spaces)"))
+        .ok_or_else(|| format!("{name:?} is not an interface name (1 to 15 letters, digits, '_', '.' and '-')"))
 }
 
 #[cfg(test)]
@@ -321,7 +323,7 @@ mod tests {
         assert_eq!(check_node_net(&dhcp_gw, None).unwrap_err().0, "node.net.gateway");
         let tiny = crate::NodeNet { mtu: Some(500), ..Default::default() };
         assert_eq!(check_node_net(&tiny, Some(addr)).unwrap_err().0, "node.net.mtu");
-        for bad in ["", "a/b", "eth0:1", "x234567890123456", "..", "e 1"] {
+        for bad in ["", "a/b", "eth0:1", "x234567890123456", "..", "e 1", "*", "!eno1", "eth%d", "en\\o1", "-x"] {
             assert!(check_interface_name(bad).is_err(), "{bad:?}");
         }
         assert!(check_interface_name("enp1s0f1").is_ok());

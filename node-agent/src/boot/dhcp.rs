@@ -77,12 +77,39 @@ fn opt_ip(opts: &[(u8, Vec<u8>)], code: u8) -> Option<Ipv4Addr> {
     opts.iter().find(|(c, v)| *c == code && v.len() >= 4).map(|(_, v)| Ipv4Addr::new(v[0], v[1], v[2], v[3]))
 }
 
+/// A lease's address and netmask as a node can hold them: a unicast host
+/// address, a contiguous mask of /1 to /32 (clouds such as GCP hand out
+/// /32 with an on-link router). Returns the prefix length.
+pub fn check_lease(address: Ipv4Addr, mask: Ipv4Addr) -> Result<u8, String> {
+    let m = u32::from(mask);
+    let prefix = m.leading_ones();
+    if m.count_ones() != prefix || prefix == 0 {
+        return Err("the netmask is not a contiguous /1 to /32".into());
+    }
+    if address.is_unspecified()
+        || address.is_loopback()
+        || address.is_multicast()
+        || address.is_broadcast()
+        || address.is_link_local()
+        || address.octets()[0] >= 240
+    {
+        return Err("not a unicast host address".into());
+    }
+    if prefix < 31 {
+        let host = u32::from(address) & !m;
+        if host == 0 || host == !m {
+            return Err("the network's or the broadcast address".into());
+        }
+    }
+    Ok(prefix as u8)
+}
+
 /// Every address in an option holding a list of them.
 fn opt_ips(opts: &[(u8, Vec<u8>)], code: u8) -> Vec<Ipv4Addr> {
     opts.iter()
         .filter(|(c, _)| *c == code)
         .flat_map(|(_, v)| v.chunks_exact(4).map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3])))
-        .filter(|ip| !ip.is_unspecified() && !ip.is_broadcast())
+        .filter(|ip| !ip.is_unspecified() && !ip.is_broadcast() && !ip.is_multicast() && !ip.is_loopback())
         .collect()
 }
 
@@ -119,11 +146,24 @@ pub fn acquire(ifname: &str, mac: MacAddr, timeout: Duration) -> Result<DhcpLeas
                 offer = Some((yiaddr, server));
                 last_sent = Instant::now() - Duration::from_secs(10);
             }
+            // Only the server we asked: anyone else's ACK or NAK is ignored.
+            (5 | 6, Some((_, asked))) if server != asked && !asked.is_unspecified() => {}
             (5, Some((ip, _))) if ip == yiaddr => {
                 let mask = opt_ip(&opts, 1).unwrap_or(Ipv4Addr::new(255, 255, 255, 0));
+                let prefix_len = match check_lease(yiaddr, mask) {
+                    Ok(p) => p,
+                    Err(why) => {
+                        // A server handing out such a lease is not one to use: ask again.
+                        crate::log::warn(&format!(
+                            "dhcp on {ifname}: refusing {yiaddr} mask {mask} from {server}: {why}"
+                        ));
+                        offer = None;
+                        continue;
+                    }
+                };
                 return Ok(DhcpLease {
                     address: yiaddr,
-                    prefix_len: u32::from(mask).count_ones() as u8,
+                    prefix_len,
                     router: opt_ip(&opts, 3),
                     server,
                     lease_secs: opts
@@ -160,8 +200,29 @@ mod tests {
         let (kind, ip, opts) = parse_reply(&r, 7).unwrap();
         assert_eq!((kind, ip), (2, Ipv4Addr::new(10, 0, 2, 15)));
         assert_eq!(opt_ip(&opts, 54), Some(Ipv4Addr::new(10, 0, 2, 2)));
-        let dns = vec![(6, vec![10, 0, 2, 3, 1, 1, 1, 1, 0, 0, 0, 0, 9])];
+        let dns = vec![(6, vec![10, 0, 2, 3, 1, 1, 1, 1, 0, 0, 0, 0, 224, 0, 0, 1, 127, 0, 0, 1, 9])];
         assert_eq!(opt_ips(&dns, 6), [Ipv4Addr::new(10, 0, 2, 3), Ipv4Addr::new(1, 1, 1, 1)]);
         assert!(parse_reply(&r, 8).is_none());
+    }
+
+    #[test]
+    fn leases_a_node_can_hold() {
+        let ok = |a: [u8; 4], m: [u8; 4]| check_lease(a.into(), m.into());
+        assert_eq!(ok([10, 0, 2, 15], [255, 255, 255, 0]), Ok(24));
+        assert_eq!(ok([10, 128, 0, 7], [255, 255, 255, 255]), Ok(32), "GCP's /32");
+        for (a, m) in [
+            ([10, 0, 2, 15], [0, 0, 0, 0]),
+            ([10, 0, 2, 15], [255, 0, 255, 0]),
+            ([0, 0, 0, 0], [255, 255, 255, 0]),
+            ([127, 0, 0, 1], [255, 0, 0, 0]),
+            ([224, 0, 0, 1], [255, 255, 255, 0]),
+            ([255, 255, 255, 255], [255, 255, 255, 0]),
+            ([169, 254, 1, 1], [255, 255, 0, 0]),
+            ([250, 1, 1, 1], [255, 255, 255, 0]),
+            ([10, 0, 2, 0], [255, 255, 255, 0]),
+            ([10, 0, 2, 255], [255, 255, 255, 0]),
+        ] {
+            assert!(ok(a, m).is_err(), "{a:?} {m:?}");
+        }
     }
 }

@@ -219,9 +219,14 @@ pub async fn dhcp_link(nl: &Netlink, link: &crate::netlink::LinkInfo) -> Result<
     let (name, mac) = (link.name.clone(), link.mac.context("a link without a MAC")?);
     let lease =
         tokio::task::spawn_blocking(move || super::dhcp::acquire(&name, mac, Duration::from_secs(10))).await??;
-    nl.set_only_addr(link.index, ipnet::Ipv4Net::new(lease.address, lease.prefix_len)?).await?;
-    if let Some(gw) = lease.router {
-        let _ = nl.replace_route("0.0.0.0/0".parse().expect("valid"), gw, link.index, false).await;
+    let net = ipnet::Ipv4Net::new(lease.address, lease.prefix_len)?;
+    nl.set_only_addr(link.index, net).await?;
+    if let Some(gw) = lease.router.filter(|gw| super::dhcp::check_lease(*gw, Ipv4Addr::BROADCAST).is_ok()) {
+        // A router outside the lease's network (GCP's /32) is reached on-link.
+        let onlink = !net.trunc().contains(&gw) || gw == lease.address;
+        nl.replace_route(Ipv4Net::default(), gw, link.index, onlink)
+            .await
+            .with_context(|| format!("the default route via {gw} on {}", link.name))?;
     }
     Ok(lease)
 }

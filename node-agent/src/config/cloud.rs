@@ -129,7 +129,13 @@ fn attempt(
     let chain = |e: &reqwest::Error| Retryable(imgbuild_ignition::apply::error_chain(e));
     let mut req = client.get(format!("{base}{}", platform.path()));
     if platform == Platform::Aws {
-        req = req.header("X-aws-ec2-metadata-token", aws_token(client, base).map_err(|e| chain(&e))?);
+        // IMDSv2's token; a service that refuses the PUT outright (IMDSv1
+        // only) is asked without one, as Ignition does.
+        match aws_token(client, base) {
+            Ok(token) => req = req.header("X-aws-ec2-metadata-token", token),
+            Err(e) if e.status().is_some_and(|s| s.is_client_error()) => {}
+            Err(e) => return Err(chain(&e.without_url())),
+        }
     }
     for (k, v) in platform.headers() {
         req = req.header(*k, *v);
@@ -145,14 +151,16 @@ fn attempt(
     }
 }
 
-/// IMDSv2's session token, by PUT.
+/// IMDSv2's session token, by PUT (a few dozen bytes; more is not one).
 fn aws_token(client: &reqwest::blocking::Client, base: &str) -> reqwest::Result<String> {
-    let token = client
+    use std::io::Read;
+    let resp = client
         .put(format!("{base}/latest/api/token"))
         .header("X-aws-ec2-metadata-token-ttl-seconds", "300")
         .send()?
-        .error_for_status()?
-        .text()?;
+        .error_for_status()?;
+    let mut token = String::new();
+    let _ = resp.take(4096).read_to_string(&mut token);
     Ok(token.trim().to_owned())
 }
 

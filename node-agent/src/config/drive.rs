@@ -91,14 +91,28 @@ pub fn user_data(dev: &Path, fs: Fs, limit: u64) -> Result<Option<Vec<u8>>> {
 }
 
 fn read_user_data(root: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
-    let path = root.join(USER_DATA);
-    // A link on the drive could point anywhere in our root: not followed.
-    let meta = match std::fs::symlink_metadata(&path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {USER_DATA}")),
-    };
-    anyhow::ensure!(meta.is_file(), "{USER_DATA} on the config drive is not a regular file");
+    // A link on the drive (at any step) could point anywhere in our root:
+    // each component must be what it says, never a link.
+    let mut path = root.to_owned();
+    let parts: Vec<&str> = USER_DATA.split('/').collect();
+    let mut meta = None;
+    for (i, part) in parts.iter().enumerate() {
+        path.push(part);
+        let m = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {USER_DATA}")),
+        };
+        let last = i + 1 == parts.len();
+        anyhow::ensure!(
+            if last { m.is_file() } else { m.is_dir() },
+            "{} on the config drive is not a regular {}",
+            parts[..=i].join("/"),
+            if last { "file" } else { "directory" }
+        );
+        meta = Some(m);
+    }
+    let meta = meta.context("an empty path")?;
     anyhow::ensure!(meta.len() <= limit, "{USER_DATA} is larger than the limit of {limit} bytes");
     let mut out = Vec::new();
     std::fs::File::open(&path)?.take(limit + 1).read_to_end(&mut out)?;
@@ -130,6 +144,9 @@ mod tests {
     fn user_data_is_a_regular_file_within_the_limit() {
         let d = tempfile::tempdir().unwrap();
         assert_eq!(read_user_data(d.path(), 10).unwrap(), None);
+        std::os::unix::fs::symlink("/", d.path().join("openstack")).unwrap();
+        assert!(read_user_data(d.path(), 10).unwrap_err().to_string().contains("openstack on the config drive"));
+        std::fs::remove_file(d.path().join("openstack")).unwrap();
         std::fs::create_dir_all(d.path().join("openstack/latest")).unwrap();
         std::os::unix::fs::symlink("/etc/shadow", d.path().join(USER_DATA)).unwrap();
         assert!(read_user_data(d.path(), 10).is_err());
