@@ -65,14 +65,13 @@ pub struct Artifacts {
     pub kernel: Option<SourceSpec>,
     pub etcd: Option<SourceSpec>,
     pub cni: Option<SourceSpec>,
-    pub kubelet: Option<SourceSpec>,
 }
 
 impl Artifacts {
     /// Local sources (folders, .deb files) are there, checked before a build
     /// writes or downloads anything; `origin` is the cluster file.
     pub fn check_local(&self, origin: &str) -> Result<(), InputError> {
-        let all = [("kernel", &self.kernel), ("etcd", &self.etcd), ("cni", &self.cni), ("kubelet", &self.kubelet)];
+        let all = [("kernel", &self.kernel), ("etcd", &self.etcd), ("cni", &self.cni)];
         for (name, spec) in all {
             if let Some(spec) = spec {
                 spec.check_local().map_err(|r| InputError::new(origin, format!("artifacts.{name}"), r))?;

@@ -195,6 +195,7 @@ pub struct ArtifactsSection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni: Option<toml::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Refused by validation (the images run no kubelet), with our message.
     pub kubelet: Option<toml::Value>,
 }
 

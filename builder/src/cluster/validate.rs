@@ -352,12 +352,15 @@ fn artifacts(errs: &Errs, a: &ArtifactsSection) -> Result<Artifacts> {
     let one = |name: &str, v: &Option<toml::Value>| {
         v.as_ref().map(|v| source(errs, &format!("artifacts.{name}"), v)).transpose()
     };
-    Ok(Artifacts {
-        kernel: one("kernel", &a.kernel)?,
-        etcd: one("etcd", &a.etcd)?,
-        cni: one("cni", &a.cni)?,
-        kubelet: one("kubelet", &a.kubelet)?,
-    })
+    // Refused rather than ignored: nothing would run it.
+    if a.kubelet.is_some() {
+        return Err(errs.at(
+            "artifacts.kubelet",
+            "the images do not run kubelet (no container runtime in them yet); kubelet comes from elsewhere \
+             (on Flatcar: Typhoon, kubeadm); remove this key",
+        ));
+    }
+    Ok(Artifacts { kernel: one("kernel", &a.kernel)?, etcd: one("etcd", &a.etcd)?, cni: one("cni", &a.cni)? })
 }
 
 fn source(errs: &Errs, field: &str, v: &toml::Value) -> Result<SourceSpec> {
