@@ -41,6 +41,9 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: ProbeCmd,
     },
+    /// A pod sandbox's infra process, as Kubernetes' pause: holds the pod's
+    /// namespaces, reaps orphans, exits 0 on SIGTERM or SIGINT.
+    Pause,
     /// The image's node process, started by PID 1.
     #[command(hide = true)]
     Boot,

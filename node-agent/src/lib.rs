@@ -15,6 +15,7 @@ pub mod kmod;
 pub mod log;
 pub mod netlink;
 pub mod node;
+pub mod pause;
 pub mod pid1;
 pub mod probe;
 pub mod process;

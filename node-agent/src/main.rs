@@ -16,6 +16,10 @@ use node_agent::cli::{Cli, Cmd, ProbeCmd};
 use node_agent::{boot, commands, pid1, probe};
 
 fn main() -> ExitCode {
+    // A pod sandbox's pause process is PID 1 of its container: not the image's PID 1.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "pause") {
+        node_agent::pause::run();
+    }
     if pid1::is_pid1() {
         pid1::run();
     }
@@ -27,6 +31,7 @@ fn main() -> ExitCode {
         Cmd::Probe { cmd: ProbeCmd::Serve { listen } } => probe::serve(listen),
         Cmd::Probe { cmd: ProbeCmd::Send { to, tries, netns } } => commands::probe_send(to, tries, netns),
         Cmd::Boot => boot::run(),
+        Cmd::Pause => node_agent::pause::run(),
     };
     commands::exit_status(result)
 }

@@ -5,5 +5,6 @@ pub mod disk;
 pub mod ignition;
 pub mod ipxe;
 pub mod manifest;
+pub mod oci;
 pub mod qcow2;
 pub mod vagrant;
