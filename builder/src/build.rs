@@ -454,8 +454,9 @@ fn image_artifacts(
     let keys = p.config.etcd.tls.is_some();
     let mut out = Vec::new();
     if cfg.wants(Output::Box) {
-        let boxed =
-            timing::phase(&format!("vagrant-box {name}"), || vagrant_box(cfg, shared, image, p, cmdline, &initrd))?;
+        let boxed = timing::phase(&format!("vagrant-box {name}"), || {
+            vagrant_box(cfg, shared, image, p, cmdline, vmlinuz, &initrd)
+        })?;
         out.extend(boxed);
     }
     if let Some(bootloader) = &image.bootloader {
@@ -481,6 +482,7 @@ fn vagrant_box(
     image: &ImageInputs,
     p: &NodePlan,
     cmdline: &str,
+    vmlinuz: &[u8],
     node_initrd: &[u8],
 ) -> Result<[Artifact; 2]> {
     let name = &p.node.name;
@@ -497,7 +499,7 @@ fn vagrant_box(
         node: name,
         role: p.node.role.as_str(),
         cluster: &cfg.cluster.name,
-        vmlinuz: &image.kernels[&ImageKind::of(cfg, &p.node)?.0.kernel],
+        vmlinuz,
         initrd: &initrd,
         cmdline: &cmdline,
         mtime: shared.mtime,

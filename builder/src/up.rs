@@ -204,7 +204,7 @@ enum DiskBus {
 impl Devices {
     fn for_node(node: &Node) -> Result<Self> {
         let modules = crate::image::recipe::driver_modules(&node.drivers)?;
-        let has = |m: &str| modules.iter().any(|x| x.replace('-', "_") == m);
+        let has = |m: &str| modules.iter().any(|x| crate::image::modules::normalize(x) == m);
         // In order of preference: QEMU's models and the drivers they need.
         let nics = [("virtio_net", "virtio-net-pci"), ("e1000e", "e1000e"), ("vmxnet3", "vmxnet3"), ("e1000", "e1000")];
         let nic = nics.iter().find(|(m, _)| has(m)).map_or("virtio-net-pci", |(_, model)| model);

@@ -223,14 +223,13 @@ fn addressing(
     };
     let address = ip.map(|ip| Ipv4Net::new(ip, node_network.prefix_len()).expect("a valid prefix"));
     rules::check_node_net(&net, address).map_err(|(f, r)| {
-        let key = f.trim_start_matches("node.net.");
-        let mine = match key {
-            "interface" => true,
-            "gateway" => e.gateway.is_some(),
-            "dns" => e.dns.is_some(),
-            _ => e.mtu.is_some(),
+        let field = match f.trim_start_matches("node.net.") {
+            "interface" => own("interface"),
+            "gateway" => gateway_field.clone(),
+            "dns" => dns_field.clone(),
+            _ => pick(e.mtu.is_some(), "mtu"),
         };
-        errs.at(pick(mine, key), r)
+        errs.at(field, r)
     })?;
     Ok((ip, net))
 }

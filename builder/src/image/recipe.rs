@@ -1,5 +1,7 @@
 //! Role recipes from `images/`: what each role's image carries.
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, Result};
 use node_config::Role;
 use node_config::Service;
@@ -28,9 +30,12 @@ pub struct DriverSetDef {
 
 /// What a driver set holds.
 pub fn driver_set(set: DriverSet) -> Result<DriverSetDef> {
-    let mut all: std::collections::BTreeMap<String, DriverSetDef> =
-        toml::from_str(DRIVER_SETS).context("images/drivers.toml")?;
-    all.remove(set.as_str()).with_context(|| format!("images/drivers.toml has no [{}]", set.as_str()))
+    // Parsed once: every node's kernel, recipe and check asks.
+    static SETS: std::sync::OnceLock<std::result::Result<BTreeMap<String, DriverSetDef>, String>> =
+        std::sync::OnceLock::new();
+    let all = SETS.get_or_init(|| toml::from_str(DRIVER_SETS).map_err(|e| format!("images/drivers.toml: {e}")));
+    let all = all.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+    all.get(set.as_str()).cloned().with_context(|| format!("images/drivers.toml has no [{}]", set.as_str()))
 }
 
 /// The modules a node's drivers name.

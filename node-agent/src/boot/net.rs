@@ -126,15 +126,13 @@ async fn node_link(nl: &Netlink, cfg: &NodeConfig) -> Result<LinkInfo> {
     }
 }
 
-/// `nameserver` lines, written whole (temp file, then rename).
+/// `nameserver` lines, written whole (`cni::write_atomic`).
 pub fn write_resolv_conf(path: &Path, servers: &[Ipv4Addr]) -> Result<()> {
     if servers.is_empty() {
         return Ok(());
     }
     let text: String = servers.iter().map(|s| format!("nameserver {s}\n")).collect();
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    crate::cni::write_atomic(path, &text).with_context(|| format!("writing {}", path.display()))
 }
 
 fn join(ips: &[Ipv4Addr]) -> String {

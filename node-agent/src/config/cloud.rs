@@ -165,13 +165,9 @@ fn aws_token(client: &reqwest::blocking::Client, base: &str) -> reqwest::Result<
 }
 
 fn read_limited(resp: reqwest::blocking::Response, limit: u64) -> std::result::Result<Vec<u8>, String> {
-    use std::io::Read;
-    let mut out = Vec::new();
-    resp.take(limit + 1).read_to_end(&mut out).map_err(|e| e.to_string())?;
-    if out.len() as u64 > limit {
-        return Err(format!("the user data is larger than the limit of {limit} bytes"));
-    }
-    Ok(out)
+    super::read_at_most(resp, limit)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("the user data is larger than the limit of {limit} bytes"))
 }
 
 /// Azure's service sends the user data base64-encoded; the others as is.

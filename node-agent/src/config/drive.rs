@@ -114,9 +114,8 @@ fn read_user_data(root: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
     }
     let meta = meta.context("an empty path")?;
     anyhow::ensure!(meta.len() <= limit, "{USER_DATA} is larger than the limit of {limit} bytes");
-    let mut out = Vec::new();
-    std::fs::File::open(&path)?.take(limit + 1).read_to_end(&mut out)?;
-    Ok(Some(out))
+    let out = super::read_at_most(std::fs::File::open(&path)?, limit)?;
+    Ok(Some(out.with_context(|| format!("{USER_DATA} is larger than the limit of {limit} bytes"))?))
 }
 
 #[cfg(test)]

@@ -199,14 +199,10 @@ impl Fetch for Http {
 impl Http {
     /// A whole config body, refused past the applier's config limit.
     fn fetch_config(&self, url: &str) -> std::result::Result<Vec<u8>, String> {
-        use std::io::Read;
         let limit = apply::LIMITS.config;
-        let mut out = Vec::new();
-        self.fetch(url)?.take(limit + 1).read_to_end(&mut out).map_err(|e| chain(&e))?;
-        if out.len() as u64 > limit {
-            return Err(format!("the config is larger than the limit of {limit} bytes"));
-        }
-        Ok(out)
+        super::read_at_most(self.fetch(url)?, limit)
+            .map_err(|e| chain(&e))?
+            .ok_or_else(|| format!("the config is larger than the limit of {limit} bytes"))
     }
 }
 
