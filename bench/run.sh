@@ -99,6 +99,11 @@ cargo bench -q -p imgbuild --bench serve_fleet -- --out "$out/build-all" --clien
 # --- driver sets: image size and PID 1 -> ready per set, against virtio ------
 bash bench/driver-sets.sh "$out" "$PWD/$img" "$PWD/$agent" "$runs" 2>"$out/driver-sets.err" >"$out/driver-sets.md"
 
+# --- kubelet's runtime: CRI sandboxes, and the worker image with containerd --
+cargo test -q --locked -p node-agent --test cri -- --ignored --exact bench_sandbox_to_ip --nocapture \
+  2>"$out/cri.err" | grep '^|' >"$out/runtime.md"
+bash bench/runtime.sh "$out" "$PWD/$img" "$PWD/$agent" "$kernel" "$runs" 2>"$out/runtime.err" >>"$out/runtime.md"
+
 # --- boot ------------------------------------------------------------------
 boot_rows="| first boot | skipped in quick mode | | | |"$'\n'
 if ((!quick)); then
@@ -213,6 +218,12 @@ report="$out/BENCHMARKS.md"
   echo "## Driver sets (etcd-1 on each set's devices, TCG)"
   echo
   cat "$out/driver-sets.md"
+  echo
+  echo "## kubelet's runtime (Debian's containerd 1.6 and runc, CRI as kubelet calls it)"
+  echo
+  echo "| benchmark | ours | baseline | ratio | note |"
+  echo "| --- | ---: | ---: | ---: | --- |"
+  cat "$out/runtime.md"
   echo
   echo "## \`imgbuild serve\` under a fleet (loopback, a source address per client)"
   echo

@@ -6,9 +6,10 @@
 # connection gets its own nc (a chardev target would carry only one, and a
 # second connection would hang). pci=noacpi,nomsi as
 # `imgbuild up` boots (ACPI's PCI handling costs ~1 s of emulated kernel time).
-#   bash bench/solo-boot.sh BUILD_DIR OUT_DIR   (console in OUT_DIR/solo.console)
+#   bash bench/solo-boot.sh BUILD_DIR OUT_DIR [UNTIL]   (console in OUT_DIR/solo.console)
+# UNTIL: the console line that ends the boot (default `ready role=worker`).
 set -euo pipefail
-build=$1; out=$2
+build=$1; out=$2; until=${3:-ready role=worker}
 . "$(dirname "$0")/etcd-tls.sh"
 start_etcd "$build" "$out"
 w="$build/worker-1"
@@ -19,7 +20,7 @@ qemu-system-x86_64 -accel tcg -smp 1 -m 512 -nographic -no-reboot -kernel "$w/vm
   -device "virtio-net-pci,netdev=n0,mac=$mac" -device virtio-rng-pci </dev/null >"$out/solo.console" 2>&1 &
 qemu_pid=$!
 for _ in $(seq 450); do
-  grep -aq "ready role=worker" "$out/solo.console" && break
+  grep -aq "$until" "$out/solo.console" && break
   sleep 0.2
 done
 kill "$qemu_pid" "$etcd_pid" 2>/dev/null || true

@@ -15,7 +15,8 @@ packages=(
   vagrant vagrant-libvirt           # `vagrant box add`, `vagrant up` of the reference cluster
   libvirt-daemon-system dnsmasq-base  # libvirtd (started by tests/libvirt.sh) and its DHCP
   genisoimage dosfstools mtools     # OpenStack config drives (ISO 9660 and FAT) built in tests
-  containerd runc                   # kubelet's runtime: the pause image imgbuild builds runs under it
+  containerd runc                   # kubelet's runtime: the agent runs it; tests drive its CRI
+  protobuf-compiler                 # protoc: the CRI client the tests use is generated at build time
 )
 
 bash "$(dirname "$0")/apt-install.sh" tests/install-deps.sh "${packages[@]}"

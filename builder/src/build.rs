@@ -182,6 +182,8 @@ struct Shared {
     image: Option<ImageInputs>,
     /// The agent as Ignition carries it inline, compressed once.
     agent_payload: Option<Payload>,
+    /// The CNI plugins Flatcar nodes with pods get (Ignition only).
+    cni_programs: Vec<ignition::Program>,
     mtime: u32,
 }
 
@@ -247,18 +249,44 @@ fn prepare(cfg: &BuildConfig, plans: &[NodePlan]) -> Result<Shared> {
     std::thread::scope(|s| {
         let embed = cfg.agent_url.is_none() && cfg.wants(Output::Ignition);
         let payload = s.spawn(move || embed.then(|| inline_agent(cfg)).transpose());
+        let pods = cfg.wants(Output::Ignition) && plans.iter().any(|p| p.node.role.has_pods());
+        let cni = s.spawn(move || if pods { cni_programs(cfg, embed) } else { Ok(Vec::new()) });
         let image = cfg.wants_image().then(|| prepare_images(cfg, plans)).transpose();
         let agent_payload = payload.join().expect("agent compression panicked")?;
-        Ok(Shared { image: image?, agent_payload, mtime: initramfs::mtime_from_env() })
+        let cni_programs = cni.join().expect("CNI plugin compression panicked")?;
+        Ok(Shared { image: image?, agent_payload, cni_programs, mtime: initramfs::mtime_from_env() })
     })
 }
 
-/// The agent gzip-compressed for Ignition, cached by the agent's digest.
+/// The agent gzip-compressed for Ignition.
 fn inline_agent(cfg: &BuildConfig) -> Result<Payload> {
-    let key: [u8; 32] =
-        Sha256::new().chain_update(b"ignition-inline-gzip-v1\0").chain_update(&cfg.agent.bytes).finalize().into();
-    let gzipped = cfg.cache.derived(&key, || imgbuild_ignition::gzip(&cfg.agent.bytes))?;
+    inline(cfg, &cfg.agent.bytes)
+}
+
+/// `bytes` gzip-compressed for Ignition, cached by their digest.
+fn inline(cfg: &BuildConfig, bytes: &[u8]) -> Result<Payload> {
+    let key: [u8; 32] = Sha256::new().chain_update(b"ignition-inline-gzip-v1\0").chain_update(bytes).finalize().into();
+    let gzipped = cfg.cache.derived(&key, || imgbuild_ignition::gzip(bytes))?;
     Ok(Payload::Inline { gzipped })
+}
+
+/// The worker image's CNI plugins from `artifacts.cni`, for Flatcar's
+/// `/opt/cni/bin`: compressed inline when `embed`, else fetched beside
+/// the agent (`--agent-url`).
+fn cni_programs(cfg: &BuildConfig, embed: bool) -> Result<Vec<ignition::Program>> {
+    let spec = cfg.cluster.artifacts.cni.clone().unwrap_or_else(|| SourceSpec::parse_str(DEFAULT_CNI).expect("valid"));
+    let tree = sources::tree(&cfg.cache, &spec).with_context(|| format!("CNI plugins from {spec}"))?;
+    Recipe::for_role(Role::Worker, false, &Drivers::default())?
+        .cni_plugins
+        .into_iter()
+        .map(|name| {
+            let path = sources::find_in_tree(&tree, &["usr/lib/cni", "opt/cni/bin", "usr/libexec/cni"], &name)
+                .with_context(|| format!("no CNI plugin {name} in {}", tree.display()))?;
+            let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let inline = if embed { inline(cfg, &bytes)? } else { Payload::Inline { gzipped: Vec::new() } };
+            Ok(ignition::Program { artifact: format!("cni-{name}"), name, bytes, inline })
+        })
+        .collect()
 }
 
 /// Nodes with the same kernel, drivers and role share an image base.
@@ -310,7 +338,10 @@ fn prepare_images(cfg: &BuildConfig, plans: &[NodePlan]) -> Result<ImageInputs> 
         }
         let modules = &trees[&kind.kernel];
         check_drivers(cfg, node, modules, &kind.kernel)?;
-        let recipe = Recipe::for_role(node.role, cfg.cluster.enable_nftables, &node.drivers)?;
+        let mut recipe = Recipe::for_role(node.role, cfg.cluster.enable_nftables, &node.drivers)?;
+        if runs_containerd(cfg, node.role) {
+            recipe = recipe.with_containerd()?;
+        }
         let payloads = payloads(cfg, &recipe)?;
         let role = node.role;
         let base = timing::phase(&format!("image-assembly {role}"), || {
@@ -412,7 +443,8 @@ fn ignition_artifacts(cfg: &BuildConfig, shared: &Shared, p: &NodePlan, token: O
         (None, Some(payload)) => AgentDelivery::Embedded(payload),
         (None, None) => unreachable!("prepare compresses the agent when it is embedded"),
     };
-    let ign = timing::phase(&format!("ignition {name}"), || ignition::render(p, &delivery));
+    let cni: &[ignition::Program] = if p.node.role.has_pods() { &shared.cni_programs } else { &[] };
+    let ign = timing::phase(&format!("ignition {name}"), || ignition::render(p, &delivery, cni));
     // What holds the node's private key (with etcd TLS) or its token is
     // for the node's owner only; see `Artifact::new`.
     let keys = p.config.etcd.tls.is_some();
@@ -431,6 +463,9 @@ fn ignition_artifacts(cfg: &BuildConfig, shared: &Shared, p: &NodePlan, token: O
     if cfg.agent_url.is_some() {
         // Served beside the config for Ignition to fetch.
         out.push(Artifact { name: "node-agent".into(), bytes: cfg.agent.bytes.clone(), mode: 0o755 });
+        for c in cni {
+            out.push(Artifact { name: c.artifact.clone(), bytes: c.bytes.clone(), mode: 0o755 });
+        }
     }
     out
 }
@@ -447,7 +482,7 @@ fn image_artifacts(
     let (kind, _) = ImageKind::of(cfg, &p.node)?;
     let base = &image.bases[&kind];
     let vmlinuz = &image.kernels[&kind.kernel];
-    let config = ignition::config_json(&image_config(p));
+    let config = ignition::config_json(&image_config(p, runs_containerd(cfg, p.node.role)));
     let initrd = timing::phase(&format!("initramfs {name}"), || {
         initramfs::node_initrd(base, &config, shared.mtime, cfg.compression)
     })?;
@@ -488,7 +523,7 @@ fn vagrant_box(
     let name = &p.node.name;
     let v = &cfg.vagrant;
     let (overlay, services) = image.box_overlay.as_ref().expect("prepared when boxes are wanted");
-    let mut config = image_config(p);
+    let mut config = image_config(p, runs_containerd(cfg, p.node.role));
     config.guest = Some(Guest { dhcp_other_links: true, services: services.clone() });
     // The node's image plus a second archive whose config replaces the first's.
     let mut initrd = node_initrd.to_vec();
@@ -522,12 +557,19 @@ fn vagrant_box(
 }
 
 /// The node config inside the image: there the agent runs etcd itself.
-fn image_config(p: &NodePlan) -> node_config::NodeConfig {
+fn image_config(p: &NodePlan, containerd: bool) -> node_config::NodeConfig {
     let mut cfg = p.config.clone();
     if let Some(m) = &mut cfg.etcd.member {
         m.supervise = true;
     }
+    // And kubelet's runtime, where the image carries it.
+    cfg.containerd = containerd.then(node_config::Containerd::default);
     cfg
+}
+
+/// Whether a role's image carries and runs containerd.
+fn runs_containerd(cfg: &BuildConfig, role: Role) -> bool {
+    role.has_pods() && cfg.cluster.containerd
 }
 
 /// Clouds' user-data limits, as each documents them: (cloud, bytes, whether

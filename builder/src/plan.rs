@@ -105,6 +105,7 @@ pub fn node_config(cluster: &Cluster, node: &Node, pki: Option<&Pki>) -> NodeCon
         },
         paths: Paths::default(),
         guest: None,
+        containerd: None,
     }
 }
 

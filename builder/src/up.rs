@@ -275,7 +275,24 @@ pub struct NodeStatus {
     pub subnet: Option<String>,
     /// Peers (node IPs) its probe pod reached without NAT.
     pub probed: Vec<String>,
+    /// Its probe pod as a CRI sandbox made through its containerd.
+    pub probe_pod: Option<ProbePod>,
     pub panicked: bool,
+}
+
+/// A worker's probe pod as its containerd made it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ProbePod {
+    /// The CRI sandbox id.
+    pub sandbox: String,
+    /// Its pod IP, from `PodSandboxStatus`.
+    pub ip: String,
+}
+
+impl std::fmt::Display for ProbePod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sandbox={} ip={}", self.sandbox, self.ip)
+    }
 }
 
 /// Reads the agent's lines from a console log.
@@ -297,6 +314,11 @@ pub fn parse_console(text: &str) -> NodeStatus {
                 if let Some(v) = kv.strip_prefix("subnet=") {
                     s.subnet = Some(v.to_owned());
                 }
+            }
+        } else if let Some(p) = rest.strip_prefix("probe pod up sandbox=") {
+            let mut words = p.split_whitespace();
+            if let (Some(id), Some(ip)) = (words.next(), words.next().and_then(|w| w.strip_prefix("ip="))) {
+                s.probe_pod = Some(ProbePod { sandbox: id.to_owned(), ip: ip.to_owned() });
             }
         } else if let Some(p) = rest.strip_prefix("probe ok peer=") {
             if let Some(peer) = p.split_whitespace().next() {
@@ -327,6 +349,10 @@ pub fn missing_probes(cluster: &Cluster, st: &BTreeMap<String, NodeStatus>) -> V
             if !st[&a.name].probed.contains(&b.static_ip().to_string()) {
                 out.push(format!("{} -> {}", a.name, b.name));
             }
+        }
+        // Where the image runs kubelet's runtime, the probe pod must be its sandbox.
+        if cluster.containerd && st[&a.name].probe_pod.is_none() {
+            out.push(format!("{} probe sandbox", a.name));
         }
     }
     out
@@ -361,6 +387,11 @@ pub fn report(cluster: &Cluster, st: &BTreeMap<String, NodeStatus>) -> String {
             probes
         ));
     }
+    for n in cluster.nodes.iter().filter(|n| n.role.has_pods()) {
+        if let Some(pod) = &st[&n.name].probe_pod {
+            s.push_str(&format!("{} probe pod {pod}\n", n.name));
+        }
+    }
     s
 }
 
@@ -378,6 +409,9 @@ fn stages(n: &Node, s: &NodeStatus) -> Vec<String> {
     }
     if let Some(t) = s.ready_after {
         out.push(format!("ready (kernel start + {t:.2}s)"));
+    }
+    if let Some(pod) = s.probe_pod.as_ref().filter(|_| n.role.has_pods()) {
+        out.push(format!("probe pod {pod}"));
     }
     if n.role.has_pods() {
         out.extend(s.probed.iter().map(|peer| format!("probe reached {peer}")));
@@ -452,7 +486,8 @@ mod tests {
     fn reads_consoles() {
         let text =
             "SeaBIOS\r\nnode-agent: PID 1 starting\nnode-agent: ready role=worker subnet=10.1.9.0/24 uptime=7.41s\n\
-                    node-agent: probe ok peer=172.17.8.104 pod=10.1.28.254 seen-as=10.1.9.254\n";
+                    node-agent: probe pod up sandbox=5f0c2a ip=10.1.9.2 uptime=9.1s\n\
+                    node-agent: probe ok peer=172.17.8.104 pod=10.1.28.2 seen-as=10.1.9.2\n";
         let s = parse_console(text);
         assert_eq!(s.ready_after, Some(7.41));
         assert!(s.booted && !s.config && s.lease.is_none());
@@ -462,9 +497,15 @@ mod tests {
         let c = Cluster::embedded_default();
         let mut st: BTreeMap<String, NodeStatus> =
             c.nodes.iter().map(|n| (n.name.clone(), NodeStatus::default())).collect();
-        assert_eq!(missing_probes(&c, &st), ["worker-1 -> worker-2", "worker-2 -> worker-1"]);
+        assert_eq!(s.probe_pod.as_ref().map(|p| p.to_string()).as_deref(), Some("sandbox=5f0c2a ip=10.1.9.2"));
+        assert_eq!(
+            missing_probes(&c, &st),
+            ["worker-1 -> worker-2", "worker-1 probe sandbox", "worker-2 -> worker-1", "worker-2 probe sandbox"]
+        );
         st.insert("worker-1".into(), s);
-        assert_eq!(missing_probes(&c, &st), ["worker-2 -> worker-1"]);
-        assert!(report(&c, &st).contains("worker-1   worker  172.17.8.103    10.1.9.0/24       7.41s  172.17.8.104"));
+        assert_eq!(missing_probes(&c, &st), ["worker-2 -> worker-1", "worker-2 probe sandbox"]);
+        let report = report(&c, &st);
+        assert!(report.contains("worker-1   worker  172.17.8.103    10.1.9.0/24       7.41s  172.17.8.104"));
+        assert!(report.contains("\nworker-1 probe pod sandbox=5f0c2a ip=10.1.9.2\n"), "{report}");
     }
 }

@@ -208,7 +208,9 @@ fn every_artifact_is_private_unless_declared_public() {
         .arg(&out);
     run_ok(&mut c);
     let public = |node: &str, file: &str| {
-        ["vmlinuz", "cmdline", "manifest.json", "node-agent"].contains(&file) || file == format!("{node}.box.json")
+        ["vmlinuz", "cmdline", "manifest.json", "node-agent"].contains(&file)
+            || file.starts_with("cni-")
+            || file == format!("{node}.box.json")
     };
     let mut seen = 0;
     for node in std::fs::read_dir(&out).unwrap().map(|e| e.unwrap()) {
@@ -217,7 +219,7 @@ fn every_artifact_is_private_unless_declared_public() {
             let file = f.file_name().to_string_lossy().into_owned();
             let mode = f.metadata().unwrap().permissions().mode() & 0o777;
             let bytes = std::fs::read(f.path()).unwrap();
-            if file == "vmlinuz" || file == "node-agent" {
+            if file == "vmlinuz" || file == "node-agent" || file.starts_with("cni-") {
                 // The inputs themselves, the same for every node: nothing of one node's.
                 let first = std::fs::read(out.join("worker-1").join(&file)).unwrap();
                 assert!(bytes == first, "{name}/{file} differs from worker-1's");
@@ -246,20 +248,21 @@ fn files_of(dir: &std::path::Path) -> Vec<String> {
 fn only_writes_what_was_asked_and_the_manifest() {
     let dir = tempfile::tempdir().unwrap();
     // Only Ignition: the kernel is never resolved, so an empty cache and a
-    // package apt does not have are fine.
+    // package apt does not have are fine (an etcd node: a worker's config
+    // carries the CNI plugins, which are fetched).
     let out = dir.path().join("ign");
     let mut c = imgbuild_with_agent();
-    c.args(["--node", "worker-1", "--only", "ignition", "--kernel", "apt:no-such-kernel-package", "--out"])
+    c.args(["--node", "etcd-1", "--only", "ignition", "--kernel", "apt:no-such-kernel-package", "--out"])
         .arg(&out)
         .env("IMGBUILD_CACHE", dir.path().join("empty-cache"));
     let o = run_ok(&mut c);
-    assert_eq!(files_of(&out.join("worker-1")), ["manifest.json", "worker-1.ign"]);
+    assert_eq!(files_of(&out.join("etcd-1")), ["etcd-1.ign", "manifest.json"]);
     assert!(!dir.path().join("empty-cache/blobs").exists(), "nothing was downloaded");
     // The agent inside makes NODE.ign megabytes: too big for any cloud's
     // user data, which the build says, pointing at the stub.
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("imgbuild: worker-1/worker-1.ign is ")
+        err.contains("imgbuild: etcd-1/etcd-1.ign is ")
             && err.contains("too big for cloud user data on AWS 16 KiB, Hetzner 32 KiB, Azure 64 KiB")
             && err.contains("--stub-url"),
         "{err}"

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{agent_path, imgbuild_with_agent, require_tool, run_ok, serve, TEST_KERNEL};
+use common::{agent_path, imgbuild_with_agent, require_tool, run_ok, serve, serve_dir, TEST_KERNEL};
 
 const IGNITION: &str = "/usr/lib/dracut/modules.d/30ignition/ignition";
 
@@ -112,8 +112,10 @@ fn remote_agent_is_fetched_and_verified() {
     let tmp = tempfile::tempdir().unwrap();
     let agent = std::fs::read(agent_path()).unwrap();
 
-    let good = serve(agent.clone());
+    // The build's output folder on a web server: the agent and the CNI
+    // plugins are fetched from it, each checked by sha512.
     let out = tmp.path().join("good");
+    let good = serve_dir(out.clone());
     build("worker", &out, &["--agent-url", &good]);
     let ign = out.join("worker-1/worker-1.ign");
     assert!(std::fs::metadata(&ign).unwrap().len() < 16 * 1024, "remote-mode config should be small");
@@ -122,18 +124,29 @@ fn remote_agent_is_fetched_and_verified() {
     let (_, log) = apply(&ign, &root);
     assert_applied(&log);
     check_installed_node(&root, "worker-1", "worker");
+    for plugin in ["bridge", "host-local", "portmap", "loopback"] {
+        let installed = std::fs::read(root.join("opt/cni/bin").join(plugin)).unwrap();
+        assert_eq!(installed, std::fs::read(out.join(format!("worker-1/cni-{plugin}"))).unwrap(), "{plugin}");
+        assert_eq!(mode(&root.join("opt/cni/bin").join(plugin)), 0o755);
+    }
 
-    // A server handing out other bytes must be refused by the sha512 check.
-    let mut tampered = agent;
-    tampered[100] ^= 0xff;
-    let evil = serve(tampered);
-    let out = tmp.path().join("evil");
-    build("worker", &out, &["--agent-url", &evil]);
-    let root: PathBuf = tmp.path().join("root-evil");
-    let (ok, log) = apply(&out.join("worker-1/worker-1.ign"), &root);
-    assert!(!ok, "tampered agent was accepted:\n{log}");
-    assert!(log.contains("hash verification failed") || log.contains("mismatch"), "{log}");
-    assert!(!root.join("opt/bin/node-agent").exists());
+    // A server handing out other bytes must be refused by the sha512 check:
+    // for the agent, and for a plugin.
+    for tamper in ["node-agent", "cni-portmap"] {
+        let out = tmp.path().join(format!("evil-{tamper}"));
+        let evil = serve_dir(out.clone());
+        build("worker", &out, &["--agent-url", &evil]);
+        let file = out.join("worker-1").join(tamper);
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[100] ^= 0xff;
+        std::fs::write(&file, bytes).unwrap();
+        let root: PathBuf = tmp.path().join(format!("root-evil-{tamper}"));
+        let (ok, log) = apply(&out.join("worker-1/worker-1.ign"), &root);
+        assert!(!ok, "tampered {tamper} was accepted:\n{log}");
+        assert!(log.contains("hash verification failed") || log.contains("mismatch"), "{log}");
+    }
+    assert!(!tmp.path().join("root-evil-node-agent/opt/bin/node-agent").exists());
+    assert!(!tmp.path().join("root-evil-cni-portmap/opt/cni/bin/portmap").exists());
 }
 
 /// The remote-artifact stub: real Ignition fetches the full config it

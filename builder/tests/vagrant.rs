@@ -265,7 +265,14 @@ fn vagrant_up_gives_a_cluster_whose_pods_reach_each_other() {
         }
     }
     let w2 = ssh(cluster.0, "worker-2", "cat /run/flannel/subnet.env");
-    let peer = std::net::Ipv4Addr::from(u32::from(subnet(&w2).broadcast()) - 1);
+    // worker-2's probe pod: a sandbox its containerd made, at the address
+    // CRI gave it (the agent says which).
+    wait_until(cluster.0, "worker-2", "test -s /run/node-agent/probe-pod");
+    let pod = ssh(cluster.0, "worker-2", "cat /run/node-agent/probe-pod");
+    let peer: std::net::Ipv4Addr =
+        pod.split("ip=").nth(1).map(str::trim).unwrap_or_default().parse().unwrap_or_else(|_| panic!("{pod}"));
+    assert!(subnet(&w2).contains(&peer), "{pod}");
+    wait_until(cluster.0, "worker-1", "test -s /run/node-agent/probe-pod");
     let w1 = ssh(
         cluster.0,
         "worker-1",

@@ -19,4 +19,5 @@ pub mod pause;
 pub mod pid1;
 pub mod probe;
 pub mod process;
+pub mod runtime;
 pub use node_config::types;

@@ -23,6 +23,9 @@ pub fn in_archive(path: &str) -> &str {
     path.trim_start_matches('/')
 }
 
+/// The CNI conflist the agent writes in the node's CNI config folder.
+pub const CONFLIST_NAME: &str = "10-imgbuild.conflist";
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -6,6 +6,7 @@
 //! This crate has no I/O beyond reading a config file, and no async: the
 //! builder uses it without compiling the agent.
 
+pub mod containerd;
 pub mod error;
 pub mod etcd;
 pub mod layout;
@@ -14,6 +15,7 @@ mod paths;
 pub mod rules;
 pub mod types;
 
+pub use containerd::Containerd;
 pub use error::{ConfigError, Problem};
 pub use node::{
     Backend, BackendType, ClientTls, EtcdConfig, EtcdMember, Guest, KeyPair, NetworkConfig, NodeConfig, NodeIdentity,

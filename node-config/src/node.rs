@@ -35,6 +35,9 @@ pub struct NodeConfig {
     /// Set only in Vagrant boxes: what a Vagrant guest needs besides the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest: Option<Guest>,
+    /// Set when the agent runs kubelet's container runtime itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containerd: Option<crate::Containerd>,
 }
 
 /// What Vagrant needs from a guest: vagrant-libvirt waits for a DHCP lease on
@@ -401,6 +404,18 @@ impl NodeConfig {
         ];
         for (field, path, command) in all {
             rules::check_path(path, command).map_err(|r| Problem::new(format!("paths.{field}"), r))?;
+        }
+        if let Some(c) = &self.containerd {
+            if !self.node.role.has_pods() {
+                refuse!("containerd", "a {} node runs no pods, so no containerd", self.node.role);
+            }
+            for (field, path, command) in c.paths() {
+                rules::check_path(path, command).map_err(|r| Problem::new(format!("containerd.{field}"), r))?;
+            }
+            // A unix socket's address holds at most 107 bytes.
+            if c.socket.as_os_str().len() > 107 {
+                refuse!("containerd.socket", "{} is longer than a socket address (107 bytes)", c.socket.display());
+            }
         }
         Ok(())
     }

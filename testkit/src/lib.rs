@@ -1,6 +1,10 @@
-//! Test helpers every crate of the workspace shares.
+//! Test helpers every crate of the workspace shares: golden files, and
+//! (feature `cri`) a CRI client that speaks to containerd as kubelet does.
 
 use std::path::Path;
+
+#[cfg(feature = "cri")]
+pub mod cri;
 
 /// Compares `actual` with the checked-in golden file at `path`. With
 /// `UPDATE_GOLDEN=1` it rewrites the file instead (after an intended

@@ -34,6 +34,8 @@ pub struct Cluster {
     pub backend: Backend,
     /// flannel's rules as an nftables table (`EnableNFTables`).
     pub enable_nftables: bool,
+    /// Workers' and masters' images run containerd (`images.containerd`).
+    pub containerd: bool,
     pub etcd: EtcdSettings,
     pub artifacts: Artifacts,
     pub nodes: Vec<Node>,

@@ -71,11 +71,15 @@ pub struct ImagesSection {
     /// module names; checked by hand for a precise error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drivers: Option<toml::Value>,
+    /// Workers' and masters' images carry kubelet's runtime (containerd,
+    /// runc); default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containerd: Option<bool>,
 }
 
 impl ImagesSection {
     fn is_empty(&self) -> bool {
-        self.drivers.is_none()
+        self.drivers.is_none() && self.containerd.is_none()
     }
 }
 

@@ -62,6 +62,7 @@ pub fn validate(file: &ClusterFile, origin: &str) -> Result<Cluster> {
         subnet_max,
         backend,
         enable_nftables: net.enable_nftables,
+        containerd: file.images.containerd.unwrap_or(true),
         etcd,
         artifacts,
         nodes,

@@ -4,9 +4,10 @@
 use std::path::Path;
 
 use imgbuild_ignition::{ConfigBuilder, Payload};
+use node_config::containerd::{ConfigFile, Host};
 use node_config::etcd::{self, TlsFiles};
 use node_config::Role;
-use node_config::{EtcdMember, NodeConfig, Paths};
+use node_config::{Containerd, EtcdMember, NodeConfig, Paths};
 
 use crate::cluster::fragments;
 use crate::error::InputError;
@@ -26,11 +27,42 @@ pub enum AgentDelivery<'a> {
     Remote { base_url: &'a str, bytes: &'a [u8] },
 }
 
+impl AgentDelivery<'_> {
+    /// How `program` (the artifact's name beside the agent, such as
+    /// `cni-bridge`) travels: as the agent does.
+    fn payload(&self, node: &str, program: &Program) -> Payload {
+        match self {
+            AgentDelivery::Embedded(_) => program.inline.clone(),
+            AgentDelivery::Remote { base_url, .. } => Payload::remote(
+                format!("{}/{node}/{}", base_url.trim_end_matches('/'), program.artifact),
+                &program.bytes,
+            ),
+        }
+    }
+}
+
+/// A program a Flatcar node gets besides the agent: the CNI plugins our
+/// conflist and containerd's CRI run, from the cluster's `artifacts.cni`,
+/// since stock Flatcar has none in `/opt/cni/bin`.
+#[derive(Clone, Debug)]
+pub struct Program {
+    /// Its file name where it is installed.
+    pub name: String,
+    /// Its artifact's name beside `node-agent` (with `--agent-url`).
+    pub artifact: String,
+    pub bytes: Vec<u8>,
+    /// gzip-compressed, for an embedded config.
+    pub inline: Payload,
+}
+
+/// Where Flatcar's containerd reads the config we give it.
+pub const CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
+
 /// Renders the node's Ignition config as the bytes of `NODE.ign`: what
 /// imgbuild writes, the user's SSH keys for `core`, and the user's
 /// fragments for Ignition to merge (checked by [`check_merges`]).
-pub fn render(plan: &NodePlan, agent: &AgentDelivery) -> Vec<u8> {
-    let mut b = ours(plan, agent);
+pub fn render(plan: &NodePlan, agent: &AgentDelivery, cni: &[Program]) -> Vec<u8> {
+    let mut b = ours(plan, agent, cni);
     for f in &plan.node.ignition.merge {
         b = b.merge(&f.bytes);
     }
@@ -44,7 +76,15 @@ pub fn check_merges(plan: &NodePlan) -> Result<(), InputError> {
         return Ok(());
     }
     let placeholder = Payload::Remote { url: "http://placeholder/".into(), bytes_sha512: [0; 64] };
-    let cfg = ours(plan, &AgentDelivery::Embedded(&placeholder)).build();
+    let programs: Vec<Program> = ["bridge", "host-local", "portmap", "loopback"]
+        .map(|n| Program {
+            name: n.into(),
+            artifact: format!("cni-{n}"),
+            bytes: Vec::new(),
+            inline: placeholder.clone(),
+        })
+        .to_vec();
+    let cfg = ours(plan, &AgentDelivery::Embedded(&placeholder), &programs).build();
     let ours = fragments::claims(&serde_json::to_value(&cfg).expect("a config serializes"));
     let our_paths: Vec<&str> = ours.iter().filter_map(|o| o.key.strip_prefix("path ")).collect();
     // Units we write (with contents): no drop-in of the user's may change them.
@@ -82,7 +122,7 @@ fn is_our_dir(cfg: &imgbuild_ignition::ign::Config, path: &str) -> bool {
 }
 
 /// What imgbuild itself puts in the node's config.
-fn ours(plan: &NodePlan, agent: &AgentDelivery) -> ConfigBuilder {
+fn ours(plan: &NodePlan, agent: &AgentDelivery, cni: &[Program]) -> ConfigBuilder {
     let cfg = &plan.config;
     let remote;
     let payload = match agent {
@@ -113,11 +153,53 @@ fn ours(plan: &NodePlan, agent: &AgentDelivery) -> ConfigBuilder {
         }
         b = b.dropin("etcd-member.service", "20-imgbuild.conf", &etcd_member_dropin(member, tls.is_some()), true);
     }
+    if cfg.node.role.has_pods() {
+        b = containerd(b, plan, agent, cni);
+    }
     let keys = &plan.node.ignition.ssh_authorized_keys;
     if !keys.is_empty() {
         b = b.ssh_authorized_keys("core", keys);
     }
     b
+}
+
+/// kubelet's runtime on Flatcar: its own containerd, pointed at our
+/// conflist and plugin folders the way Flatcar documents (a config in
+/// `/etc/containerd` and a drop-in that runs containerd with it), and the
+/// CNI plugins installed where that config says.
+fn containerd(mut b: ConfigBuilder, plan: &NodePlan, agent: &AgentDelivery, cni: &[Program]) -> ConfigBuilder {
+    let paths = &plan.config.paths;
+    let file = ConfigFile {
+        spec: &Containerd::flatcar(),
+        cni_conf_dir: &paths.cni_conf_dir,
+        cni_bin_dir: &paths.cni_bin_dir,
+        host: Host::Flatcar,
+    };
+    b = b.text_file(CONTAINERD_CONFIG, 0o644, &file.render());
+    b = b.dropin("containerd.service", "10-imgbuild.conf", &containerd_dropin(paths), true);
+    for p in cni {
+        b = b.file(&format!("{}/{}", paths.cni_bin_dir.display(), p.name), 0o755, &agent.payload(&plan.node.name, p));
+    }
+    b
+}
+
+/// Runs Flatcar's containerd with our config. A conflist left by an
+/// earlier boot names the subnet that boot leased; `subnet.env` is on tmpfs,
+/// so without it this boot has no lease yet: the conflist goes until the
+/// agent writes this boot's, and a sandbox asked for meanwhile fails with
+/// the CRI's "cni plugin not initialized" instead of an address from a
+/// range the node may no longer hold.
+fn containerd_dropin(paths: &Paths) -> String {
+    let env = paths.run_flannel.join("subnet.env");
+    let conflist = paths.cni_conf_dir.join(node_config::layout::CONFLIST_NAME);
+    format!(
+        "[Service]\n\
+         ExecStartPre=/bin/sh -c 'test -e {} || rm -f {}'\n\
+         ExecStart=\n\
+         ExecStart=/usr/bin/containerd --config {CONTAINERD_CONFIG}\n",
+        env.display(),
+        conflist.display()
+    )
 }
 
 /// The agent's config file text (also embedded in images).
@@ -219,6 +301,19 @@ mod tests {
     /// A stand-in payload keeps the goldens about our format, not the agent's bytes.
     const AGENT: &[u8] = b"\x7fELF stand-in agent\n";
 
+    /// Stand-in CNI plugins, as the build passes them for nodes with pods.
+    fn cni_for(p: &NodePlan) -> Vec<Program> {
+        if !p.node.role.has_pods() {
+            return Vec::new();
+        }
+        ["bridge", "loopback"]
+            .map(|n| {
+                let bytes = format!("\x7fELF stand-in {n}\n").into_bytes();
+                Program { name: n.into(), artifact: format!("cni-{n}"), inline: Payload::inline(&bytes), bytes }
+            })
+            .to_vec()
+    }
+
     fn plan_for(node: &str) -> NodePlan {
         let sel = Selection { node: Some(node.into()), ..Default::default() };
         plan(&Cluster::embedded_default(), &sel, Some(&test_pki())).unwrap().remove(0)
@@ -228,7 +323,8 @@ mod tests {
     fn golden_per_role() {
         for node in ["etcd-1", "master-1", "worker-1"] {
             let p = plan_for(node);
-            let text = String::from_utf8(render(&p, &AgentDelivery::Embedded(&Payload::inline(AGENT)))).unwrap();
+            let agent = AgentDelivery::Embedded(&Payload::inline(AGENT));
+            let text = String::from_utf8(render(&p, &agent, &cni_for(&p))).unwrap();
             assert_golden(&format!("golden/ignition/{node}.ign"), &text);
             assert_golden(&format!("golden/node-config/{node}.json"), &config_json(&p.config));
         }
@@ -238,9 +334,10 @@ mod tests {
     fn golden_remote_agent() {
         let p = plan_for("worker-1");
         let delivery = AgentDelivery::Remote { base_url: "http://10.0.2.2:8080/assets/", bytes: AGENT };
-        let text = String::from_utf8(render(&p, &delivery)).unwrap();
+        let text = String::from_utf8(render(&p, &delivery, &cni_for(&p))).unwrap();
         assert_golden("golden/ignition/worker-1-remote.ign", &text);
         assert!(text.contains("\"source\": \"http://10.0.2.2:8080/assets/worker-1/node-agent\""));
+        assert!(text.contains("\"source\": \"http://10.0.2.2:8080/assets/worker-1/cni-bridge\""));
     }
 
     /// systemd-networkd units for each way a node is addressed, and the

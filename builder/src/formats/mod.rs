@@ -5,6 +5,5 @@ pub mod disk;
 pub mod ignition;
 pub mod ipxe;
 pub mod manifest;
-pub mod oci;
 pub mod qcow2;
 pub mod vagrant;

@@ -14,6 +14,7 @@ const ETCD: &str = include_str!("../../../images/etcd.toml");
 const MASTER: &str = include_str!("../../../images/master.toml");
 const WORKER: &str = include_str!("../../../images/worker.toml");
 const VAGRANT_BOX: &str = include_str!("../../../images/vagrant-box.toml");
+const CONTAINERD: &str = include_str!("../../../images/containerd.toml");
 const RULES_IPTABLES: &str = include_str!("../../../images/rules-iptables.toml");
 const RULES_NFTABLES: &str = include_str!("../../../images/rules-nftables.toml");
 const DRIVER_SETS: &str = include_str!("../../../images/drivers.toml");
@@ -148,6 +149,20 @@ impl Recipe {
             recipe.tools.extend(rules.tools);
         }
         Ok(recipe)
+    }
+
+    /// kubelet's runtime added (`images/containerd.toml`).
+    pub fn with_containerd(mut self) -> Result<Self> {
+        let f = parse("containerd", CONTAINERD)?;
+        self.pod_modules.extend(f.pod_modules);
+        self.tools.extend(f.tools);
+        self.files.extend(f.files);
+        Ok(self)
+    }
+
+    /// Whether the image carries containerd (`with_containerd`).
+    pub fn has_containerd(&self) -> bool {
+        self.tools.iter().any(|t| t.package == "containerd")
     }
 
     /// What a Vagrant box adds to any role's image (`images/vagrant-box.toml`).

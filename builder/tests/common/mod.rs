@@ -128,6 +128,39 @@ pub fn serve(body: Vec<u8>) -> String {
     format!("http://{addr}")
 }
 
+/// Serves the files under `dir` on loopback by request path (404 for
+/// anything else), as a web server hosting a build's output would.
+pub fn serve_dir(dir: PathBuf) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = std::io::BufReader::new(&stream);
+            let mut request = String::new();
+            let _ = std::io::BufRead::read_line(&mut reader, &mut request);
+            let mut line = String::new();
+            while std::io::BufRead::read_line(&mut reader, &mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_owned();
+            let file = (!path.split('/').any(|c| c == ".." || c.is_empty())).then(|| dir.join(&path));
+            let mut s = &stream;
+            let _ = match file.and_then(|f| std::fs::read(f).ok()) {
+                Some(body) => std::io::Write::write_fmt(
+                    &mut s,
+                    format_args!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()),
+                )
+                .and_then(|()| std::io::Write::write_all(&mut s, &body)),
+                None => std::io::Write::write_all(
+                    &mut s,
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                ),
+            };
+        }
+    });
+    format!("http://{addr}")
+}
+
 /// A child's output as chunks on a channel, read on a thread of its own, so
 /// tests can poll a VM console with timeouts.
 pub fn output_chunks(mut out: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<Vec<u8>> {

@@ -8,7 +8,7 @@ use ipnet::Ipv4Net;
 use serde_json::json;
 
 pub const NETWORK_NAME: &str = "imgbuild";
-pub const CONFLIST_NAME: &str = "10-imgbuild.conflist";
+pub use node_config::layout::CONFLIST_NAME;
 /// The Linux bridge the pods of this node attach to.
 pub const BRIDGE: &str = "cni0";
 

@@ -1,4 +1,5 @@
-//! etcd's data on an attached disk in the image: the first virtio/SCSI disk
+//! A node's data on an attached disk in the image (etcd's on etcd nodes,
+//! containerd's images and snapshots on nodes with pods): the first disk
 //! is used when it holds ext4, formatted when it is blank, and left alone
 //! (data stays in RAM, with a warning) when it holds anything else.
 
@@ -77,9 +78,10 @@ pub fn inspect(dev: &Path) -> Result<Content> {
 }
 
 /// Mounts a data disk on `data_dir` if there is a usable one; returns it.
-pub fn prepare(data_dir: &Path) -> Result<Option<PathBuf>> {
+/// `what` names the data in logs and labels a disk formatted here.
+pub fn prepare(data_dir: &Path, what: &str) -> Result<Option<PathBuf>> {
     let Some(dev) = find_disk() else {
-        log::info("etcd data in memory (no data disk)");
+        log::info(&format!("{what} data in memory (no data disk)"));
         return Ok(None);
     };
     match inspect(&dev)? {
@@ -87,7 +89,7 @@ pub fn prepare(data_dir: &Path) -> Result<Option<PathBuf>> {
         Content::Blank => {
             log::info(&format!("formatting blank data disk {}", dev.display()));
             let out = Command::new("mke2fs")
-                .args(["-q", "-t", "ext4", "-L", "etcd-data"])
+                .args(["-q", "-t", "ext4", "-L", &format!("{what}-data")])
                 .arg(&dev)
                 .output()
                 .context("running mke2fs")?;
@@ -97,7 +99,7 @@ pub fn prepare(data_dir: &Path) -> Result<Option<PathBuf>> {
         }
         Content::Other => {
             log::warn(&format!(
-                "{} holds something other than ext4; not touching it, etcd data in memory",
+                "{} holds something other than ext4; not touching it, {what} data in memory",
                 dev.display()
             ));
             return Ok(None);
@@ -106,7 +108,7 @@ pub fn prepare(data_dir: &Path) -> Result<Option<PathBuf>> {
     std::fs::create_dir_all(data_dir)?;
     nix::mount::mount(Some(&dev), data_dir, Some("ext4"), nix::mount::MsFlags::empty(), None::<&str>)
         .with_context(|| format!("mounting {} on {}", dev.display(), data_dir.display()))?;
-    log::info(&format!("etcd data on {}", dev.display()));
+    log::info(&format!("{what} data on {}", dev.display()));
     Ok(Some(dev))
 }
 

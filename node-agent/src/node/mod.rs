@@ -44,14 +44,26 @@ fn say_ready(cfg: &NodeConfig, opts: Options, what: &str) {
     panic_in_task_failpoint(cfg);
 }
 
+/// In the image, a node config written for Flatcar (NODE.ign fetched over
+/// PXE or a cloud) names no containerd: the image's own runs when the image
+/// carries it and the role has pods.
+fn with_image_runtime(mut cfg: NodeConfig) -> NodeConfig {
+    let spec = node_config::Containerd::default();
+    if cfg.containerd.is_none() && cfg.node.role.has_pods() && spec.bin.exists() {
+        cfg.containerd = Some(spec);
+    }
+    cfg
+}
+
 /// Runs the node's role; returns only on a setup error.
 pub async fn run(cfg: NodeConfig, opts: Options) -> Result<()> {
+    let cfg = if opts.in_image { with_image_runtime(cfg) } else { cfg };
     let client = Client::new(&cfg.etcd.endpoints, cfg.etcd.tls.as_ref())?;
     let role = cfg.node.role;
     if let Some(m) = cfg.etcd.member.clone().filter(|m| m.supervise) {
         // Only the image's PID 1 child owns the machine's disks.
         if opts.in_image {
-            if let Err(e) = disk::prepare(&cfg.paths.etcd_data_dir) {
+            if let Err(e) = disk::prepare(&cfg.paths.etcd_data_dir, "etcd") {
                 log::error(&format!("etcd data disk: {e:#}; keeping etcd data in memory"));
             }
         }
@@ -80,9 +92,22 @@ pub async fn run(cfg: NodeConfig, opts: Options) -> Result<()> {
     };
     let subnet = pods.subnet();
     say_ready(&cfg, opts, &format!("role={role} subnet={subnet}"));
+    // kubelet's runtime once our conflist is there: a sandbox asked for
+    // earlier would find no network to join.
+    let mut runtime = None;
+    if let Some(spec) = cfg.containerd.clone() {
+        if opts.in_image {
+            if let Err(e) = disk::prepare(&spec.root, "containerd") {
+                log::error(&format!("containerd data disk: {e:#}; keeping containerd's data in memory"));
+            }
+        }
+        let (ready, watch) = tokio::sync::watch::channel(0);
+        runtime = Some(watch);
+        tokio::spawn(crate::runtime::supervise(spec, cfg.paths.clone(), ready));
+    }
     if opts.probe {
         tokio::spawn(async move {
-            if let Err(e) = probe::run(cfg, client, subnet).await {
+            if let Err(e) = probe::run(cfg, client, subnet, runtime).await {
                 log::error(&format!("probe: {e:#}"));
             }
         });

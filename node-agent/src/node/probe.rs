@@ -19,6 +19,7 @@ use crate::etcd::Client;
 use crate::flannel::manager;
 use crate::log;
 use crate::probe::{self, PORT};
+use crate::process::retry::retry;
 
 /// The probe pod's address in `subnet`: the last usable one.
 pub fn probe_ip(subnet: Ipv4Net) -> Ipv4Addr {
@@ -54,6 +55,22 @@ fn make_netns(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Pins the namespace at `src` (a sandbox's) as `/run/netns/NAME` too,
+/// where operators and `node-agent probe send --netns` find it whatever
+/// id the runtime gave it.
+fn pin_netns(src: &std::path::Path, name: &str) -> Result<PathBuf> {
+    let dir = PathBuf::from("/run/netns");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(name);
+    if path.exists() {
+        let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+    }
+    File::create(&path)?;
+    nix::mount::mount(Some(src), &path, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
+        .with_context(|| format!("pinning {} as {}", src.display(), path.display()))?;
+    Ok(path)
+}
+
 /// Runs `f` on a new thread inside the namespace at `ns`.
 pub fn in_netns<T: Send + 'static>(
     ns: PathBuf,
@@ -66,8 +83,46 @@ pub fn in_netns<T: Send + 'static>(
     })
 }
 
-/// Creates the probe pod, serves probes, and probes every peer lease.
-pub async fn run(cfg: NodeConfig, client: Client, ours: Ipv4Net) -> Result<()> {
+/// Where each probe pod made through the runtime says its address (CRI
+/// picks it), by its node's subnet: `PREFIX` + `10.1.28.0-24`.
+pub const PROBES_PREFIX: &str = "/imgbuild/probe/v1/";
+
+/// What the probe sandbox is, for a shell on the node: `sandbox=ID ip=IP`.
+pub const PROBE_POD_FILE: &str = "/run/node-agent/probe-pod";
+
+/// The probe pod of a node whose agent runs containerd: a sandbox asked
+/// for over CRI, as kubelet asks. A restarted node process first removes
+/// its predecessor's.
+async fn sandbox_pod(cfg: &NodeConfig, socket: &std::path::Path) -> Result<(PathBuf, Ipv4Addr)> {
+    use crate::runtime::cri::{Cri, PodSandboxConfig, PodSandboxMetadata};
+    let labels: std::collections::HashMap<String, String> =
+        [("imgbuild.io/probe".to_owned(), "true".to_owned())].into();
+    let mut cri = Cri::connect(socket).await?;
+    cri.remove_labelled(&labels).await.context("removing an earlier probe sandbox")?;
+    let name = format!("probe-{}", cfg.node.name);
+    let config = PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.clone(),
+            uid: format!("imgbuild-{name}"),
+            namespace: "kube-system".into(),
+            attempt: 0,
+        }),
+        hostname: name,
+        labels,
+    };
+    let id = cri.run_sandbox(config).await.context("RunPodSandbox")?;
+    let net = cri.sandbox_network(&id).await.context("PodSandboxStatus")?;
+    let ip: Ipv4Addr = net.ip.parse().with_context(|| format!("sandbox {id} has no IPv4 address ({:?})", net.ip))?;
+    log::info(&format!("probe pod up sandbox={id} ip={ip} uptime={}", log::uptime()));
+    // Where a shell on the node finds it: its namespace and its address.
+    let ns = pin_netns(&net.netns, "probe")?;
+    crate::cni::write_atomic(std::path::Path::new(PROBE_POD_FILE), &format!("sandbox={id} ip={ip}\n"))?;
+    Ok((ns, ip))
+}
+
+/// The probe pod without a runtime: the CNI plugins run directly, at the
+/// subnet's last usable address.
+async fn cni_pod(cfg: &NodeConfig, ours: Ipv4Net) -> Result<(PathBuf, Ipv4Addr)> {
     let ns = make_netns("probe")?;
     let runner = Runner::load(&cfg.paths.cni_conf_dir.join(CONFLIST_NAME), &cfg.paths.cni_bin_dir)?;
     let ip = probe_ip(ours);
@@ -86,18 +141,57 @@ pub async fn run(cfg: NodeConfig, client: Client, ours: Ipv4Net) -> Result<()> {
     })
     .await??;
     log::info(&format!("probe pod up at {ip} uptime={}", log::uptime()));
+    Ok((ns, ip))
+}
+
+/// Each peer's probe pod address: the one its agent put in etcd when it
+/// is in that peer's subnet (a value from etcd is not trusted further),
+/// else the subnet's last usable address.
+async fn probe_targets(client: &Client) -> Result<std::collections::HashMap<Ipv4Net, Ipv4Addr>> {
+    let (kvs, _) = client.get_prefix(PROBES_PREFIX).await?;
+    Ok(kvs
+        .iter()
+        .filter_map(|kv| {
+            let key = std::str::from_utf8(&kv.key).ok()?.strip_prefix(PROBES_PREFIX)?;
+            let subnet: Ipv4Net = key.replacen('-', "/", 1).parse().ok()?;
+            let ip: Ipv4Addr = std::str::from_utf8(&kv.value).ok()?.trim().parse().ok()?;
+            subnet.contains(&ip).then_some((subnet, ip))
+        })
+        .collect())
+}
+
+/// Creates the probe pod (through containerd's CRI once `runtime` says it
+/// is ready, else by CNI directly), serves probes, and probes every peer
+/// lease.
+pub async fn run(
+    cfg: NodeConfig,
+    client: Client,
+    ours: Ipv4Net,
+    runtime: Option<tokio::sync::watch::Receiver<u64>>,
+) -> Result<()> {
+    let (ns, ip) = match (&cfg.containerd, runtime) {
+        (Some(spec), Some(mut ready)) => {
+            ready.wait_for(|n| *n > 0).await.context("containerd's supervisor ended")?;
+            retry("making the probe pod's sandbox", || sandbox_pod(&cfg, &spec.socket)).await
+        }
+        _ => cni_pod(&cfg, ours).await?,
+    };
+    let key = format!("{PROBES_PREFIX}{}", ours.to_string().replace('/', "-"));
+    client.put(&key, ip.to_string().as_bytes(), None).await.context("publishing the probe pod's address")?;
     let _server = in_netns(ns.clone(), || probe::serve(SocketAddr::from(([0, 0, 0, 0], PORT))));
     let mut reached = std::collections::BTreeSet::new();
     let mut rounds = 0u32;
     loop {
         let (leases, _) = manager::list_leases(&client).await?;
+        let targets = probe_targets(&client).await?;
         // Every peer at once: a peer whose pod is not up yet costs its
         // timeouts, not everyone's.
         let sent: Vec<_> = leases
             .into_iter()
             .filter(|l| l.subnet != ours && !reached.contains(&l.subnet))
             .map(|l| {
-                let target = SocketAddr::from((probe_ip(l.subnet), PORT));
+                let pod = targets.get(&l.subnet).copied().unwrap_or_else(|| probe_ip(l.subnet));
+                let target = SocketAddr::from((pod, PORT));
                 (l, target, in_netns(ns.clone(), move || probe::send(target, 2)))
             })
             .collect();

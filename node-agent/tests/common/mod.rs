@@ -320,6 +320,15 @@ pub fn node_config(dir: &Path, name: &str, role: &str, cidr: &str, etcd: &str, b
     path
 }
 
+/// Starts `node-agent run` in `ns`'s network namespace alone, keeping the
+/// host's mounts: containerd's runc needs the host's cgroup mounts, which
+/// `ip netns exec` hides under a fresh sysfs.
+pub fn start_agent_host_mounts(ns: &Ns, config: &Path) -> Agent {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net={}", ns.path().display())).arg(agent_bin()).arg("run").arg("--config").arg(config);
+    Agent::spawn(cmd)
+}
+
 /// Starts `node-agent run` inside `ns`.
 pub fn start_agent(ns: &Ns, config: &Path) -> Agent {
     let mut cmd = ns.cmd(agent_bin());

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{agent_path, require_tool, run_ok};
+use common::{agent_bin, run as run_ok};
 
 struct Containerd(std::process::Child);
 
@@ -41,14 +41,12 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn the_pause_image_runs_under_real_containerd_and_stops_cleanly() {
-    for t in ["containerd", "ctr", "runc"] {
-        require_tool(t);
-    }
     let tmp = tempfile::tempdir().unwrap();
-    let agent = std::fs::read(agent_path()).unwrap();
+    let agent = std::fs::read(agent_bin()).unwrap();
     let image = tmp.path().join("pause.tar");
-    std::fs::write(&image, imgbuild::formats::oci::pause_image(&agent).unwrap()).unwrap();
-    let name = imgbuild::formats::oci::reference(&agent);
+    let pause = node_agent::runtime::oci::pause_image(&agent);
+    std::fs::write(&image, pause.layout_tar().unwrap()).unwrap();
+    let name = pause.name.clone();
     // A containerd of the test's own: its own root, state and socket.
     let sock = tmp.path().join("containerd.sock");
     let config = tmp.path().join("config.toml");
