@@ -2,7 +2,8 @@
 //! driver set, in QEMU on a network namespace of its own:
 //! QEMU's user network is the DHCP server (router 10.0.2.2, DNS 10.0.2.3)
 //! and forwards 10.0.2.2 to the namespace's loopback, where a real etcd
-//! listens. Nothing leaves the namespace: it has only loopback.
+//! listens. Nothing leaves the namespace: it has only loopback. Its blank
+//! data disk becomes containerd's store once the pod network is ready.
 
 mod common;
 
@@ -51,11 +52,12 @@ etcd --name e --data-dir {tmp}/etcd --listen-client-urls http://127.0.0.1:2379 \
   --advertise-client-urls http://127.0.0.1:2379 --listen-peer-urls http://127.0.0.1:2380 \
   --initial-advertise-peer-urls http://127.0.0.1:2380 --initial-cluster e=http://127.0.0.1:2380 \
   --enable-v2=false >{tmp}/etcd.log 2>&1 &
+truncate -s 256M {tmp}/data.img
 qemu-system-x86_64 -accel tcg -m 512 -nographic -no-reboot -kernel {dir}/vmlinuz -initrd {dir}/initrd.img \
   -append "$(cat {dir}/cmdline)" -netdev user,id=n0 -device vmxnet3,netdev=n0,mac=52:54:00:13:02:9f \
-  >{tmp}/console 2>&1 </dev/null &
+  -drive file={tmp}/data.img,if=virtio,format=raw >{tmp}/console 2>&1 </dev/null &
 qemu=$!
-for i in $(seq 1 240); do grep -q 'node-agent: ready role=worker' {tmp}/console && break; sleep 1; done
+for i in $(seq 1 240); do grep -q 'node-agent: containerd ready' {tmp}/console && break; sleep 1; done
 ETCDCTL_API=3 etcdctl --endpoints http://127.0.0.1:2379 get --prefix /coreos.com/network/subnets/ || true
 kill $qemu; kill %1 2>/dev/null || true
 "#,
@@ -74,6 +76,11 @@ kill $qemu; kill %1 2>/dev/null || true
     assert!(console.contains("node-agent: ready role=worker"), "{console}");
     let coldplug = console.lines().find(|l| l.contains("coldplug: loaded")).unwrap_or_default();
     assert!(coldplug.contains(" vmxnet3"), "{console}");
+    // kubelet's runtime came up after the pod network, its images and
+    // snapshots on the blank data disk, formatted for it.
+    assert!(console.contains("node-agent: formatting blank data disk /dev/vda"), "{console}");
+    assert!(console.contains("node-agent: containerd data on /dev/vda"), "{console}");
+    assert!(console.contains("node-agent: containerd ready socket=/run/containerd/containerd.sock"), "{console}");
     // flannel's lease advertises the address actually held.
     assert!(leases.contains("\"PublicIP\":\"10.0.2.15\""), "{leases}\n{console}");
 }

@@ -154,6 +154,7 @@ impl Recipe {
     /// kubelet's runtime added (`images/containerd.toml`).
     pub fn with_containerd(mut self) -> Result<Self> {
         let f = parse("containerd", CONTAINERD)?;
+        self.modules.extend(f.modules);
         self.pod_modules.extend(f.pod_modules);
         self.tools.extend(f.tools);
         self.files.extend(f.files);
