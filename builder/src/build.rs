@@ -439,7 +439,7 @@ fn artifacts(cfg: &BuildConfig, shared: &Shared, p: &NodePlan) -> Result<Vec<Art
 fn ignition_artifacts(cfg: &BuildConfig, shared: &Shared, p: &NodePlan, token: Option<&str>) -> Vec<Artifact> {
     let name = &p.node.name;
     let delivery = match (&cfg.agent_url, &shared.agent_payload) {
-        (Some(url), _) => AgentDelivery::Remote { base_url: url, bytes: &cfg.agent.bytes },
+        (Some(url), _) => AgentDelivery::Remote { base_url: url, bytes: &cfg.agent.bytes, token },
         (None, Some(payload)) => AgentDelivery::Embedded(payload),
         (None, None) => unreachable!("prepare compresses the agent when it is embedded"),
     };
@@ -457,9 +457,11 @@ fn ignition_artifacts(cfg: &BuildConfig, shared: &Shared, p: &NodePlan, token: O
         let stub = imgbuild_ignition::render(&imgbuild_ignition::merge_stub(&url, &ign));
         out.push(Artifact::private_if(token.is_some(), format!("{name}.stub.ign"), stub));
     }
-    // The user's fragments may hold anything (credentials, tokens): private too.
+    // The user's fragments may hold anything (credentials, tokens): private
+    // too; as do fetch URLs that carry the node's token.
     let fragments = !p.node.ignition.merge.is_empty();
-    out.push(Artifact::private_if(keys || fragments, format!("{name}.ign"), ign));
+    let token_inside = token.is_some() && cfg.agent_url.is_some();
+    out.push(Artifact::private_if(keys || fragments || token_inside, format!("{name}.ign"), ign));
     if cfg.agent_url.is_some() {
         // Served beside the config for Ignition to fetch.
         out.push(Artifact { name: "node-agent".into(), bytes: cfg.agent.bytes.clone(), mode: 0o755 });

@@ -57,12 +57,31 @@ pub fn set_verbosity(v: Verbosity) {
     });
 }
 
+/// A base URL that paths are appended to: http(s) with a host, and no
+/// query or fragment (what follows would land in them), every `%` an
+/// escape as Ignition parses it.
+fn check_base_url(url: &str) -> std::result::Result<(), String> {
+    node_config::rules::check_http_url(url)?;
+    let bad_escape = url
+        .match_indices('%')
+        .any(|(i, _)| url.as_bytes().get(i + 1..i + 3).is_none_or(|h| !h.iter().all(u8::is_ascii_hexdigit)));
+    if url.contains(['?', '#']) || bad_escape {
+        return Err(format!("{url:?} must be a base URL: no query, no fragment, '%' only as an escape"));
+    }
+    Ok(())
+}
+
 pub fn build(args: BuildArgs) -> Result<()> {
     if !vagrant::valid_version(&args.box_version) {
         return Err(InputError::new("--box-version", "", "must be numbers separated by dots, such as 1.2.0").into());
     }
     let selection = Selection { role: args.role, node: args.node, all: args.all };
     let mut cfg = BuildConfig::new(&args.inputs, args.out.out, selection)?;
+    for (flag, url) in [("--agent-url", &args.agent_url), ("--stub-url", &args.stub_url)] {
+        if let Some(url) = url {
+            check_base_url(url).map_err(|why| InputError::new(flag, "", why))?;
+        }
+    }
     cfg.agent_url = args.agent_url;
     cfg.stub_url = args.stub_url;
     cfg.token_secret = args.token_secret.as_deref().map(TokenSecret::load).transpose()?;

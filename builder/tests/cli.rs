@@ -234,6 +234,11 @@ fn every_artifact_is_private_unless_declared_public() {
         }
     }
     assert!(seen >= 4 * 10, "every format of every node was built ({seen} files)");
+    // The fetch URLs carry the node's token, as `imgbuild serve` asks for
+    // every file of a node: the config holding them is private (above).
+    let ign = std::fs::read_to_string(out.join("worker-1/worker-1.ign")).unwrap();
+    assert!(ign.contains("http://192.0.2.1:8080/assets/worker-1/cni-bridge?token="), "{ign}");
+    assert!(ign.contains("http://192.0.2.1:8080/assets/worker-1/node-agent?token="), "{ign}");
 }
 
 /// The files of `out/NODE`, sorted.
@@ -367,4 +372,22 @@ fn quiet_and_verbose_go_anywhere_but_build_flags_never_with_a_subcommand() {
         .unwrap();
     assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
     assert!(dir.path().join("xdg-cache/imgbuild").is_dir(), "the default cache was used");
+}
+
+/// Paths are appended to `--agent-url` and `--stub-url`: a query, a
+/// fragment or a stray `%` would swallow them, and Ignition reads only
+/// http(s). Each is exit 2 naming the flag, with nothing written.
+#[test]
+fn base_urls_that_paths_cannot_follow_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for flag in ["--agent-url", "--stub-url"] {
+        for url in ["https://h/a?x=1", "https://h/a#f", "ftp://h/a", "https://h/a%", "https://h/a%zz"] {
+            let out = dir.path().join("out");
+            let (code, err) =
+                stderr_of(imgbuild().args(["--node", "worker-1", "--only", "ignition", flag, url, "--out"]).arg(&out));
+            assert_eq!(code, 2, "{flag} {url}: {err}");
+            assert!(err.contains(flag) && err.lines().count() == 1, "{flag} {url}: {err}");
+            assert!(!out.exists(), "{flag} {url}: something was written");
+        }
+    }
 }

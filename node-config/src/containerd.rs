@@ -143,7 +143,8 @@ impl ConfigFile<'_> {
                 table([
                     ("bin_dir", path(self.cni_bin_dir)),
                     ("conf_dir", path(self.cni_conf_dir)),
-                    // Ours is the one network: nothing else in the folder counts.
+                    // One network: containerd takes the first file by name
+                    // (ours is 10-imgbuild.conflist), as kubelet's CNI did.
                     ("max_conf_num", 1.into()),
                 ]),
             ),

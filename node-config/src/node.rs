@@ -407,14 +407,28 @@ impl NodeConfig {
         }
         if let Some(c) = &self.containerd {
             if !self.node.role.has_pods() {
-                refuse!("containerd", "a {} node runs no pods, so no containerd", self.node.role);
+                refuse!("containerd", "the {} role runs no pods, so no containerd", self.node.role);
             }
             for (field, path, command) in c.paths() {
                 rules::check_path(path, command).map_err(|r| Problem::new(format!("containerd.{field}"), r))?;
+                if path.as_os_str().len() > 4096 || path.iter().any(|p| p.len() > 255) {
+                    refuse!(format!("containerd.{field}"), "longer than a path (4096 bytes, 255 a name)");
+                }
+                if !command && path.parent().is_none() {
+                    refuse!(format!("containerd.{field}"), "must not be / itself");
+                }
             }
-            // A unix socket's address holds at most 107 bytes.
-            if c.socket.as_os_str().len() > 107 {
-                refuse!("containerd.socket", "{} is longer than a socket address (107 bytes)", c.socket.display());
+            if c.config == c.socket {
+                refuse!("containerd.socket", "is the same path as containerd.config");
+            }
+            // containerd listens on SOCKET and SOCKET.ttrpc, and takes unix
+            // socket paths of at most 104 bytes.
+            if c.socket.as_os_str().len() + ".ttrpc".len() > 104 {
+                refuse!(
+                    "containerd.socket",
+                    "{} is longer than 98 bytes, too long for containerd's sockets",
+                    c.socket.display()
+                );
             }
         }
         Ok(())

@@ -150,7 +150,13 @@ pub fn claims(v: &Value) -> Vec<Claim> {
     let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
     for kind in ["files", "directories", "links"] {
         for (i, e) in list(&v["storage"][kind]).iter().enumerate() {
-            out.push(Claim { field: format!("storage.{kind}[{i}].path"), key: format!("path {}", s(&e["path"])) });
+            let (field, path) = (format!("storage.{kind}[{i}].path"), s(&e["path"]));
+            // A drop-in written as a file is a drop-in all the same.
+            let unit = path.strip_prefix("/etc/systemd/system/").and_then(|p| p.split_once(".d/")).map(|(u, _)| u);
+            if let Some(unit) = unit.filter(|u| !u.contains('/')) {
+                out.push(Claim { field: field.clone(), key: format!("dropin-on {unit}") });
+            }
+            out.push(Claim { field, key: format!("path {path}") });
         }
     }
     for (i, u) in list(&v["systemd"]["units"]).iter().enumerate() {
@@ -234,6 +240,26 @@ fn wire_strings(mut b: &[u8]) -> Option<Vec<&[u8]>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A drop-in written as a plain file changes its unit as much as one
+    /// given as a drop-in.
+    #[test]
+    fn a_dropin_file_claims_its_unit() {
+        let v: Value = serde_json::from_str(
+            r#"{"storage":{"files":[{"path":"/etc/systemd/system/containerd.service.d/99-x.conf"},
+                                    {"path":"/etc/systemd/system/a/b.d/c"}]}}"#,
+        )
+        .unwrap();
+        let keys: Vec<String> = claims(&v).into_iter().map(|c| c.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "dropin-on containerd.service",
+                "path /etc/systemd/system/containerd.service.d/99-x.conf",
+                "path /etc/systemd/system/a/b.d/c"
+            ]
+        );
+    }
 
     #[test]
     fn claims_name_paths_units_dropins_and_users() {

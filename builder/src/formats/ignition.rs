@@ -23,8 +23,9 @@ pub enum AgentDelivery<'a> {
     /// Embedded (a [`Payload::inline`], compressed once per build): the
     /// config works offline.
     Embedded(&'a Payload),
-    /// Fetched from `base_url` + `/NODE/node-agent` and checked by sha512.
-    Remote { base_url: &'a str, bytes: &'a [u8] },
+    /// Fetched from `base_url` + `/NODE/node-agent` and checked by sha512;
+    /// with the node's `token` (`--token-secret`), as `imgbuild serve` asks.
+    Remote { base_url: &'a str, bytes: &'a [u8], token: Option<&'a str> },
 }
 
 impl AgentDelivery<'_> {
@@ -33,11 +34,19 @@ impl AgentDelivery<'_> {
     fn payload(&self, node: &str, program: &Program) -> Payload {
         match self {
             AgentDelivery::Embedded(_) => program.inline.clone(),
-            AgentDelivery::Remote { base_url, .. } => Payload::remote(
-                format!("{}/{node}/{}", base_url.trim_end_matches('/'), program.artifact),
-                &program.bytes,
-            ),
+            AgentDelivery::Remote { base_url, token, .. } => {
+                Payload::remote(remote_url(base_url, node, &program.artifact, *token), &program.bytes)
+            }
         }
+    }
+}
+
+/// Where a node's file is fetched from beside the agent.
+fn remote_url(base_url: &str, node: &str, file: &str, token: Option<&str>) -> String {
+    let url = format!("{}/{node}/{file}", base_url.trim_end_matches('/'));
+    match token {
+        Some(t) => format!("{url}?token={t}"),
+        None => url,
     }
 }
 
@@ -106,7 +115,7 @@ pub fn check_merges(plan: &NodePlan) -> Result<(), InputError> {
     for f in &plan.node.ignition.merge {
         if let Some(c) = f.claims.iter().find(|c| clashes(c)) {
             let why = format!(
-                "{} is also written by imgbuild for node {} (its agent, config, hostname, network, etcd or [access]); leave it out",
+                "{} is also written by imgbuild for node {} (its agent, config, hostname, network, etcd, containerd, CNI plugins or [access]); leave it out",
                 c.key, plan.node.name
             );
             return Err(InputError::new(&f.origin, &c.field, why));
@@ -127,9 +136,8 @@ fn ours(plan: &NodePlan, agent: &AgentDelivery, cni: &[Program]) -> ConfigBuilde
     let remote;
     let payload = match agent {
         AgentDelivery::Embedded(payload) => *payload,
-        AgentDelivery::Remote { base_url, bytes } => {
-            remote =
-                Payload::remote(format!("{}/{}/node-agent", base_url.trim_end_matches('/'), plan.node.name), bytes);
+        AgentDelivery::Remote { base_url, bytes, token } => {
+            remote = Payload::remote(remote_url(base_url, &plan.node.name, "node-agent", *token), bytes);
             &remote
         }
     };
@@ -333,7 +341,7 @@ mod tests {
     #[test]
     fn golden_remote_agent() {
         let p = plan_for("worker-1");
-        let delivery = AgentDelivery::Remote { base_url: "http://10.0.2.2:8080/assets/", bytes: AGENT };
+        let delivery = AgentDelivery::Remote { base_url: "http://10.0.2.2:8080/assets/", bytes: AGENT, token: None };
         let text = String::from_utf8(render(&p, &delivery, &cni_for(&p))).unwrap();
         assert_golden("golden/ignition/worker-1-remote.ign", &text);
         assert!(text.contains("\"source\": \"http://10.0.2.2:8080/assets/worker-1/node-agent\""));

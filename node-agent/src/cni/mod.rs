@@ -29,19 +29,21 @@ pub fn write_private(path: &Path, text: &str) -> Result<()> {
 
 /// `mode` is the temp file's creation mode (the umask applies), so the
 /// file is never readable more widely than asked, not even for a moment.
+/// The temp file has a random name and is created new (`O_EXCL`): nothing
+/// planted in the folder is followed or overwritten.
 fn write_atomic_mode(path: &Path, text: &str, mode: u32) -> Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::PermissionsExt;
     let dir = path.parent().context("path has no parent")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(text.as_bytes()).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let mut f = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    f.write_all(text.as_bytes()).with_context(|| format!("writing {}", f.path().display()))?;
+    f.persist(path).map_err(|e| e.error).with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
 }

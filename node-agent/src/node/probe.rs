@@ -144,20 +144,18 @@ async fn cni_pod(cfg: &NodeConfig, ours: Ipv4Net) -> Result<(PathBuf, Ipv4Addr)>
     Ok((ns, ip))
 }
 
-/// Each peer's probe pod address: the one its agent put in etcd when it
-/// is in that peer's subnet (a value from etcd is not trusted further),
-/// else the subnet's last usable address.
-async fn probe_targets(client: &Client) -> Result<std::collections::HashMap<Ipv4Net, Ipv4Addr>> {
-    let (kvs, _) = client.get_prefix(PROBES_PREFIX).await?;
-    Ok(kvs
-        .iter()
-        .filter_map(|kv| {
-            let key = std::str::from_utf8(&kv.key).ok()?.strip_prefix(PROBES_PREFIX)?;
-            let subnet: Ipv4Net = key.replacen('-', "/", 1).parse().ok()?;
-            let ip: Ipv4Addr = std::str::from_utf8(&kv.value).ok()?.trim().parse().ok()?;
-            subnet.contains(&ip).then_some((subnet, ip))
-        })
-        .collect())
+/// A peer's probe pod address: the one its agent put in etcd when that
+/// is a pod address of the peer's subnet (not its network, gateway or
+/// broadcast address: a value from etcd is trusted no further), else the
+/// subnet's last usable address.
+async fn probe_target(client: &Client, subnet: Ipv4Net) -> Result<Ipv4Addr> {
+    let key = format!("{PROBES_PREFIX}{}", subnet.to_string().replace('/', "-"));
+    let (kv, _) = client.get(&key).await?;
+    let first = u32::from(subnet.network()) + 2;
+    let published = kv
+        .and_then(|kv| std::str::from_utf8(&kv.value).ok()?.trim().parse::<Ipv4Addr>().ok())
+        .filter(|ip| subnet.contains(ip) && u32::from(*ip) >= first && *ip != subnet.broadcast());
+    Ok(published.unwrap_or_else(|| probe_ip(subnet)))
 }
 
 /// Creates the probe pod (through containerd's CRI once `runtime` says it
@@ -177,20 +175,37 @@ pub async fn run(
         _ => cni_pod(&cfg, ours).await?,
     };
     let key = format!("{PROBES_PREFIX}{}", ours.to_string().replace('/', "-"));
-    client.put(&key, ip.to_string().as_bytes(), None).await.context("publishing the probe pod's address")?;
+    let value = ip.to_string();
+    retry("publishing the probe pod's address", || client.put(&key, value.as_bytes(), None)).await;
     let _server = in_netns(ns.clone(), || probe::serve(SocketAddr::from(([0, 0, 0, 0], PORT))));
     let mut reached = std::collections::BTreeSet::new();
     let mut rounds = 0u32;
     loop {
-        let (leases, _) = manager::list_leases(&client).await?;
-        let targets = probe_targets(&client).await?;
+        // etcd gone for a while costs rounds, not the probe.
+        let leases = match manager::list_leases(&client).await {
+            Ok((leases, _)) => leases,
+            Err(e) => {
+                log::debug(&format!("probe: listing leases: {e:#}"));
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+        };
+        let pending: Vec<_> = leases.into_iter().filter(|l| l.subnet != ours && !reached.contains(&l.subnet)).collect();
+        if pending.is_empty() {
+            // Everyone answered: look for new peers now and then.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            continue;
+        }
+        let mut targets = Vec::new();
+        for l in &pending {
+            targets.push(probe_target(&client, l.subnet).await.unwrap_or_else(|_| probe_ip(l.subnet)));
+        }
         // Every peer at once: a peer whose pod is not up yet costs its
         // timeouts, not everyone's.
-        let sent: Vec<_> = leases
+        let sent: Vec<_> = pending
             .into_iter()
-            .filter(|l| l.subnet != ours && !reached.contains(&l.subnet))
-            .map(|l| {
-                let pod = targets.get(&l.subnet).copied().unwrap_or_else(|| probe_ip(l.subnet));
+            .zip(targets)
+            .map(|(l, pod)| {
                 let target = SocketAddr::from((pod, PORT));
                 (l, target, in_netns(ns.clone(), move || probe::send(target, 2)))
             })

@@ -10,25 +10,29 @@ use crate::log;
 
 /// Runs `argv` for ever; `name` labels logs, `log_path` gets its stderr/stdout.
 pub async fn forever(name: &str, argv: &[String], log_path: &Path) {
-    forever_with(name, argv, &[], log_path, || async {}).await
+    forever_with(name, argv, &[], log_path, || (), || async {}).await
 }
 
-/// [`forever`] with `env` added to the child's environment, and `started`
-/// run after each start while the child runs (it may still be coming up):
-/// what a program needs before it is of use, such as images imported.
-pub async fn forever_with<F, Fut>(
+/// [`forever`] with `env` added to the child's environment, `before` run
+/// before each start (the child is not running), and `started` run after
+/// each start while the child runs (it may still be coming up): what a
+/// program needs before it is of use, such as images imported.
+pub async fn forever_with<B, F, Fut>(
     name: &str,
     argv: &[String],
     env: &[(String, String)],
     log_path: &Path,
+    mut before: B,
     mut started: F,
 ) where
+    B: FnMut(),
     F: FnMut() -> Fut,
     Fut: Future<Output = ()>,
 {
     let mut backoff = super::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     loop {
         let begun = Instant::now();
+        before();
         match spawn(argv, env, log_path) {
             Ok(mut child) => {
                 log::info(&format!("started {name} (pid {})", child.id().unwrap_or(0)));

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use node_config::containerd::{ConfigFile, Host};
 use node_config::{Containerd, Paths};
-use sha2::{Digest, Sha256};
 
 use crate::log;
 
@@ -45,9 +44,12 @@ pub async fn supervise(spec: Containerd, paths: Paths, ready: tokio::sync::watch
     let env = vec![("PATH".to_owned(), search_path(&spec))];
     let log_path = paths.state_dir.join("containerd.log");
     let (spec, pause, ready_tx) = (&spec, &pause, &ready);
-    crate::process::supervise::forever_with("containerd", &argv, &env, &log_path, move || {
-        // containerd is down here: the one moment its blobs may be touched.
-        let must_repair = drop_corrupt_blobs(&spec.root, pause);
+    let repair = std::sync::atomic::AtomicBool::new(false);
+    let repair = &repair;
+    // containerd is down before each start: the one moment its blobs may be touched.
+    let before = || repair.store(drop_corrupt_blobs(&spec.root, pause), std::sync::atomic::Ordering::Relaxed);
+    crate::process::supervise::forever_with("containerd", &argv, &env, &log_path, before, move || {
+        let must_repair = repair.load(std::sync::atomic::Ordering::Relaxed);
         async move {
             match bring_up(spec, pause, must_repair).await {
                 Ok(()) => {
@@ -81,6 +83,8 @@ fn search_path(spec: &Containerd) -> String {
     let mut dirs: Vec<String> = [&spec.bin, &spec.runc]
         .iter()
         .filter_map(|p| p.parent())
+        // A bare name (`runc`) has an empty parent: never the current folder.
+        .filter(|d| !d.as_os_str().is_empty())
         .map(|d| d.display().to_string())
         .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(String::from))
         .collect();
@@ -97,14 +101,36 @@ fn drop_corrupt_blobs(root: &Path, image: &oci::Image) -> bool {
     let mut dropped = false;
     for b in blobs {
         let file = dir.join(b.hex_digest());
-        let Ok(bytes) = std::fs::read(&file) else { continue };
-        if hex::encode(Sha256::digest(&bytes)) != b.hex_digest() {
+        let Some(whole) = blob_is_whole(&file, &b) else { continue };
+        if !whole {
             log::warn(&format!("pause image blob {} is corrupt; importing the image again", file.display()));
             let _ = std::fs::remove_file(&file);
             dropped = true;
         }
     }
     dropped
+}
+
+/// Whether the store's file for `blob` holds its bytes; None when there is
+/// none. Read as containerd left it: a regular file, not through a link,
+/// never blocking (a FIFO), at most one byte more than the blob.
+fn blob_is_whole(file: &Path, blob: &oci::Blob) -> Option<bool> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(file);
+    let f = match opened {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(_) => return Some(false),
+    };
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        return Some(false);
+    }
+    let mut bytes = Vec::new();
+    if f.take(blob.bytes.len() as u64 + 1).read_to_end(&mut bytes).is_err() {
+        return Some(false);
+    }
+    Some(bytes == blob.bytes)
 }
 
 /// Waits for containerd's socket, then imports the pause image (first
@@ -154,4 +180,42 @@ async fn ctr(spec: &Containerd, args: &[&str]) -> Result<()> {
         bail!("ctr {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The store's blob is read as containerd wrote it, or counted corrupt:
+    /// never through a link, never blocking on a FIFO, never more than the blob.
+    #[test]
+    fn blobs_are_checked_without_following_or_blocking() {
+        let tmp = tempfile::tempdir().unwrap();
+        let image = oci::pause_image(b"an agent");
+        let [_, config, _] = image.blobs().unwrap();
+        let at = |name: &str| tmp.path().join(name);
+        assert_eq!(blob_is_whole(&at("missing"), &config), None);
+        std::fs::write(at("whole"), &config.bytes).unwrap();
+        assert_eq!(blob_is_whole(&at("whole"), &config), Some(true));
+        std::fs::write(at("corrupt"), b"{}").unwrap();
+        assert_eq!(blob_is_whole(&at("corrupt"), &config), Some(false));
+        let mut longer = config.bytes.clone();
+        longer.extend_from_slice(b"more");
+        std::fs::write(at("longer"), longer).unwrap();
+        assert_eq!(blob_is_whole(&at("longer"), &config), Some(false));
+        std::os::unix::fs::symlink(at("whole"), at("link")).unwrap();
+        assert_eq!(blob_is_whole(&at("link"), &config), Some(false));
+        std::os::unix::fs::symlink("/dev/zero", at("zero")).unwrap();
+        assert_eq!(blob_is_whole(&at("zero"), &config), Some(false));
+        nix::unistd::mkfifo(&at("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(blob_is_whole(&at("fifo"), &config), Some(false));
+    }
+
+    #[test]
+    fn a_bare_runc_adds_no_empty_path_entry() {
+        let spec = Containerd { runc: "runc".into(), ..Default::default() };
+        let path = search_path(&spec);
+        assert!(!path.split(':').any(str::is_empty), "{path}");
+        assert!(path.starts_with("/usr/bin:"), "{path}");
+    }
 }
