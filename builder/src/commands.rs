@@ -75,13 +75,14 @@ pub fn build(args: BuildArgs) -> Result<()> {
     if !vagrant::valid_version(&args.box_version) {
         return Err(InputError::new("--box-version", "", "must be numbers separated by dots, such as 1.2.0").into());
     }
-    let selection = Selection { role: args.role, node: args.node, all: args.all };
-    let mut cfg = BuildConfig::new(&args.inputs, args.out.out, selection)?;
+    // Before anything is made (the cluster CA among them).
     for (flag, url) in [("--agent-url", &args.agent_url), ("--stub-url", &args.stub_url)] {
         if let Some(url) = url {
             check_base_url(url).map_err(|why| InputError::new(flag, "", why))?;
         }
     }
+    let selection = Selection { role: args.role, node: args.node, all: args.all };
+    let mut cfg = BuildConfig::new(&args.inputs, args.out.out, selection)?;
     cfg.agent_url = args.agent_url;
     cfg.stub_url = args.stub_url;
     cfg.token_secret = args.token_secret.as_deref().map(TokenSecret::load).transpose()?;

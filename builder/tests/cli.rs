@@ -383,11 +383,15 @@ fn base_urls_that_paths_cannot_follow_are_refused() {
     for flag in ["--agent-url", "--stub-url"] {
         for url in ["https://h/a?x=1", "https://h/a#f", "ftp://h/a", "https://h/a%", "https://h/a%zz"] {
             let out = dir.path().join("out");
+            // A home of its own: no cluster CA there yet, and none may be made.
+            let mut cmd = imgbuild();
+            cmd.env("XDG_DATA_HOME", dir.path().join("data"));
             let (code, err) =
-                stderr_of(imgbuild().args(["--node", "worker-1", "--only", "ignition", flag, url, "--out"]).arg(&out));
+                stderr_of(cmd.args(["--node", "worker-1", "--only", "ignition", flag, url, "--out"]).arg(&out));
             assert_eq!(code, 2, "{flag} {url}: {err}");
             assert!(err.contains(flag) && err.lines().count() == 1, "{flag} {url}: {err}");
             assert!(!out.exists(), "{flag} {url}: something was written");
+            assert!(!dir.path().join("data").exists(), "{flag} {url}: a cluster CA was made");
         }
     }
 }
