@@ -15,36 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{imgbuild_with_agent, require_tool, run_ok};
+use common::{apply_ignition, assert_ignition_applied, imgbuild_with_agent, run_ok};
 use hosts::{Agent, Ns};
 use testkit::cri::{pod_config, Cri};
-
-const IGNITION: &str = "/usr/lib/dracut/modules.d/30ignition/ignition";
-
-/// Ignition's fetch and files stages for `config` into `root`; only the
-/// final SELinux relabel (it needs the host's setfiles) may fail.
-fn apply(config: &Path, root: &Path) {
-    require_tool(IGNITION);
-    std::fs::create_dir_all(root.join("etc/selinux")).unwrap();
-    std::fs::write(root.join("etc/selinux/config"), "SELINUX=disabled\nSELINUXTYPE=targeted\n").unwrap();
-    let cache = root.with_extension("cache.json");
-    let mut log = String::new();
-    for stage in ["fetch", "files"] {
-        let out = Command::new(IGNITION)
-            .args(["-platform", "file", "-stage", stage, "-log-to-stdout", "-root"])
-            .arg(root)
-            .arg("-config-cache")
-            .arg(&cache)
-            .env("IGNITION_CONFIG_FILE", config)
-            .output()
-            .unwrap();
-        log.push_str(&String::from_utf8_lossy(&out.stdout));
-        log.push_str(&String::from_utf8_lossy(&out.stderr));
-    }
-    let critical: Vec<&str> = log.lines().filter(|l| l.starts_with("CRITICAL")).collect();
-    assert!(critical.iter().all(|l| l.contains("relabel")), "Ignition failed:\n{log}");
-    assert!(log.contains("files: op(") && !log.contains("[failed]   writing"), "{log}");
-}
 
 /// The node's etcd (etcd-1's member certificate) on 172.17.8.101 in `ns`.
 fn start_etcd(ns: &Ns, dir: &Path, pki: &Path) -> Agent {
@@ -144,12 +117,7 @@ fn start_node(ns: &Ns, root: &Path, pre: &str, config: &Path, logs: &Path) -> Ag
 /// Every process in the mount namespace of `pid` (the node's), and the
 /// containers its shims started, ended.
 fn end_node(pid: u32, node: &mut Agent) {
-    let root = format!("/proc/{pid}/root/run/containerd/runc/k8s.io");
-    if let Ok(out) = Command::new("runc").args(["--root", &root, "list", "-q"]).output() {
-        for id in String::from_utf8_lossy(&out.stdout).lines() {
-            let _ = Command::new("runc").args(["--root", &root, "delete", "--force", id]).status();
-        }
-    }
+    hosts::delete_runc_containers(Path::new(&format!("/proc/{pid}/root/run/containerd/runc/k8s.io")));
     let ns = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
     for p in std::fs::read_dir("/proc").unwrap().flatten() {
         let same = ns.is_some() && std::fs::read_link(p.path().join("ns/mnt")).ok() == ns;
@@ -171,7 +139,8 @@ fn flatcars_containerd_runs_our_conflist_from_the_applied_root() {
             .arg("--out")
             .arg(&out),
     );
-    apply(&out.join("worker-1/worker-1.ign"), &root);
+    let (_, log) = apply_ignition(&out.join("worker-1/worker-1.ign"), &root);
+    assert_ignition_applied(&log);
     let (config, pre) = check_runtime_files(&root);
     // As after a reboot: the conflist an earlier boot left, naming a subnet
     // this boot's lease will not be.

@@ -8,44 +8,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{agent_path, imgbuild_with_agent, require_tool, run_ok, serve, serve_dir, TEST_KERNEL};
-
-const IGNITION: &str = "/usr/lib/dracut/modules.d/30ignition/ignition";
-
-/// Runs Ignition's fetch and files stages for `config` into `root`.
-/// Returns the files stage's log.
-fn apply(config: &Path, root: &Path) -> (bool, String) {
-    require_tool(IGNITION);
-    // Ignition relabels for SELinux at the end of `files` unless told it is off.
-    std::fs::create_dir_all(root.join("etc/selinux")).unwrap();
-    std::fs::write(root.join("etc/selinux/config"), "SELINUX=disabled\nSELINUXTYPE=targeted\n").unwrap();
-    let cache = root.with_extension("cache.json");
-    let mut log = String::new();
-    let mut ok = true;
-    for stage in ["fetch", "files"] {
-        let out = Command::new(IGNITION)
-            .args(["-platform", "file", "-stage", stage, "-log-to-stdout", "-root"])
-            .arg(root)
-            .arg("-config-cache")
-            .arg(&cache)
-            .env("IGNITION_CONFIG_FILE", config)
-            .output()
-            .unwrap();
-        log.push_str(&String::from_utf8_lossy(&out.stdout));
-        log.push_str(&String::from_utf8_lossy(&out.stderr));
-        ok &= out.status.success();
-    }
-    (ok, log)
-}
-
-/// The only failure we accept is the final SELinux relabel, which needs the
-/// host's `setfiles`; everything before it must have passed.
-fn assert_applied(log: &str) {
-    let critical: Vec<&str> = log.lines().filter(|l| l.starts_with("CRITICAL")).collect();
-    assert!(critical.iter().all(|l| l.contains("relabel")), "Ignition failed:\n{log}");
-    assert!(log.contains("fetch: fetch passed"), "{log}");
-    assert!(log.contains("files: op(") && !log.contains("[failed]   writing"), "{log}");
-}
+use common::{
+    agent_path, apply_ignition, assert_ignition_applied, imgbuild_with_agent, require_tool, run_ok, serve, serve_dir,
+    TEST_KERNEL,
+};
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode() & 0o7777
@@ -85,8 +51,8 @@ fn every_role_validates_and_applies() {
         let v = Command::new("ignition-validate").arg(&ign).output().unwrap();
         assert!(v.status.success() && v.stdout.is_empty() && v.stderr.is_empty(), "{node}: {v:?}");
         let root = tmp.path().join(format!("root-{node}"));
-        let (_, log) = apply(&ign, &root);
-        assert_applied(&log);
+        let (_, log) = apply_ignition(&ign, &root);
+        assert_ignition_applied(&log);
         check_installed_node(&root, node, role);
         let etcd_dropin = root.join("etc/systemd/system/etcd-member.service.d/20-imgbuild.conf");
         assert_eq!(etcd_dropin.exists(), role == "etcd", "{node}");
@@ -121,8 +87,8 @@ fn remote_agent_is_fetched_and_verified() {
     assert!(std::fs::metadata(&ign).unwrap().len() < 16 * 1024, "remote-mode config should be small");
     assert_eq!(std::fs::read(out.join("worker-1/node-agent")).unwrap(), agent);
     let root = tmp.path().join("root-good");
-    let (_, log) = apply(&ign, &root);
-    assert_applied(&log);
+    let (_, log) = apply_ignition(&ign, &root);
+    assert_ignition_applied(&log);
     check_installed_node(&root, "worker-1", "worker");
     for plugin in ["bridge", "host-local", "portmap", "loopback"] {
         let installed = std::fs::read(root.join("opt/cni/bin").join(plugin)).unwrap();
@@ -141,7 +107,7 @@ fn remote_agent_is_fetched_and_verified() {
         bytes[100] ^= 0xff;
         std::fs::write(&file, bytes).unwrap();
         let root: PathBuf = tmp.path().join(format!("root-evil-{tamper}"));
-        let (ok, log) = apply(&out.join("worker-1/worker-1.ign"), &root);
+        let (ok, log) = apply_ignition(&out.join("worker-1/worker-1.ign"), &root);
         assert!(!ok, "tampered {tamper} was accepted:\n{log}");
         assert!(log.contains("hash verification failed") || log.contains("mismatch"), "{log}");
     }
@@ -166,8 +132,8 @@ fn merge_stub_fetches_the_full_config_and_verifies_it() {
     let v = Command::new("ignition-validate").arg(&stub).output().unwrap();
     assert!(v.status.success(), "{v:?}");
     let root = tmp.path().join("root-good");
-    let (_, log) = apply(&stub, &root);
-    assert_applied(&log);
+    let (_, log) = apply_ignition(&stub, &root);
+    assert_ignition_applied(&log);
     check_installed_node(&root, "worker-1", "worker");
 
     let mut tampered = full;
@@ -177,7 +143,7 @@ fn merge_stub_fetches_the_full_config_and_verifies_it() {
     let out = tmp.path().join("evil");
     build("worker", &out, &["--stub-url", &evil]);
     let root = tmp.path().join("root-evil");
-    let (ok, log) = apply(&out.join("worker-1/worker-1.stub.ign"), &root);
+    let (ok, log) = apply_ignition(&out.join("worker-1/worker-1.stub.ign"), &root);
     assert!(!ok && log.contains("hash verification failed"), "{log}");
     assert!(!root.join("opt/bin/node-agent").exists());
 }
@@ -241,8 +207,8 @@ fn user_fragments_and_ssh_keys_are_merged_by_real_ignition() {
     std::fs::write(root.join("etc/shadow"), "root:*:1::::::\ncore:*:1::::::\n").unwrap();
     std::fs::write(root.join("etc/gshadow"), "root:*::\ncore:!::\n").unwrap();
     std::os::unix::fs::chown(root.join("home/core"), Some(500), Some(500)).unwrap();
-    let (_, log) = apply(&ign, &root);
-    assert_applied(&log);
+    let (_, log) = apply_ignition(&ign, &root);
+    assert_ignition_applied(&log);
     check_installed_node(&root, "worker-1", "worker");
     let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}\n{log}"));
     assert_eq!(read("etc/all"), "every node");
@@ -254,8 +220,8 @@ fn user_fragments_and_ssh_keys_are_merged_by_real_ignition() {
     assert!(keys.contains(SSH_KEY), "{keys}");
     // Other roles get every node's fragment only.
     let etcd_root = tmp.path().join("root-etcd");
-    let (_, log) = apply(&out.join("etcd-1/etcd-1.ign"), &etcd_root);
-    assert_applied(&log);
+    let (_, log) = apply_ignition(&out.join("etcd-1/etcd-1.ign"), &etcd_root);
+    assert_ignition_applied(&log);
     assert!(etcd_root.join("etc/all").exists() && !etcd_root.join("etc/role").exists());
     // The image's own applier applies the files and names what it skips.
     let check = Command::new(agent_path()).args(["check", "--ignition"]).arg(&ign).output().unwrap();

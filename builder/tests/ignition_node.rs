@@ -11,26 +11,12 @@ mod hosts;
 use std::path::Path;
 use std::process::Command;
 
-use common::{imgbuild_with_agent, run_ok, TEST_KERNEL};
+use common::{apply_ignition, assert_ignition_applied, imgbuild_with_agent, run_ok, TEST_KERNEL};
 use hosts::{Agent, Lan, Ns};
 
-const IGNITION: &str = "/usr/lib/dracut/modules.d/30ignition/ignition";
-
 fn apply(config: &Path, root: &Path) {
-    std::fs::create_dir_all(root.join("etc/selinux")).unwrap();
-    std::fs::write(root.join("etc/selinux/config"), "SELINUX=disabled\nSELINUXTYPE=targeted\n").unwrap();
-    for stage in ["fetch", "files"] {
-        // The files stage ends with an SELinux relabel that needs the host's
-        // setfiles; the files are all written before it.
-        let _ = Command::new(IGNITION)
-            .args(["-platform", "file", "-stage", stage, "-root"])
-            .arg(root)
-            .arg("-config-cache")
-            .arg(root.with_extension("json"))
-            .env("IGNITION_CONFIG_FILE", config)
-            .output()
-            .unwrap();
-    }
+    let (_, log) = apply_ignition(config, root);
+    assert_ignition_applied(&log);
     assert!(root.join("opt/bin/node-agent").is_file(), "Ignition did not install the agent");
 }
 

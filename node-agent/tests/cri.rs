@@ -113,13 +113,7 @@ impl Worker {
     /// is gone (with the agent), end its shims and their containers.
     fn clean_up(&mut self) {
         self.agent.kill();
-        let _ =
-            Command::new("pkill").args(["-9", "-f"]).arg(format!("[-]address {}", self.spec.socket.display())).status();
-        let root = self.spec.state.join("runc/k8s.io");
-        let out = Command::new("runc").arg("--root").arg(&root).args(["list", "-q"]).output();
-        for id in out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default().lines() {
-            let _ = Command::new("runc").arg("--root").arg(&root).args(["delete", "--force", id]).status();
-        }
+        end_containerd_leftovers(&self.spec);
     }
 }
 
@@ -298,13 +292,7 @@ impl PlainRuntime {
 impl Drop for PlainRuntime {
     fn drop(&mut self) {
         self.process.kill();
-        let _ =
-            Command::new("pkill").args(["-9", "-f"]).arg(format!("[-]address {}", self.spec.socket.display())).status();
-        let root = self.spec.state.join("runc/k8s.io");
-        let out = Command::new("runc").arg("--root").arg(&root).args(["list", "-q"]).output();
-        for id in out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default().lines() {
-            let _ = Command::new("runc").arg("--root").arg(&root).args(["delete", "--force", id]).status();
-        }
+        end_containerd_leftovers(&self.spec);
     }
 }
 

@@ -28,36 +28,20 @@ pub fn probe_ip(subnet: Ipv4Net) -> Ipv4Addr {
 
 /// Makes a network namespace pinned at `/run/netns/NAME`.
 fn make_netns(name: &str) -> Result<PathBuf> {
-    let dir = PathBuf::from("/run/netns");
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join(name);
-    if path.exists() {
-        // A previous node process's namespace: detach it, start afresh.
-        let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
-    }
-    File::create(&path)?;
-    let target = path.clone();
+    let name = name.to_owned();
     // unshare affects only the calling thread: do it on a thread of its own.
-    std::thread::spawn(move || -> Result<()> {
+    std::thread::spawn(move || -> Result<PathBuf> {
         unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
         let tid = nix::unistd::gettid();
-        nix::mount::mount(
-            Some(format!("/proc/self/task/{tid}/ns/net").as_str()),
-            &target,
-            None::<&str>,
-            nix::mount::MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .context("pinning the probe namespace")
+        pin_netns(std::path::Path::new(&format!("/proc/self/task/{tid}/ns/net")), &name)
     })
     .join()
-    .map_err(|_| anyhow::anyhow!("netns thread panicked"))??;
-    Ok(path)
+    .map_err(|_| anyhow::anyhow!("netns thread panicked"))?
 }
 
-/// Pins the namespace at `src` (a sandbox's) as `/run/netns/NAME` too,
-/// where operators and `node-agent probe send --netns` find it whatever
-/// id the runtime gave it.
+/// Pins the namespace at `src` as `/run/netns/NAME` (for a sandbox's, also
+/// where operators and `node-agent probe send --netns` find it whatever id
+/// the runtime gave it). A previous node process's pin is detached first.
 fn pin_netns(src: &std::path::Path, name: &str) -> Result<PathBuf> {
     let dir = PathBuf::from("/run/netns");
     std::fs::create_dir_all(&dir)?;

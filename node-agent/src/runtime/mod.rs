@@ -28,7 +28,14 @@ pub async fn supervise(spec: Containerd, paths: Paths, ready: tokio::sync::watch
             return std::future::pending().await;
         }
     };
-    let pause = oci::pause_image(&agent);
+    // Built and hashed once: every start checks and imports these blobs.
+    let pause = match oci::pause_image(&agent).layout() {
+        Ok(layout) => layout,
+        Err(e) => {
+            log::error(&format!("containerd: building the pause image: {e:#}; not starting it"));
+            return std::future::pending().await;
+        }
+    };
     drop(agent);
     let cfg = ConfigFile {
         spec: &spec,
@@ -47,7 +54,7 @@ pub async fn supervise(spec: Containerd, paths: Paths, ready: tokio::sync::watch
     let repair = std::sync::atomic::AtomicBool::new(false);
     let repair = &repair;
     // containerd is down before each start: the one moment its blobs may be touched.
-    let before = || repair.store(drop_corrupt_blobs(&spec.root, pause), std::sync::atomic::Ordering::Relaxed);
+    let before = || repair.store(drop_corrupt_blobs(&spec.root, &pause.blobs), std::sync::atomic::Ordering::Relaxed);
     crate::process::supervise::forever_with("containerd", &argv, &env, &log_path, before, move || {
         let must_repair = repair.load(std::sync::atomic::Ordering::Relaxed);
         async move {
@@ -92,16 +99,15 @@ fn search_path(spec: &Containerd) -> String {
     dirs.join(":")
 }
 
-/// Content store blobs of `image` whose bytes no longer match their digest
+/// Content store files of `blobs` whose bytes no longer match their digest
 /// are removed (containerd is not running), so the import writes them
 /// again. True when one was.
-fn drop_corrupt_blobs(root: &Path, image: &oci::Image) -> bool {
-    let Ok(blobs) = image.blobs() else { return false };
+fn drop_corrupt_blobs(root: &Path, blobs: &[oci::Blob]) -> bool {
     let dir = root.join("io.containerd.content.v1.content/blobs/sha256");
     let mut dropped = false;
     for b in blobs {
         let file = dir.join(b.hex_digest());
-        let Some(whole) = blob_is_whole(&file, &b) else { continue };
+        let Some(whole) = blob_is_whole(&file, b) else { continue };
         if !whole {
             log::warn(&format!("pause image blob {} is corrupt; importing the image again", file.display()));
             let _ = std::fs::remove_file(&file);
@@ -135,7 +141,7 @@ fn blob_is_whole(file: &Path, blob: &oci::Blob) -> Option<bool> {
 
 /// Waits for containerd's socket, then imports the pause image (first
 /// forgetting it when a blob was corrupt).
-async fn bring_up(spec: &Containerd, pause: &oci::Image, repair: bool) -> Result<()> {
+async fn bring_up(spec: &Containerd, pause: &oci::Layout, repair: bool) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     while tokio::net::UnixStream::connect(&spec.socket).await.is_err() {
         if Instant::now() > deadline {
@@ -144,7 +150,7 @@ async fn bring_up(spec: &Containerd, pause: &oci::Image, repair: bool) -> Result
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     if repair {
-        let blobs = pause.blobs()?;
+        let blobs = &pause.blobs;
         // The CRI plugin also names each image by its config's digest, and
         // keeps what it read for as long as one name remains: drop both.
         let id = format!("sha256:{}", blobs[1].hex_digest());
@@ -161,7 +167,7 @@ async fn bring_up(spec: &Containerd, pause: &oci::Image, repair: bool) -> Result
         .suffix(".tar")
         .tempfile_in(&spec.state)
         .with_context(|| format!("a temporary file in {}", spec.state.display()))?;
-    std::io::Write::write_all(&mut tar, &pause.layout_tar()?).context("writing the pause image")?;
+    std::io::Write::write_all(&mut tar, &pause.tar()?).context("writing the pause image")?;
     let path = tar.path().display().to_string();
     ctr(spec, &["images", "import", &path]).await.context("importing the pause image")
 }

@@ -35,20 +35,26 @@ pub struct Image {
     pub user: String,
 }
 
-/// One content-addressed blob.
+/// One content-addressed blob, its digest taken once.
 pub struct Blob {
     media_type: &'static str,
     pub bytes: Vec<u8>,
+    hex: String,
 }
 
 impl Blob {
+    fn new(media_type: &'static str, bytes: Vec<u8>) -> Self {
+        let hex = hex::encode(Sha256::digest(&bytes));
+        Blob { media_type, bytes, hex }
+    }
+
     /// The hex sha256, as the blob's file name in a content store.
-    pub fn hex_digest(&self) -> String {
-        hex::encode(Sha256::digest(&self.bytes))
+    pub fn hex_digest(&self) -> &str {
+        &self.hex
     }
 
     fn digest(&self) -> String {
-        format!("sha256:{}", self.hex_digest())
+        format!("sha256:{}", self.hex)
     }
 
     fn descriptor(&self) -> serde_json::Value {
@@ -56,34 +62,53 @@ impl Blob {
     }
 }
 
-impl Image {
+/// An image as blobs, with the name it is imported under.
+pub struct Layout {
+    pub name: String,
     /// Layer, config and manifest, in that order.
-    pub fn blobs(&self) -> Result<[Blob; 3]> {
+    pub blobs: [Blob; 3],
+}
+
+impl Image {
+    /// The image's blobs, built and hashed once.
+    pub fn layout(&self) -> Result<Layout> {
         // Uncompressed: the layer's digest is its diff ID, and bytes never
         // depend on a compressor's version.
         let entries: Vec<(&str, u32, &[u8])> =
             self.files.iter().map(|(n, m, b)| (n.as_str(), *m, b.as_slice())).collect();
-        let layer = Blob { media_type: "application/vnd.oci.image.layer.v1.tar", bytes: tar(&entries)? };
+        let layer = Blob::new("application/vnd.oci.image.layer.v1.tar", tar(&entries)?);
         let config = json!({
             "architecture": "amd64",
             "os": "linux",
             "config": { "Entrypoint": self.entrypoint, "User": self.user },
             "rootfs": { "type": "layers", "diff_ids": [layer.digest()] },
         });
-        let config = Blob { media_type: "application/vnd.oci.image.config.v1+json", bytes: to_json(&config) };
+        let config = Blob::new("application/vnd.oci.image.config.v1+json", to_json(&config));
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": config.descriptor(),
             "layers": [layer.descriptor()],
         });
-        let manifest = Blob { media_type: "application/vnd.oci.image.manifest.v1+json", bytes: to_json(&manifest) };
-        Ok([layer, config, manifest])
+        let manifest = Blob::new("application/vnd.oci.image.manifest.v1+json", to_json(&manifest));
+        Ok(Layout { name: self.name.clone(), blobs: [layer, config, manifest] })
+    }
+
+    /// Layer, config and manifest, in that order.
+    pub fn blobs(&self) -> Result<[Blob; 3]> {
+        Ok(self.layout()?.blobs)
     }
 
     /// The image layout tar.
     pub fn layout_tar(&self) -> Result<Vec<u8>> {
-        let [layer, config, manifest] = self.blobs()?;
+        self.layout()?.tar()
+    }
+}
+
+impl Layout {
+    /// The image layout tar, as `ctr images import` takes it.
+    pub fn tar(&self) -> Result<Vec<u8>> {
+        let [layer, config, manifest] = &self.blobs;
         let mut entry = manifest.descriptor();
         entry["annotations"] = json!({
             "io.containerd.image.name": self.name,
@@ -91,15 +116,13 @@ impl Image {
         });
         let index =
             json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [entry] });
-        let mut files: Vec<(String, Vec<u8>)> = vec![
-            ("oci-layout".into(), to_json(&json!({ "imageLayoutVersion": "1.0.0" }))),
-            ("index.json".into(), to_json(&index)),
-        ];
+        let (oci_layout, index) = (to_json(&json!({ "imageLayoutVersion": "1.0.0" })), to_json(&index));
+        let mut files: Vec<(String, &[u8])> = vec![("oci-layout".into(), &oci_layout), ("index.json".into(), &index)];
         for b in [layer, config, manifest] {
-            files.push((format!("blobs/sha256/{}", b.hex_digest()), b.bytes));
+            files.push((format!("blobs/sha256/{}", b.hex), &b.bytes));
         }
         files.sort();
-        let entries: Vec<(&str, u32, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), 0o644, b.as_slice())).collect();
+        let entries: Vec<(&str, u32, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), 0o644, *b)).collect();
         tar(&entries)
     }
 }
@@ -156,6 +179,6 @@ mod tests {
         assert_eq!(m["annotations"]["io.containerd.image.name"], pause_reference(b"agent one"));
         assert!(names.contains(&format!("blobs/sha256/{}", &m["digest"].as_str().unwrap()[7..])));
         let blobs = pause_image(b"agent one").blobs().unwrap();
-        assert_eq!(m["digest"].as_str().unwrap()[7..], blobs[2].hex_digest());
+        assert_eq!(&m["digest"].as_str().unwrap()[7..], blobs[2].hex_digest());
     }
 }

@@ -335,3 +335,20 @@ pub fn start_agent(ns: &Ns, config: &Path) -> Agent {
     cmd.arg("run").arg("--config").arg(config);
     Agent::spawn(cmd)
 }
+
+/// Deletes, with force, every container runc keeps state for under
+/// `root`: what a containerd that is gone left running.
+pub fn delete_runc_containers(root: &Path) {
+    let out = Command::new("runc").arg("--root").arg(root).args(["list", "-q"]).output();
+    for id in out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default().lines() {
+        let _ = Command::new("runc").arg("--root").arg(root).args(["delete", "--force", id]).status();
+    }
+}
+
+/// Ends what the containerd of `spec` started, once it is gone itself: its
+/// shims, then their containers.
+pub fn end_containerd_leftovers(spec: &node_config::Containerd) {
+    // `[-]` keeps pkill from reading the pattern as an option.
+    let _ = Command::new("pkill").args(["-9", "-f"]).arg(format!("[-]address {}", spec.socket.display())).status();
+    delete_runc_containers(&spec.state.join("runc/k8s.io"));
+}
