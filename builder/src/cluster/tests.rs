@@ -62,6 +62,18 @@ fn bad_clusters_are_refused_with_golden_errors() {
     }
 }
 
+/// `[images] containerd`: on unless the file says false; a value that is
+/// not a boolean is refused naming the field.
+#[test]
+fn containerd_is_on_unless_turned_off() {
+    assert!(Cluster::embedded_default().containerd);
+    let off = DEFAULT_TOML.replace("[artifacts]", "[images]\ncontainerd = false\n\n[artifacts]");
+    assert!(!parse(&off, "c.toml").unwrap().containerd);
+    let bad = DEFAULT_TOML.replace("[artifacts]", "[images]\ncontainerd = \"yes\"\n\n[artifacts]");
+    let msg = format!("{:#}", parse(&bad, "c.toml").unwrap_err());
+    assert!(msg.starts_with("c.toml: ") && msg.contains("images.containerd"), "{msg}");
+}
+
 /// `[images] drivers` for every node, a node's own `drivers` over it.
 #[test]
 fn drivers_per_cluster_and_per_node() {

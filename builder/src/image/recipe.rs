@@ -161,11 +161,6 @@ impl Recipe {
         Ok(self)
     }
 
-    /// Whether the image carries containerd (`with_containerd`).
-    pub fn has_containerd(&self) -> bool {
-        self.tools.iter().any(|t| t.package == "containerd")
-    }
-
     /// What a Vagrant box adds to any role's image (`images/vagrant-box.toml`).
     pub fn vagrant_box() -> Result<Self> {
         let f = parse("vagrant-box", VAGRANT_BOX)?;
@@ -207,6 +202,19 @@ mod tests {
         let b = Recipe::vagrant_box().unwrap();
         assert!(b.tools.iter().any(|t| t.package == "dropbear-bin") && b.services.len() == 1);
         assert!(w.services.is_empty() && w.files.is_empty());
+    }
+
+    /// The runtime's recipe adds containerd, runc and what its store needs;
+    /// without it a worker carries none of that.
+    #[test]
+    fn containerd_comes_only_with_its_recipe() {
+        let w = Recipe::for_role(Role::Worker, false, &Drivers::default()).unwrap();
+        let carries = |r: &Recipe| r.tools.iter().any(|t| t.package == "containerd");
+        assert!(!carries(&w) && !w.pod_modules.iter().any(|m| m == "overlay"));
+        let c = w.with_containerd().unwrap();
+        assert!(carries(&c) && c.tools.iter().any(|t| t.package == "runc"));
+        assert!(c.pod_modules.iter().any(|m| m == "overlay") && c.modules.iter().any(|m| m == "ext4"));
+        assert!(c.files.iter().any(|f| f.path == "etc/hosts") && c.files.iter().any(|f| f.path == "etc/resolv.conf"));
     }
 
     /// Every set parses; hardware brings its own kernel; a set's drivers
