@@ -18,17 +18,8 @@ use crate::error::InputError;
 use crate::etcd::{ClientTls, Etcd};
 use crate::pki::{self, Pki};
 
-/// Where policies live in etcd: `networkpolicies/NAMESPACE/NAME` and
-/// `namespaces/NAME`, each a Kubernetes object as JSON.
-pub const PREFIX: &str = "/imgbuild/policy/v1/";
-
-fn policy_key(ns: &str, name: &str) -> String {
-    format!("{PREFIX}networkpolicies/{ns}/{name}")
-}
-
-fn namespace_key(name: &str) -> String {
-    format!("{PREFIX}namespaces/{name}")
-}
+pub use imgbuild_policy::store::PREFIX;
+use imgbuild_policy::store::{namespace_key, policy_key, stored_policy};
 
 /// The cluster's etcd, as its administrator: the cluster file's endpoints
 /// (or `--endpoints`) and, with etcd TLS, an admin certificate from the CA.
@@ -120,18 +111,6 @@ pub fn get(access: &EtcdAccess, id: Option<&str>, out: &mut dyn Write) -> Result
         write!(out, "{}", serde_yaml_ng::to_string(&p).context("writing YAML")?)?;
     }
     Ok(())
-}
-
-/// A stored value as a policy: it passes `apply`'s checks and its own
-/// namespace and name are the key's.
-fn stored_policy(key: &str, value: &[u8]) -> Result<NetworkPolicy, String> {
-    let text = std::str::from_utf8(value).map_err(|_| "not UTF-8".to_owned())?;
-    let m = imgbuild_policy::parse_manifests(text, "stored.json").map_err(|e| format!("{}: {}", e.field, e.reason))?;
-    let [p] = &m.policies[..] else { return Err("not one NetworkPolicy".into()) };
-    if key != policy_key(p.namespace(), &p.metadata.name) {
-        return Err(format!("holds {}/{}, not what its key names", p.namespace(), p.metadata.name));
-    }
-    Ok(p.clone())
 }
 
 /// `policy delete NS/NAME`.

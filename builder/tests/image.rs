@@ -40,6 +40,21 @@ fn build(out: &Path, role: &str) {
     run_ok(imgbuild_with_agent().args(["--role", role, "--kernel", TEST_KERNEL, "--out"]).arg(out));
 }
 
+/// Builds into `out` (which also gets the cluster file) without the
+/// container runtime: these boots stop before it would start, and its 31 MB
+/// only slow them under TCG.
+fn build_lean(out: &Path, which: &[&str]) {
+    let cluster = common::cluster_with_images(out, "containerd = false");
+    run_ok(
+        imgbuild_with_agent()
+            .arg("--cluster")
+            .arg(cluster)
+            .args(which)
+            .args(["--kernel", TEST_KERNEL, "--out"])
+            .arg(out),
+    );
+}
+
 fn unpack_initrd(path: &Path) -> Vec<u8> {
     let out = Command::new("zstd").args(["-d", "-c"]).arg(path).output().unwrap();
     assert!(out.status.success(), "initrd is not zstd: {}", String::from_utf8_lossy(&out.stderr));
@@ -158,7 +173,7 @@ fn gzip_option_gives_a_gzip_initrd() {
 #[test]
 fn worker_image_boots_to_the_agent_as_pid1() {
     let tmp = tempfile::tempdir().unwrap();
-    run_ok(imgbuild_with_agent().args(["--node", "worker-1", "--kernel", TEST_KERNEL, "--out"]).arg(tmp.path()));
+    build_lean(tmp.path(), &["--node", "worker-1"]);
     let nic = "virtio-net-pci,netdev=n0,mac=52:54:00:13:02:9f";
     let console = boot_console_with(
         &tmp.path().join("worker-1"),
@@ -182,7 +197,7 @@ fn worker_image_boots_to_the_agent_as_pid1() {
 #[test]
 fn fw_cfg_ignition_config_wins_over_the_embedded_one() {
     let tmp = tempfile::tempdir().unwrap();
-    run_ok(imgbuild_with_agent().args(["--role", "worker", "--kernel", TEST_KERNEL, "--out"]).arg(tmp.path()));
+    build_lean(tmp.path(), &["--role", "worker"]);
     // worker-2's config without the agent binary: the image has its agent
     // as /init, and fw_cfg reads are slow under TCG.
     let mut cfg: serde_json::Value =
@@ -216,7 +231,7 @@ fn ctrl_alt_del_reboots_cleanly() {
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
     let tmp = tempfile::tempdir().unwrap();
-    run_ok(imgbuild_with_agent().args(["--node", "worker-1", "--kernel", TEST_KERNEL, "--out"]).arg(tmp.path()));
+    build_lean(tmp.path(), &["--node", "worker-1"]);
     let dir = tmp.path().join("worker-1");
     let monitor = tmp.path().join("monitor.sock");
     let mut vm = std::process::Command::new("qemu-system-x86_64")
@@ -383,7 +398,7 @@ fn efi_disk_boots_under_ovmf_and_etcd_takes_the_data_partition() {
 fn drivers_by_coldplug_and_hotplug_and_a_nic_without_one_is_named() {
     common::require_tool("qemu-system-x86_64");
     let tmp = tempfile::tempdir().unwrap();
-    run_ok(imgbuild_with_agent().args(["--node", "worker-1", "--kernel", TEST_KERNEL, "--out"]).arg(tmp.path()));
+    build_lean(tmp.path(), &["--node", "worker-1"]);
     let dir = tmp.path().join("worker-1");
     let disk = tmp.path().join("hot.img");
     std::fs::File::create(&disk).unwrap().set_len(16 << 20).unwrap();
@@ -436,14 +451,6 @@ fn drivers_by_coldplug_and_hotplug_and_a_nic_without_one_is_named() {
     assert!(!console.contains("Kernel panic"), "{console}");
 }
 
-/// A cluster file for the reference cluster with `[images]` added.
-fn cluster_with_images(dir: &Path, images: &str) -> std::path::PathBuf {
-    let text = imgbuild::cluster::DEFAULT_TOML.replace("[artifacts]", &format!("[images]\n{images}\n\n[artifacts]"));
-    let path = dir.join("cluster.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 /// The hardware set follows its kernel (Debian's generic one: the cloud
 /// kernel has no Intel NIC) and boots an etcd node on an emulated server:
 /// Intel 82574L (e1000e) NIC, NVMe data disk.
@@ -451,7 +458,7 @@ fn cluster_with_images(dir: &Path, images: &str) -> std::path::PathBuf {
 fn hardware_set_boots_etcd_on_e1000e_and_nvme() {
     common::require_tool("qemu-system-x86_64");
     let tmp = tempfile::tempdir().unwrap();
-    let cluster = cluster_with_images(tmp.path(), "drivers = \"hardware\"");
+    let cluster = common::cluster_with_images(tmp.path(), "drivers = \"hardware\"");
     run_ok(imgbuild_with_agent().arg("--cluster").arg(&cluster).args(["--node", "etcd-1", "--out"]).arg(tmp.path()));
     let dir = tmp.path().join("etcd-1");
     let manifest = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
@@ -488,7 +495,7 @@ fn hardware_set_boots_etcd_on_e1000e_and_nvme() {
 #[test]
 fn a_driver_the_kernel_lacks_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let cluster = cluster_with_images(tmp.path(), "drivers = [\"virtio_net\", \"e1000e\"]");
+    let cluster = common::cluster_with_images(tmp.path(), "drivers = [\"virtio_net\", \"e1000e\"]");
     let out = tmp.path().join("out");
     let o = imgbuild_with_agent()
         .arg("--cluster")
@@ -514,7 +521,7 @@ fn openstack_config_drive_on_iso_and_fat() {
         common::require_tool(tool);
     }
     let tmp = tempfile::tempdir().unwrap();
-    let cluster = cluster_with_images(tmp.path(), "drivers = \"cloud\"");
+    let cluster = common::cluster_with_images(tmp.path(), "drivers = \"cloud\"");
     let out = tmp.path().join("out");
     run_ok(
         imgbuild_with_agent()

@@ -77,7 +77,9 @@ fn up_check_passes_with_three_etcd_members() {
          [[node]]\nname = \"etcd-3\"\nrole = \"etcd\"\nip = \"172.17.8.106\"\n",
     );
     let cluster = tmp.path().join("three.toml");
-    std::fs::write(&cluster, text).unwrap();
+    // The runtime is proven on the reference cluster; here it would only
+    // add a containerd start per worker under TCG.
+    std::fs::write(&cluster, common::without_runtime(&text)).unwrap();
     let consoles = up_check(Some(&cluster), &["etcd-1", "etcd-2", "etcd-3", "worker-1", "worker-2"], Some(TEST_KERNEL));
     assert_eq!(consoles.matches("node-agent: ready role=etcd").count(), 3, "{consoles}");
 }
@@ -100,7 +102,7 @@ fn up_check_passes_with_iptables_rules_and_e1000e_workers() {
     let text = without_master.join("[[node]]\n").replace("enable_nftables = true", "enable_nftables = false");
     let text = text.replace("role = \"worker\"\n", "role = \"worker\"\ndrivers = \"hardware\"\n");
     let cluster = tmp.path().join("iptables.toml");
-    std::fs::write(&cluster, text).unwrap();
+    std::fs::write(&cluster, common::without_runtime(&text)).unwrap();
     // No --kernel: each node's driver set picks its kernel.
     let consoles = up_check(Some(&cluster), &["etcd-1", "worker-1", "worker-2"], None);
     for worker in consoles.split("--- ").filter(|c| c.starts_with("worker-")) {
@@ -116,9 +118,12 @@ fn up_check_passes_with_iptables_rules_and_e1000e_workers() {
 fn up_check_fails_with_the_reason_when_it_times_out() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
+    let cluster = common::cluster_with_images(tmp.path(), "containerd = false");
     let res = imgbuild_with_agent()
         .args(["up", "--check", "--timeout", "3", "--kernel", TEST_KERNEL, "--out"])
         .arg(&out)
+        .arg("--cluster")
+        .arg(&cluster)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&res.stderr);
@@ -128,6 +133,8 @@ fn up_check_fails_with_the_reason_when_it_times_out() {
     let res = imgbuild_with_agent()
         .args(["up", "--check", "--json", "--timeout", "3", "--kernel", TEST_KERNEL, "--out"])
         .arg(tmp.path().join("out-json"))
+        .arg("--cluster")
+        .arg(&cluster)
         .output()
         .unwrap();
     assert_eq!(res.status.code(), Some(1));

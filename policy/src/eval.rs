@@ -81,7 +81,11 @@ impl Cluster {
         !isolated
     }
 
-    fn selecting<'a>(&'a self, dir: PolicyType, pod: &'a Pod) -> impl Iterator<Item = &'a NetworkPolicy> + 'a {
+    pub(crate) fn selecting<'a>(
+        &'a self,
+        dir: PolicyType,
+        pod: &'a Pod,
+    ) -> impl Iterator<Item = &'a NetworkPolicy> + 'a {
         self.policies.iter().filter(move |p| {
             p.namespace() == pod.namespace && p.types().contains(&dir) && p.spec.pod_selector.matches(&pod.labels)
         })
@@ -99,7 +103,7 @@ impl Cluster {
         peers_ok && ports_ok
     }
 
-    fn peer_matches(&self, peer: &Peer, policy_ns: &str, pod: &Pod) -> bool {
+    pub(crate) fn peer_matches(&self, peer: &Peer, policy_ns: &str, pod: &Pod) -> bool {
         if let Some(b) = &peer.ip_block {
             let inside = |c: &str| c.parse::<ipnet::IpNet>().is_ok_and(|n| n.contains(&pod.ip));
             return inside(&b.cidr) && !b.except.iter().any(|e| inside(e));

@@ -3,13 +3,16 @@
 //! the document's index and the field's path, and an evaluator that says
 //! whether one pod may reach another on a port exactly as Kubernetes
 //! defines it. The builder's `imgbuild policy` commands use it; the agent's
-//! enforcement will compile the same model.
+//! enforcement compiles the same model to nftables ([`nft`]), from what
+//! [`store`] reads back from etcd.
 
 mod eval;
 mod load;
 mod model;
+pub mod nft;
 mod pods;
 mod selector;
+pub mod store;
 mod strict;
 
 pub use eval::{Cluster, Verdict};

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{Labels, Protocol};
 use crate::strict::Strict;
@@ -19,7 +19,7 @@ pub struct PodsFile {
     pub pods: Vec<Pod>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pod {
     #[serde(default = "default_namespace")]
@@ -33,7 +33,7 @@ pub struct Pod {
 }
 
 /// A container port, by which named ports in policies resolve.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PodPort {
     #[serde(default)]
@@ -82,7 +82,7 @@ pub fn parse_pods(text: &str, origin: &str) -> Result<PodsFile, Invalid> {
     Ok(file)
 }
 
-fn check_pods(file: &PodsFile) -> Result<(), (String, String)> {
+pub(crate) fn check_pods(file: &PodsFile) -> Result<(), (String, String)> {
     use crate::load::{check_label, check_name};
     for (ns, labels) in &file.namespaces {
         check_name(ns, &format!("namespaces.{ns}"))?;

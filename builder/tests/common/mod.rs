@@ -58,6 +58,22 @@ pub fn imgbuild_with_agent() -> Command {
     c
 }
 
+/// The reference cluster's file in `dir`, with `images` (lines of the
+/// `[images]` table) added.
+pub fn cluster_with_images(dir: &Path, images: &str) -> PathBuf {
+    let text = imgbuild::cluster::DEFAULT_TOML.replace("[artifacts]", &format!("[images]\n{images}\n\n[artifacts]"));
+    let path = dir.join("cluster.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `text`, a cluster file without an `[images]` table, with containerd left
+/// out of the images: for boot tests that do not exercise the runtime.
+pub fn without_runtime(text: &str) -> String {
+    assert!(!text.contains("[images]"), "{text}");
+    format!("{text}\n[images]\ncontainerd = false\n")
+}
+
 /// The Debian cloud kernel the image tests boot, as a `--kernel` source.
 pub const TEST_KERNEL: &str = "apt:linux-image-cloud-amd64";
 

@@ -101,6 +101,46 @@ struct ListPodSandboxResponse {
 struct PodSandbox {
     #[prost(string, tag = "1")]
     id: String,
+    #[prost(message, optional, tag = "2")]
+    metadata: Option<PodSandboxMetadata>,
+    #[prost(map = "string, string", tag = "5")]
+    labels: HashMap<String, String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ListContainersRequest {
+    #[prost(message, optional, tag = "1")]
+    filter: Option<ContainerFilter>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ContainerFilter {
+    #[prost(string, tag = "3")]
+    pod_sandbox_id: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ListContainersResponse {
+    #[prost(message, repeated, tag = "1")]
+    containers: Vec<Container>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Container {
+    #[prost(string, tag = "2")]
+    pod_sandbox_id: String,
+    #[prost(map = "string, string", tag = "9")]
+    annotations: HashMap<String, String>,
+}
+
+/// A sandbox as ListPodSandbox gives it: the pod's identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sandbox {
+    pub id: String,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub labels: HashMap<String, String>,
 }
 
 /// What PodSandboxStatus says of a sandbox's network.
@@ -160,6 +200,26 @@ impl Cri {
         let ip = resp.status.and_then(|s| s.network).map(|n| n.ip).unwrap_or_default();
         let netns = resp.info.get("info").and_then(|i| netns_of(i)).context("no network namespace in the status")?;
         Ok(SandboxNetwork { ip, netns })
+    }
+
+    /// Every sandbox the runtime has, with its pod's identity.
+    pub async fn sandboxes(&mut self) -> Result<Vec<Sandbox>> {
+        let list: ListPodSandboxResponse = self.call("ListPodSandbox", ListPodSandboxRequest { filter: None }).await?;
+        Ok(list
+            .items
+            .into_iter()
+            .map(|s| {
+                let m = s.metadata.unwrap_or_default();
+                Sandbox { id: s.id, namespace: m.namespace, name: m.name, uid: m.uid, labels: s.labels }
+            })
+            .collect())
+    }
+
+    /// Every container's sandbox and annotations (kubelet puts a
+    /// container's ports, with their names, in `io.kubernetes.container.ports`).
+    pub async fn container_annotations(&mut self) -> Result<Vec<(String, HashMap<String, String>)>> {
+        let list: ListContainersResponse = self.call("ListContainers", ListContainersRequest { filter: None }).await?;
+        Ok(list.containers.into_iter().map(|c| (c.pod_sandbox_id, c.annotations)).collect())
     }
 
     /// Stops and removes every sandbox with all of `labels`.
