@@ -17,6 +17,7 @@ pub mod netlink;
 pub mod node;
 pub mod pause;
 pub mod pid1;
+pub mod policy;
 pub mod probe;
 pub mod process;
 pub mod runtime;

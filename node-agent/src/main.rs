@@ -16,6 +16,10 @@ use node_agent::cli::{Cli, Cmd, ProbeCmd};
 use node_agent::{boot, commands, pid1, probe};
 
 fn main() -> ExitCode {
+    // Installed in the CNI plugin folder as imgbuild-endpoint.
+    if node_agent::policy::plugin::invoked() {
+        node_agent::policy::plugin::main();
+    }
     // A pod sandbox's pause process is PID 1 of its container: not the image's PID 1.
     if std::env::args_os().nth(1).is_some_and(|a| a == "pause") {
         node_agent::pause::run();

@@ -16,6 +16,14 @@ use std::time::{Duration, Instant};
 use common::*;
 use testkit::cri::{pod_config, Cri};
 
+/// One test at a time: containerd keeps sandbox network namespaces in the
+/// host's /var/run/netns, which the leftover check counts.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The image the test's containers run: the static agent, serving probes.
 const PROBE_IMAGE: &str = "imgbuild.local/probe:test";
 
@@ -30,6 +38,12 @@ struct Worker {
 
 impl Worker {
     fn start(lan: &Lan, name: &str, ip: &str, etcd: &str) -> Worker {
+        Worker::start_with(lan, name, ip, etcd, false)
+    }
+
+    /// With `policy`, the agent enforces NetworkPolicy: its endpoint plugin
+    /// goes in a CNI plugin folder of the worker's own, beside Debian's.
+    fn start_with(lan: &Lan, name: &str, ip: &str, etcd: &str, policy: bool) -> Worker {
         let ns = Ns::new(name);
         lan.attach(&ns, &format!("{ip}/24"));
         let dir = tempfile::tempdir().unwrap();
@@ -37,6 +51,16 @@ impl Worker {
         let spec = node_config::Containerd::under(dir.path());
         let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
         json["containerd"] = serde_json::to_value(&spec).unwrap();
+        if policy {
+            let bin = dir.path().join("cni-bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            for plugin in std::fs::read_dir("/usr/lib/cni").unwrap() {
+                let plugin = plugin.unwrap();
+                std::os::unix::fs::symlink(plugin.path(), bin.join(plugin.file_name())).unwrap();
+            }
+            json["paths"]["cni_bin_dir"] = bin.to_string_lossy().into();
+            json["policy"] = serde_json::json!({ "run_dir": dir.path().join("run/policy") });
+        }
         std::fs::write(&config, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
         let agent = start_agent_host_mounts(&ns, &config);
         let ready = agent.wait_for("node-agent: ready role=worker subnet=", 60);
@@ -124,12 +148,16 @@ impl Drop for Worker {
 }
 
 fn two_workers() -> (Lan, Ns, Etcd, Worker, Worker) {
+    two_workers_with(false)
+}
+
+fn two_workers_with(policy: bool) -> (Lan, Ns, Etcd, Worker, Worker) {
     let lan = Lan::new();
     let etcd_ns = Ns::new("etcd");
     lan.attach(&etcd_ns, "172.17.8.101/24");
     let etcd = Etcd::start(Some(&etcd_ns), "172.17.8.101");
-    let w1 = Worker::start(&lan, "w1", "172.17.8.103", &etcd.endpoint);
-    let w2 = Worker::start(&lan, "w2", "172.17.8.104", &etcd.endpoint);
+    let w1 = Worker::start_with(&lan, "w1", "172.17.8.103", &etcd.endpoint, policy);
+    let w2 = Worker::start_with(&lan, "w2", "172.17.8.104", &etcd.endpoint, policy);
     (lan, etcd_ns, etcd, w1, w2)
 }
 
@@ -152,6 +180,7 @@ fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
 
 #[test]
 fn pods_made_through_cri_reach_each_other_across_workers() {
+    let _one = one_at_a_time();
     let (_lan, _etcd_ns, _etcd, w1, w2) = two_workers();
     let mut cri1 = Cri::connect(&w1.spec.socket);
     let mut cri2 = Cri::connect(&w2.spec.socket);
@@ -199,6 +228,7 @@ fn pods_made_through_cri_reach_each_other_across_workers() {
 
 #[test]
 fn fifty_sandboxes_come_and_go_without_leftovers() {
+    let _one = one_at_a_time();
     let lan = Lan::new();
     let etcd_ns = Ns::new("etcd");
     lan.attach(&etcd_ns, "172.17.8.101/24");
@@ -318,6 +348,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[test]
 #[ignore = "a benchmark: bench/run.sh runs it"]
 fn bench_sandbox_to_ip() {
+    let _one = one_at_a_time();
     let lan = Lan::new();
     let etcd_ns = Ns::new("etcd");
     lan.attach(&etcd_ns, "172.17.8.101/24");
@@ -355,4 +386,122 @@ fn bench_sandbox_to_ip() {
             o / b
         );
     }
+}
+
+/// Whether `container` reaches `to_ip`'s probe server (UDP 7946): a few
+/// tries, so a dropped probe fails fast.
+fn reaches(cri: &mut Cri, container: &str, to_ip: &str) -> bool {
+    let to = format!("{to_ip}:7946");
+    cri.exec(container, &["/agent", "probe", "send", "--to", &to, "--tries", "4"]).0 == 0
+}
+
+/// A pod of the policy test: its worker (0 or 1), sandbox, container, address.
+struct PolicyPod {
+    id: String,
+    sandbox: String,
+    worker: usize,
+    container: String,
+    ip: String,
+}
+
+/// NetworkPolicy enforced by the agents on real containerd pods across two
+/// workers: each pod's endpoint (labels from the runtime) is published in
+/// etcd, and every probed cell matches the evaluator `imgbuild policy test`
+/// uses, as policies are added, changed in place and deleted.
+#[test]
+fn network_policy_is_enforced_on_cri_pods_across_workers() {
+    let _one = one_at_a_time();
+    use imgbuild_policy::{store, Cluster, Protocol, Verdict};
+    let (_lan, _etcd_ns, etcd, w1, w2) = two_workers_with(true);
+    let workers = [&w1, &w2];
+    let mut cris = [Cri::connect(&w1.spec.socket), Cri::connect(&w2.spec.socket)];
+    let mut pods = Vec::new();
+    for (worker, ns, name) in [(0, "x", "a"), (1, "x", "b"), (1, "y", "c")] {
+        let cfg = pod_config(ns, name);
+        let sandbox = workers[worker].run_sandbox(&mut cris[worker], &cfg);
+        let container = cris[worker].start_container(&sandbox, &cfg, "probe", PROBE_IMAGE);
+        let ip = cris[worker].sandbox_ip(&sandbox);
+        pods.push(PolicyPod { id: format!("{ns}/{name}"), sandbox, worker, container, ip });
+    }
+    // Every endpoint is in etcd with its labels from the runtime.
+    wait_until("three endpoints in etcd", 30, || etcd.keys(&format!("{}endpoints/", store::PREFIX)).len() == 3);
+    let endpoints: Vec<store::Endpoint> = etcd
+        .keys(&format!("{}endpoints/", store::PREFIX))
+        .iter()
+        .map(|k| store::stored_endpoint(k, etcd.get(k).unwrap().as_bytes()).unwrap())
+        .collect();
+    for e in &endpoints {
+        assert_eq!(e.labels.get("app"), Some(&e.name), "{e:?}");
+    }
+    let pod_of =
+        |p: &PolicyPod| endpoints.iter().find(|e| format!("{}/{}", e.namespace, e.name) == p.id).unwrap().pod();
+
+    // The probed matrix against the evaluator's, for the policies in etcd.
+    let check = |cris: &mut [Cri; 2], what: &str, policies: &[serde_json::Value]| {
+        let policies: Vec<imgbuild_policy::NetworkPolicy> =
+            policies.iter().map(|p| serde_json::from_value(p.clone()).unwrap()).collect();
+        let cluster = Cluster::new(policies, &[], &Default::default());
+        let want = |from: &PolicyPod, to: &PolicyPod| {
+            cluster.verdict(&pod_of(from), &pod_of(to), 7946, Protocol::Udp) == Verdict::Allow
+        };
+        // Enforcement follows etcd's watch: wait until every cell agrees.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut wrong = Vec::new();
+            for from in &pods {
+                for to in pods.iter().filter(|t| t.id != from.id) {
+                    let got = reaches(&mut cris[from.worker], &from.container, &to.ip);
+                    if got != want(from, to) {
+                        wrong.push(format!("{} -> {}: probed {got}, evaluator {}", from.id, to.id, want(from, to)));
+                    }
+                }
+            }
+            if wrong.is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: {wrong:?}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    check(&mut cris, "no policy", &[]);
+    let key = store::policy_key("x", "isolate");
+    let deny_all = serde_json::json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "isolate", "namespace": "x"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}
+    });
+    assert!(etcd.ctl(&["put", &key, &deny_all.to_string()]).0);
+    check(&mut cris, "deny all ingress in x", std::slice::from_ref(&deny_all));
+    assert!(!reaches(&mut cris[1], &pods[2].container, &pods[0].ip), "y/c -> x/a must be dropped");
+    // Updated in place: from namespace y only, and to x/a only.
+    let from_y = serde_json::json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "isolate", "namespace": "x"},
+        "spec": {"podSelector": {"matchLabels": {"app": "a"}}, "policyTypes": ["Ingress"],
+                 "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "y"}}}]}]}
+    });
+    assert!(etcd.ctl(&["put", &key, &from_y.to_string()]).0);
+    check(&mut cris, "ingress to x/a from namespace y", std::slice::from_ref(&from_y));
+    // Egress: x/b may send nowhere.
+    let egress = serde_json::json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "quiet-b", "namespace": "x"},
+        "spec": {"podSelector": {"matchLabels": {"app": "b"}}, "policyTypes": ["Egress"]}
+    });
+    assert!(etcd.ctl(&["put", &store::policy_key("x", "quiet-b"), &egress.to_string()]).0);
+    check(&mut cris, "and no egress from x/b", &[from_y.clone(), egress]);
+    assert!(etcd.ctl(&["del", "--prefix", &format!("{}networkpolicies/", store::PREFIX)]).0);
+    check(&mut cris, "policies deleted", &[]);
+
+    // A removed pod's endpoint leaves etcd and its node's table.
+    let y_key = store::policy_key("y", "isolate");
+    let isolate_y = deny_all.to_string().replace("\"x\"", "\"y\"");
+    assert!(etcd.ctl(&["put", &y_key, &isolate_y]).0);
+    let c_ip = format!("{} : jump", pods[2].ip);
+    wait_until("y/c's chain in w2's table", 30, || w2.ns.sh("nft list table inet imgbuild-policy").contains(&c_ip));
+    cris[1].remove_sandbox(&pods[2].sandbox);
+    wait_until("y/c's endpoint to leave etcd", 30, || etcd.keys(&format!("{}endpoints/", store::PREFIX)).len() == 2);
+    wait_until("y/c's address to leave w2's table", 30, || {
+        !w2.ns.sh("nft list table inet imgbuild-policy").contains(&pods[2].ip)
+    });
 }

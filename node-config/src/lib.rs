@@ -19,7 +19,7 @@ pub use containerd::Containerd;
 pub use error::{ConfigError, Problem};
 pub use node::{
     Backend, BackendType, ClientTls, EtcdConfig, EtcdMember, Guest, KeyPair, NetworkConfig, NodeConfig, NodeIdentity,
-    NodeNet, Service,
+    NodeNet, PolicyEnforcement, Service,
 };
 pub use paths::Paths;
 pub use types::{MacAddr, Role};

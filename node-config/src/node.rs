@@ -38,6 +38,35 @@ pub struct NodeConfig {
     /// Set when the agent runs kubelet's container runtime itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub containerd: Option<crate::Containerd>,
+    /// Set when the agent enforces NetworkPolicy for this node's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyEnforcement>,
+}
+
+/// Where NetworkPolicy enforcement keeps its state: the CNI endpoint
+/// plugin records each pod in `RUN_DIR/endpoints/` and tells the agent on
+/// `RUN_DIR/agent.sock`; `nft` applies the table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyEnforcement {
+    pub run_dir: std::path::PathBuf,
+    pub nft: std::path::PathBuf,
+}
+
+impl Default for PolicyEnforcement {
+    fn default() -> Self {
+        PolicyEnforcement { run_dir: "/run/node-agent/policy".into(), nft: "nft".into() }
+    }
+}
+
+impl PolicyEnforcement {
+    pub fn socket(&self) -> std::path::PathBuf {
+        self.run_dir.join("agent.sock")
+    }
+
+    pub fn endpoints_dir(&self) -> std::path::PathBuf {
+        self.run_dir.join("endpoints")
+    }
 }
 
 /// What Vagrant needs from a guest: vagrant-libvirt waits for a DHCP lease on
@@ -429,6 +458,17 @@ impl NodeConfig {
                     "{} is longer than 98 bytes, too long for containerd's sockets",
                     c.socket.display()
                 );
+            }
+        }
+        if let Some(p) = &self.policy {
+            if !self.node.role.has_pods() {
+                refuse!("policy", "the {} role runs no pods, so enforces no policy", self.node.role);
+            }
+            rules::check_path(&p.run_dir, false).map_err(|r| Problem::new("policy.run_dir", r))?;
+            rules::check_path(&p.nft, true).map_err(|r| Problem::new("policy.nft", r))?;
+            // The socket's path must fit a sockaddr_un (108 bytes with its NUL).
+            if p.socket().as_os_str().len() > 107 {
+                refuse!("policy.run_dir", "{} is too long for its socket (96 bytes at most)", p.run_dir.display());
             }
         }
         Ok(())

@@ -19,31 +19,38 @@ pub struct Conflist {
     pub mtu: u32,
     /// host-local's state directory.
     pub ipam_dir: String,
+    /// With NetworkPolicy enforced: the agent's policy folder, for the
+    /// endpoint plugin chained last.
+    pub policy_run_dir: Option<String>,
 }
 
 impl Conflist {
     pub fn render(&self) -> String {
         let gateway = std::net::Ipv4Addr::from(u32::from(self.subnet.network()) + 1);
+        let mut plugins = vec![
+            json!({
+                "type": "bridge",
+                "bridge": BRIDGE,
+                "isDefaultGateway": true,
+                "ipMasq": false,
+                "hairpinMode": true,
+                "mtu": self.mtu,
+                "ipam": {
+                    "type": "host-local",
+                    "dataDir": self.ipam_dir,
+                    "ranges": [[{ "subnet": self.subnet.to_string(), "gateway": gateway.to_string() }]],
+                    "routes": [{ "dst": self.network.to_string() }]
+                }
+            }),
+            json!({ "type": "portmap", "capabilities": { "portMappings": true }, "snat": true }),
+        ];
+        if let Some(dir) = &self.policy_run_dir {
+            plugins.push(json!({ "type": crate::policy::plugin::NAME, "runDir": dir }));
+        }
         let v = json!({
             "cniVersion": "1.0.0",
             "name": NETWORK_NAME,
-            "plugins": [
-                {
-                    "type": "bridge",
-                    "bridge": BRIDGE,
-                    "isDefaultGateway": true,
-                    "ipMasq": false,
-                    "hairpinMode": true,
-                    "mtu": self.mtu,
-                    "ipam": {
-                        "type": "host-local",
-                        "dataDir": self.ipam_dir,
-                        "ranges": [[{ "subnet": self.subnet.to_string(), "gateway": gateway.to_string() }]],
-                        "routes": [{ "dst": self.network.to_string() }]
-                    }
-                },
-                { "type": "portmap", "capabilities": { "portMappings": true }, "snat": true }
-            ]
+            "plugins": plugins
         });
         let mut s = serde_json::to_string_pretty(&v).expect("json");
         s.push('\n');
@@ -66,7 +73,10 @@ mod tests {
             subnet: "10.1.5.0/24".parse().unwrap(),
             mtu: 1450,
             ipam_dir: "/var/lib/cni/networks".into(),
+            policy_run_dir: None,
         };
         testkit::assert_golden!("golden/10-imgbuild.conflist", &c.render());
+        let c = Conflist { policy_run_dir: Some("/run/node-agent/policy".into()), ..c };
+        testkit::assert_golden!("golden/10-imgbuild-policy.conflist", &c.render());
     }
 }

@@ -7,7 +7,7 @@ pub mod probe;
 mod state;
 mod sys;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 pub use pods::PodNetwork;
 
@@ -81,6 +81,12 @@ pub async fn run(cfg: NodeConfig, opts: Options) -> Result<()> {
         .await;
         say_ready(&cfg, opts, &format!("role={role}"));
         return std::future::pending().await;
+    }
+    if let Some(spec) = cfg.policy.clone() {
+        // Before the conflist names the plugin: its ADD waits for us.
+        crate::policy::install_plugin(&cfg.paths.cni_bin_dir).context("installing the CNI endpoint plugin")?;
+        let cri = cfg.containerd.as_ref().map(|c| c.socket.clone());
+        tokio::spawn(crate::policy::run(spec, cfg.node.name.clone(), client.clone(), cri));
     }
     let mut pods = PodNetwork::start(cfg.clone(), client.clone(), opts.in_image).await?;
     let rev = loop {

@@ -85,7 +85,9 @@ impl PodNetwork {
         let paths = &self.cfg.paths;
         SubnetEnv { network: net.network, subnet, mtu: self.backend.mtu(), ipmasq: true }.write(&paths.run_flannel)?;
         let ipam_dir = paths.cni_ipam_dir.to_string_lossy().into_owned();
-        Conflist { network: net.network, subnet, mtu: self.backend.mtu(), ipam_dir }.write(&paths.cni_conf_dir)?;
+        let policy_run_dir = self.cfg.policy.as_ref().map(|p| p.run_dir.to_string_lossy().into_owned());
+        Conflist { network: net.network, subnet, mtu: self.backend.mtu(), ipam_dir, policy_run_dir }
+            .write(&paths.cni_conf_dir)?;
         sys::set_sysctl(&paths.proc_sys, "net/ipv4/ip_forward", "1")?;
         if let Err(e) = sys::set_sysctl(&paths.proc_sys, "net/bridge/bridge-nf-call-iptables", "1") {
             log::debug(&format!("{e:#}"));
