@@ -311,6 +311,19 @@ pub enum PolicyCmd {
         #[command(flatten)]
         access: EtcdAccess,
     },
+    /// Change a pod's labels as policies see them (kubelet never passes a
+    /// label change to the runtime): `KEY=VALUE` sets, `KEY-` removes.
+    #[command(after_help = "Example:\n  imgbuild policy label prod/web-1 tier=front canary-")]
+    Label {
+        /// NAMESPACE/NAME of the pod.
+        #[arg(value_name = "NS/NAME")]
+        id: String,
+        /// KEY=VALUE or KEY-.
+        #[arg(value_name = "CHANGE", required = true)]
+        changes: Vec<String>,
+        #[command(flatten)]
+        access: EtcdAccess,
+    },
     /// Print, for every ordered pair of distinct pods and port, whether the
     /// policies allow it: `FROM TO PORT/PROTO allow|deny`, sorted.
     #[command(after_help = "Example:\n  imgbuild policy test --pods pods.yaml --policies policies/ --ports 80,53/UDP")]

@@ -180,6 +180,7 @@ pub fn policy(args: &PolicyArgs) -> Result<()> {
         PolicyCmd::Apply { file, access } => crate::policy::apply(access, file, &mut std::io::stdout()),
         PolicyCmd::Get { id, access } => crate::policy::get(access, id.as_deref(), &mut std::io::stdout()),
         PolicyCmd::Delete { id, access } => crate::policy::delete(access, id, &mut std::io::stdout()),
+        PolicyCmd::Label { id, changes, access } => crate::policy::label(access, id, changes, &mut std::io::stdout()),
     }
 }
 

@@ -19,7 +19,7 @@ use crate::etcd::{ClientTls, Etcd};
 use crate::pki::{self, Pki};
 
 pub use imgbuild_policy::store::PREFIX;
-use imgbuild_policy::store::{namespace_key, policy_key, stored_policy};
+use imgbuild_policy::store::{namespace_key, pod_labels_key, policy_key, stored_policy, Snapshot};
 
 /// The cluster's etcd, as its administrator: the cluster file's endpoints
 /// (or `--endpoints`) and, with etcd TLS, an admin certificate from the CA.
@@ -121,6 +121,47 @@ pub fn delete(access: &EtcdAccess, id: &str, out: &mut dyn Write) -> Result<()> 
         bail!("networkpolicy {ns}/{name} not found");
     }
     writeln!(out, "networkpolicy/{ns}/{name} deleted")?;
+    Ok(())
+}
+
+/// `policy label NS/NAME CHANGE...`: the pod's labels (as its endpoint
+/// in etcd has them) changed and stored under `podlabels/`, which every
+/// agent takes in place of the runtime's.
+pub fn label(access: &EtcdAccess, id: &str, changes: &[String], out: &mut dyn Write) -> Result<()> {
+    let (ns, name) = parse_id(id)?;
+    let mut edits: Vec<(String, Option<String>)> = Vec::new();
+    for (i, c) in changes.iter().enumerate() {
+        let at = format!("[{i}]");
+        let edit = match (c.split_once('='), c.strip_suffix('-')) {
+            (Some((k, v)), _) => (k.to_owned(), Some(v.to_owned())),
+            (None, Some(k)) => (k.to_owned(), None),
+            (None, None) => return Err(InputError::new("CHANGE", at, "expected KEY=VALUE or KEY-").into()),
+        };
+        imgbuild_policy::check_label(&edit.0, edit.1.as_deref().unwrap_or(""), &at)
+            .map_err(|(field, reason)| InputError::new("CHANGE", field, reason))?;
+        edits.push(edit);
+    }
+    let etcd = connect(access)?;
+    let kvs = etcd.range(PREFIX)?;
+    let snap = Snapshot::from_kvs(kvs.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+    let mut labels = match snap.pod_labels.get(&(ns.clone(), name.clone())) {
+        Some(l) => l.clone(),
+        None => snap
+            .endpoints
+            .iter()
+            .find(|e| e.namespace == ns && e.name == name)
+            .map(|e| e.labels.clone())
+            .with_context(|| format!("pod {ns}/{name} not found: no node has published its endpoint"))?,
+    };
+    for (k, v) in edits {
+        match v {
+            Some(v) => labels.insert(k, v),
+            None => labels.remove(&k),
+        };
+    }
+    etcd.put_all(&[(pod_labels_key(&ns, &name), serde_json::to_vec(&labels)?)])
+        .context("storing the pod's labels in etcd")?;
+    writeln!(out, "pod/{ns}/{name} labeled")?;
     Ok(())
 }
 

@@ -79,6 +79,23 @@ pub enum ProbeCmd {
         #[arg(long, default_value = "0.0.0.0:7946")]
         listen: SocketAddr,
     },
+    /// Serve TCP and UDP on these ports, answering with the address seen
+    /// (as the pods of Kubernetes' network-policy tests do).
+    ServePorts {
+        /// Comma-separated ports.
+        #[arg(long, value_delimiter = ',', required = true)]
+        ports: Vec<u16>,
+    },
+    /// Probe many ADDR:PORT/tcp|udp targets at once; prints `TARGET yes|no`
+    /// for each (yes: it answered and saw our own address).
+    Matrix {
+        /// ADDR:PORT/tcp or ADDR:PORT/udp, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true, value_parser = parse_target)]
+        targets: Vec<(SocketAddr, crate::probe::Transport)>,
+        /// How long each probe waits, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
     /// Probe a peer; fails unless it answers and saw our own address.
     Send {
         /// The peer's probe address.
@@ -92,6 +109,16 @@ pub enum ProbeCmd {
         #[arg(long)]
         netns: Option<PathBuf>,
     },
+}
+
+fn parse_target(s: &str) -> Result<(SocketAddr, crate::probe::Transport), String> {
+    let (addr, proto) = s.rsplit_once('/').ok_or("expected ADDR:PORT/tcp or ADDR:PORT/udp")?;
+    let transport = match proto.to_ascii_lowercase().as_str() {
+        "tcp" => crate::probe::Transport::Tcp,
+        "udp" => crate::probe::Transport::Udp,
+        other => return Err(format!("{other:?} is not tcp or udp")),
+    };
+    Ok((addr.parse().map_err(|e| format!("{addr:?}: {e}"))?, transport))
 }
 
 #[cfg(test)]

@@ -34,6 +34,10 @@ fn main() -> ExitCode {
         Cmd::Pod(args) => commands::pod(&args),
         Cmd::Probe { cmd: ProbeCmd::Serve { listen } } => probe::serve(listen),
         Cmd::Probe { cmd: ProbeCmd::Send { to, tries, netns } } => commands::probe_send(to, tries, netns),
+        Cmd::Probe { cmd: ProbeCmd::ServePorts { ports } } => probe::serve_ports(&ports),
+        Cmd::Probe { cmd: ProbeCmd::Matrix { targets, timeout_ms } } => {
+            probe::matrix(&targets, std::time::Duration::from_millis(timeout_ms))
+        }
         Cmd::Boot => boot::run(),
         Cmd::Pause => node_agent::pause::run(),
     };

@@ -16,7 +16,7 @@ pub mod store;
 mod strict;
 
 pub use eval::{Cluster, Verdict};
-pub use load::{is_object_name, load_manifests, parse_manifests, Manifests};
+pub use load::{check_label, is_object_name, load_manifests, parse_manifests, Manifests};
 pub use model::{
     EgressRule, IngressRule, IntOrString, IpBlock, LabelSelector, Labels, Namespace, NetworkPolicy, Operator, Peer,
     PolicyPort, PolicyType, Protocol, Requirement, Rule,

@@ -289,7 +289,7 @@ fn check_selector(s: &LabelSelector, at: &str) -> Check {
 
 /// Kubernetes' label rules: an optional DNS-subdomain prefix and `/`, a
 /// name of at most 63 characters; values at most 63, possibly empty.
-pub(crate) fn check_label(key: &str, value: &str, at: &str) -> Check {
+pub fn check_label(key: &str, value: &str, at: &str) -> Check {
     let (prefix, name) = match key.split_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, key),

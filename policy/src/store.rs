@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Labels, Namespace, NetworkPolicy};
 use crate::pods::{Pod, PodPort};
 
-/// `networkpolicies/NAMESPACE/NAME`, `namespaces/NAME` and
-/// `endpoints/NODE/SANDBOX`.
+/// `networkpolicies/NAMESPACE/NAME`, `namespaces/NAME`,
+/// `endpoints/NODE/SANDBOX` and `podlabels/NAMESPACE/NAME`.
 pub const PREFIX: &str = "/imgbuild/policy/v1/";
 
 pub fn policy_key(ns: &str, name: &str) -> String {
@@ -30,6 +30,12 @@ pub fn namespace_key(name: &str) -> String {
 /// Where a node's endpoints live; one node's are `endpoints_prefix(node)`.
 pub fn endpoint_key(node: &str, sandbox: &str) -> String {
     format!("{}{sandbox}", endpoints_prefix(node))
+}
+
+/// A pod's labels as set by `imgbuild policy label`: they replace the
+/// runtime's, which kubelet never changes after the sandbox is made.
+pub fn pod_labels_key(ns: &str, name: &str) -> String {
+    format!("{PREFIX}podlabels/{ns}/{name}")
 }
 
 pub fn endpoints_prefix(node: &str) -> String {
@@ -93,7 +99,10 @@ impl Endpoint {
 pub struct Snapshot {
     pub policies: Vec<NetworkPolicy>,
     pub namespaces: Vec<Namespace>,
+    /// With the labels of `podlabels/` in place of the runtime's.
     pub endpoints: Vec<Endpoint>,
+    /// `podlabels/`: (namespace, name) -> labels.
+    pub pod_labels: BTreeMap<(String, String), Labels>,
     /// Keys skipped, and why.
     pub skipped: Vec<(String, String)>,
 }
@@ -108,6 +117,10 @@ impl Snapshot {
                 stored_namespace(key, value).map(|n| s.namespaces.push(n))
             } else if key.starts_with(&format!("{PREFIX}endpoints/")) {
                 stored_endpoint(key, value).map(|e| s.endpoints.push(e))
+            } else if key.starts_with(&format!("{PREFIX}podlabels/")) {
+                stored_pod_labels(key, value).map(|(id, l)| {
+                    s.pod_labels.insert(id, l);
+                })
             } else {
                 Err("not a key of this layout".into())
             };
@@ -123,6 +136,11 @@ impl Snapshot {
         let (kept, dup): (Vec<Endpoint>, Vec<Endpoint>) = s.endpoints.drain(..).partition(|e| by_ip[&e.ip] == 1);
         s.endpoints = kept;
         s.skipped.extend(dup.into_iter().map(|e| (e.key(), format!("{} is claimed by another endpoint too", e.ip))));
+        for e in &mut s.endpoints {
+            if let Some(l) = s.pod_labels.get(&(e.namespace.clone(), e.name.clone())) {
+                e.labels = l.clone();
+            }
+        }
         s
     }
 }
@@ -160,6 +178,20 @@ pub fn stored_endpoint(key: &str, value: &[u8]) -> Result<Endpoint, String> {
     Ok(e)
 }
 
+/// `podlabels/NS/NAME`: names from the key, labels checked as a manifest's.
+pub fn stored_pod_labels(key: &str, value: &[u8]) -> Result<((String, String), Labels), String> {
+    let id = key.strip_prefix(&format!("{PREFIX}podlabels/")).unwrap_or_default();
+    let (ns, name) = id.split_once('/').ok_or("not podlabels/NAMESPACE/NAME")?;
+    if !crate::is_object_name(ns) || !crate::is_object_name(name) {
+        return Err("not podlabels/NAMESPACE/NAME".into());
+    }
+    let labels: Labels = serde_json::from_slice(value).map_err(|e| format!("not labels: {e}"))?;
+    for (k, v) in &labels {
+        crate::load::check_label(k, v, &format!("labels.{k}")).map_err(|(f, r)| format!("{f}: {r}"))?;
+    }
+    Ok(((ns.to_owned(), name.to_owned()), labels))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +222,19 @@ mod tests {
         let mut bad_label = e.clone();
         bad_label.labels.insert("-x".into(), "y".into());
         assert!(stored_endpoint(&bad_label.key(), &serde_json::to_vec(&bad_label).unwrap()).is_err());
+    }
+
+    #[test]
+    fn pod_labels_replace_the_runtimes() {
+        let a = endpoint("w1", "aaa", "10.1.1.2");
+        let kvs = [
+            (a.key(), serde_json::to_vec(&a).unwrap()),
+            (pod_labels_key("x", "a"), br#"{"pod":"b"}"#.to_vec()),
+            (pod_labels_key("x", "bad"), br#"{"-x":"b"}"#.to_vec()),
+        ];
+        let s = Snapshot::from_kvs(kvs.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+        assert_eq!(s.endpoints[0].labels, [("pod".to_owned(), "b".to_owned())].into());
+        assert_eq!(s.skipped.len(), 1, "{:?}", s.skipped);
     }
 
     #[test]

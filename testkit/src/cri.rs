@@ -87,9 +87,23 @@ impl Cri {
 
     /// Creates and starts a container of `image` (its own entrypoint) in a sandbox.
     pub fn start_container(&mut self, sandbox: &str, config: &PodSandboxConfig, name: &str, image: &str) -> String {
+        self.start_container_annotated(sandbox, config, name, image, &[])
+    }
+
+    /// As [`Cri::start_container`], with container annotations (kubelet
+    /// puts a container's ports in `io.kubernetes.container.ports`).
+    pub fn start_container_annotated(
+        &mut self,
+        sandbox: &str,
+        config: &PodSandboxConfig,
+        name: &str,
+        image: &str,
+        annotations: &[(&str, &str)],
+    ) -> String {
         let container = ContainerConfig {
             metadata: Some(ContainerMetadata { name: name.into(), attempt: 0 }),
             image: Some(ImageSpec { image: image.into(), ..Default::default() }),
+            annotations: annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             ..Default::default()
         };
         let req = CreateContainerRequest {

@@ -3,6 +3,8 @@
 //! the host's own interfaces; every name is unique to this test process.
 #![allow(dead_code)]
 
+pub mod workers;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
