@@ -342,6 +342,9 @@ fn prepare_images(cfg: &BuildConfig, plans: &[NodePlan]) -> Result<ImageInputs> 
         if runs_containerd(cfg, node.role) {
             recipe = recipe.with_containerd()?;
         }
+        if node.role.has_pods() && cfg.cluster.network_policy {
+            recipe = recipe.with_policy()?;
+        }
         let payloads = payloads(cfg, &recipe)?;
         let role = node.role;
         let base = timing::phase(&format!("image-assembly {role}"), || {

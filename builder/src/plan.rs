@@ -106,7 +106,7 @@ pub fn node_config(cluster: &Cluster, node: &Node, pki: Option<&Pki>) -> NodeCon
         paths: Paths::default(),
         guest: None,
         containerd: None,
-        policy: None,
+        policy: (node.role.has_pods() && cluster.network_policy).then(node_config::PolicyEnforcement::default),
     }
 }
 

@@ -225,4 +225,38 @@ fn apply_get_and_delete_against_a_real_etcd_with_client_certificates() {
     let out = policy_cmd(&etcd, &stranger, &["get"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(policy_cmd(&etcd, &pki, &["get", "not a name"]).status.code(), Some(2));
+
+    // `label`: a pod with an endpoint (as its node's agent publishes it)
+    // gets labels set and removed, stored where the agents read them.
+    let endpoint = imgbuild_policy::store::Endpoint {
+        node: "worker-1".into(),
+        sandbox: "abc123".into(),
+        namespace: "prod".into(),
+        name: "web-1".into(),
+        uid: String::new(),
+        ip: "10.1.5.2".parse().unwrap(),
+        labels: [("app".to_owned(), "web".to_owned()), ("canary".to_owned(), "yes".to_owned())].into(),
+        ports: vec![],
+    };
+    raw.put_all(&[(endpoint.key(), serde_json::to_vec(&endpoint).unwrap())]).unwrap();
+    let out = policy_cmd(&etcd, &pki, &["label", "prod/web-1", "tier=front", "canary-"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pod/prod/web-1 labeled\n");
+    let stored = raw.range(&imgbuild_policy::store::pod_labels_key("prod", "web-1")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&stored[0].1), r#"{"app":"web","tier":"front"}"#);
+    // Later changes start from the stored labels.
+    assert!(policy_cmd(&etcd, &pki, &["label", "prod/web-1", "app-"]).status.success());
+    let stored = raw.range(&imgbuild_policy::store::pod_labels_key("prod", "web-1")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&stored[0].1), r#"{"tier":"front"}"#);
+    let bad = policy_cmd(&etcd, &pki, &["label", "prod/web-1", "bad!=1"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("CHANGE: [0]: \"bad!\" is not a label key"),
+        "{}",
+        text(&bad)
+    );
+    assert_eq!(policy_cmd(&etcd, &pki, &["label", "prod/web-1", "plain"]).status.code(), Some(2));
+    let missing = policy_cmd(&etcd, &pki, &["label", "prod/nope", "a=b"]);
+    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("pod prod/nope not found"), "{}", text(&missing));
 }

@@ -63,7 +63,10 @@ fn up_check(cluster: Option<&std::path::Path>, nodes: &[&str], kernel: Option<&s
 
 #[test]
 fn up_check_passes_on_the_reference_cluster() {
-    up_check(None, &["etcd-1", "master-1", "worker-1", "worker-2"], Some(TEST_KERNEL));
+    let consoles = up_check(None, &["etcd-1", "master-1", "worker-1", "worker-2"], Some(TEST_KERNEL));
+    // NetworkPolicy enforcement is on: each node with pods applied its
+    // table (the probe pods' CNI ADD waits for it).
+    assert_eq!(consoles.matches("policy: table applied").count(), 3, "{consoles}");
 }
 
 /// Three etcd members (TLS between them: peer certificates from the

@@ -82,16 +82,23 @@ impl Endpoint {
         if !crate::is_object_name(&self.node) {
             return Err(format!("node {:?} is not a node name", self.node));
         }
-        if self.sandbox.is_empty()
-            || self.sandbox.len() > 128
-            || !self.sandbox.bytes().all(|b| b.is_ascii_alphanumeric())
-        {
+        if !is_container_id(&self.sandbox) {
             return Err(format!("sandbox {:?} is not a sandbox ID", self.sandbox));
         }
         let file = crate::PodsFile { namespaces: BTreeMap::new(), pods: vec![self.pod()] };
         crate::pods::check_pods(&file)
             .map_err(|(field, reason)| format!("{}: {reason}", field.replacen("pods[0].", "", 1)))
     }
+}
+
+/// A container ID as CNI defines one (an alphanumeric, then alphanumerics,
+/// `_`, `.` and `-`), at most 128 bytes: safe as a key's and a file's name.
+pub fn is_container_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 /// Everything under [`PREFIX`], read back and checked.

@@ -36,6 +36,8 @@ pub struct Cluster {
     pub enable_nftables: bool,
     /// Workers' and masters' images run containerd (`images.containerd`).
     pub containerd: bool,
+    /// Nodes with pods enforce NetworkPolicy (`network.policy`).
+    pub network_policy: bool,
     pub etcd: EtcdSettings,
     pub artifacts: Artifacts,
     pub nodes: Vec<Node>,

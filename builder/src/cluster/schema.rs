@@ -111,6 +111,10 @@ pub struct NetworkSection {
     /// iptables chains.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub enable_nftables: bool,
+    /// Kubernetes NetworkPolicy enforced by the agent on nodes with pods
+    /// (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<bool>,
     /// Every node's addressing, unless its `[[node]]` says otherwise:
     /// `ip = "dhcp"`, or a static node's `gateway`, `dns` and `mtu`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

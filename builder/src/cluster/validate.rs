@@ -63,6 +63,7 @@ pub fn validate(file: &ClusterFile, origin: &str) -> Result<Cluster> {
         backend,
         enable_nftables: net.enable_nftables,
         containerd: file.images.containerd.unwrap_or(true),
+        network_policy: net.policy.unwrap_or(true),
         etcd,
         artifacts,
         nodes,

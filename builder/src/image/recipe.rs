@@ -15,6 +15,7 @@ const MASTER: &str = include_str!("../../../images/master.toml");
 const WORKER: &str = include_str!("../../../images/worker.toml");
 const VAGRANT_BOX: &str = include_str!("../../../images/vagrant-box.toml");
 const CONTAINERD: &str = include_str!("../../../images/containerd.toml");
+const POLICY: &str = include_str!("../../../images/policy.toml");
 const RULES_IPTABLES: &str = include_str!("../../../images/rules-iptables.toml");
 const RULES_NFTABLES: &str = include_str!("../../../images/rules-nftables.toml");
 const DRIVER_SETS: &str = include_str!("../../../images/drivers.toml");
@@ -158,6 +159,15 @@ impl Recipe {
         self.pod_modules.extend(f.pod_modules);
         self.tools.extend(f.tools);
         self.files.extend(f.files);
+        Ok(self)
+    }
+
+    /// NetworkPolicy enforcement added (`images/policy.toml`): nft and the
+    /// netfilter modules its table uses.
+    pub fn with_policy(mut self) -> Result<Self> {
+        let f = parse("policy", POLICY)?;
+        self.pod_modules.extend(f.pod_modules);
+        self.tools.extend(f.tools);
         Ok(self)
     }
 

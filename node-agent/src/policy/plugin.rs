@@ -59,7 +59,7 @@ pub fn command(cmd: &str, container: &str, args: &str, stdin: &str) -> Result<St
     let conf: Value = serde_json::from_str(stdin).context("the network config is not JSON")?;
     let run_dir = conf["runDir"].as_str().map(PathBuf::from).filter(|p| p.is_absolute());
     let run_dir = run_dir.context("the network config has no absolute runDir")?;
-    if container.is_empty() || container.len() > 128 || !container.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if !imgbuild_policy::store::is_container_id(container) {
         bail!("CNI_CONTAINERID {container:?} is not a sandbox ID");
     }
     let record_path = run_dir.join("endpoints").join(format!("{container}.json"));
