@@ -275,3 +275,88 @@ fn upstream_network_policy_cases_on_real_pods_match_the_evaluator() {
     wait_until("z/c's endpoint to leave etcd", 30, || endpoints() == 8);
     wait_until("z/c's address to leave its node's table", 30, || !table().contains(&zc.ip));
 }
+
+/// A worker enforcing policy without a container runtime: pods made by
+/// `node-agent pod add` (kubelet's CNI calls) are named from CNI_ARGS.
+fn policy_host(lan: &Lan, name: &str, ip: &str, etcd: &str) -> (Ns, tempfile::TempDir, std::path::PathBuf) {
+    let ns = Ns::new(name);
+    lan.attach(&ns, &format!("{ip}/24"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = node_config(dir.path(), name, "worker", &format!("{ip}/24"), etcd, "vxlan");
+    let mut json: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    let bin = dir.path().join("cni-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for plugin in std::fs::read_dir("/usr/lib/cni").unwrap() {
+        let plugin = plugin.unwrap();
+        std::os::unix::fs::symlink(plugin.path(), bin.join(plugin.file_name())).unwrap();
+    }
+    json["paths"]["cni_bin_dir"] = bin.to_string_lossy().into();
+    json["policy"] = json!({ "run_dir": dir.path().join("run/policy") });
+    std::fs::write(&config, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    (ns, dir, config)
+}
+
+fn pod_cmd(host: &Ns, config: &std::path::Path, action: &str, pod: &Ns, name: &str) -> String {
+    let out = run(host
+        .cmd(agent_bin())
+        .args(["pod", action, "--name", name, "--id", &pod.name, "--netns"])
+        .arg(pod.path())
+        .arg("--config")
+        .arg(config));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The table converges whatever happened while the agent or etcd was
+/// away: a pod deleted and a policy added while the agent was down, a
+/// policy changed across an etcd outage; the table stays in the kernel
+/// while the agent is gone (pods keep their rules), and nothing of a
+/// deleted pod stays in it or in etcd.
+#[test]
+fn the_table_converges_after_agent_restarts_and_etcd_outages() {
+    let lan = Lan::new();
+    let etcd_ns = Ns::new("etcd");
+    lan.attach(&etcd_ns, "172.17.8.101/24");
+    let mut etcd = Etcd::start(Some(&etcd_ns), "172.17.8.101");
+    let (host, _dir, config) = policy_host(&lan, "pw", "172.17.8.103", &etcd.endpoint);
+    let start = || {
+        let a = start_agent(&host, &config);
+        a.wait_for("policy: table applied", 60);
+        a
+    };
+    let mut agent = start();
+    let p1 = Ns::new("p1");
+    let ip1 = pod_cmd(&host, &config, "add", &p1, "web");
+    let p2 = Ns::new("p2");
+    let ip2 = pod_cmd(&host, &config, "add", &p2, "db");
+    let table = || host.sh("nft list table inet imgbuild-policy");
+    let put = |p: &Value| {
+        let key = store::policy_key("default", p["metadata"]["name"].as_str().unwrap());
+        assert!(etcd.ctl(&["put", &key, &p.to_string()]).0);
+    };
+    put(&policy("default", "isolate", json!({"podSelector": {}, "policyTypes": ["Ingress"]})));
+    wait_until("both pods isolated", 30, || {
+        let t = table();
+        t.contains(&format!("{ip1} : jump")) && t.contains(&format!("{ip2} : jump"))
+    });
+
+    // The agent gone: its table stays. A pod deleted and a policy added
+    // meanwhile are in the table once it is back.
+    agent.kill();
+    assert!(table().contains(&format!("{ip1} : jump")), "the table outlives the agent");
+    pod_cmd(&host, &config, "del", &p2, "db");
+    put(&policy("default", "egress", json!({"podSelector": {}, "policyTypes": ["Egress"]})));
+    let agent2 = start();
+    wait_until("db gone and egress isolated", 30, || {
+        let t = table();
+        !t.contains(&ip2) && t.contains("ip saddr vmap") && t.contains(&format!("{ip1} : jump egress"))
+    });
+    wait_until("db's endpoint gone from etcd", 30, || etcd.keys(&format!("{}endpoints/", store::PREFIX)).len() == 1);
+
+    // etcd away for a while: the agent keeps the table, watches again when
+    // etcd is back, and takes a change made then.
+    etcd.kill_and_restart(Duration::from_secs(3));
+    assert!(etcd.ctl(&["del", &store::policy_key("default", "egress")]).0);
+    wait_until("egress policy gone", 60, || !table().contains("ip saddr vmap"));
+    assert!(agent2.log().contains("policy:"), "{}", agent2.log());
+    drop(p1);
+}
