@@ -191,20 +191,31 @@ fn local_endpoints(node: &str, records: &[(Record, SystemTime)], ids: Option<&Ha
 /// taken from `local` rather than etcd.
 fn script(node: &str, kvs: &BTreeMap<String, Vec<u8>>, local: &Local, warned: &mut BTreeSet<String>) -> String {
     let mine = endpoints_prefix(node);
-    let ours: Vec<(String, Vec<u8>)> =
-        local.endpoints.iter().map(|e| (e.key(), serde_json::to_vec(e).unwrap_or_default())).collect();
     let others = kvs.iter().filter(|(k, _)| !k.starts_with(&mine));
-    let snap = Snapshot::from_kvs(
-        others.map(|(k, v)| (k.as_str(), v.as_slice())).chain(ours.iter().map(|(k, v)| (k.as_str(), v.as_slice()))),
-    );
+    let mut snap = Snapshot::from_kvs(others.map(|(k, v)| (k.as_str(), v.as_slice())));
+    // This node is the authority on its own pods' addresses: another
+    // node's endpoint claiming one (to give it other labels, or to make
+    // the pod unknown and so unisolated) is not believed.
+    let local_ips: BTreeSet<IpAddr> =
+        local.endpoints.iter().map(|e| e.ip).chain(local.pending.iter().copied()).collect();
+    let (clashing, remote): (Vec<Endpoint>, Vec<Endpoint>) =
+        snap.endpoints.drain(..).partition(|e| local_ips.contains(&e.ip));
+    snap.skipped.extend(clashing.iter().map(|e| (e.key(), format!("{} is a pod of this node", e.ip))));
+    let mut endpoints = remote;
+    for e in &local.endpoints {
+        let mut e = e.clone();
+        if let Some(l) = snap.pod_labels.get(&(e.namespace.clone(), e.name.clone())) {
+            e.labels = l.clone();
+        }
+        endpoints.push(e);
+    }
     for (key, why) in &snap.skipped {
         if warned.insert(format!("{key}: {why}")) {
             log::warn(&format!("policy: skipping etcd key {}: {why}", key.escape_debug()));
         }
     }
     let cluster = Cluster::new(snap.policies, &snap.namespaces, &BTreeMap::new());
-    let all: Vec<_> = snap.endpoints.iter().map(Endpoint::pod).collect();
-    let local_ips: BTreeSet<IpAddr> = local.endpoints.iter().map(|e| e.ip).collect();
+    let all: Vec<_> = endpoints.iter().map(Endpoint::pod).collect();
     let local_pods = all.iter().filter(|p| local_ips.contains(&p.ip)).collect();
     cluster.nft_script(&Node { local: local_pods, pending: local.pending.clone() }, &all)
 }
@@ -414,6 +425,37 @@ pub async fn run(spec: PolicyEnforcement, node: String, client: Client, cri: Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn endpoint(node: &str, sandbox: &str, ip: &str, labels: &[(&str, &str)]) -> Endpoint {
+        Endpoint {
+            node: node.into(),
+            sandbox: sandbox.into(),
+            namespace: "x".into(),
+            name: sandbox.into(),
+            uid: String::new(),
+            ip: ip.parse().unwrap(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ports: vec![],
+        }
+    }
+
+    /// Another node's endpoint claiming this node's pod address is not
+    /// believed: the pod stays isolated with its own labels.
+    #[test]
+    fn this_node_is_the_authority_on_its_pods() {
+        let mine = endpoint("w1", "a", "10.1.1.2", &[("pod", "a")]);
+        let forged = endpoint("w2", "f", "10.1.1.2", &[("pod", "other")]);
+        let deny = br#"{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy","metadata":{"name":"d","namespace":"x"},"spec":{"podSelector":{"matchLabels":{"pod":"a"}}}}"#;
+        let kvs = BTreeMap::from([
+            (forged.key(), serde_json::to_vec(&forged).unwrap()),
+            (imgbuild_policy::store::policy_key("x", "d"), deny.to_vec()),
+        ]);
+        let local = Local { endpoints: vec![mine], pending: BTreeSet::new() };
+        let mut warned = BTreeSet::new();
+        let s = script("w1", &kvs, &local, &mut warned);
+        assert!(s.contains("10.1.1.2 : jump ingress-0"), "{s}");
+        assert!(warned.iter().any(|w| w.contains("is a pod of this node")), "{warned:?}");
+    }
 
     #[test]
     fn kubelets_port_annotation() {
