@@ -77,6 +77,9 @@ impl Lab {
             let ip = cri.sandbox_ip(&sandbox);
             pods.push(Pod { id: format!("{ns}/{name}"), worker, sandbox, container, ip });
         }
+        // Each agent publishes a pod once the runtime has named it.
+        let endpoints = || etcd.keys(&format!("{}endpoints/", store::PREFIX)).len();
+        wait_until("nine endpoints in etcd", 30, || endpoints() == 9);
         Lab { _lan: lan, _etcd_ns: etcd_ns, etcd, workers, pods }
     }
 
@@ -359,4 +362,159 @@ fn the_table_converges_after_agent_restarts_and_etcd_outages() {
     wait_until("egress policy gone", 60, || !table().contains("ip saddr vmap"));
     assert!(agent2.log().contains("policy:"), "{}", agent2.log());
     drop(p1);
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Lines of `nft monitor` in `ns`, each with the time it was read.
+fn monitor(ns: &Ns) -> (std::process::Child, std::sync::mpsc::Receiver<(Instant, String)>) {
+    use std::io::BufRead;
+    let mut child = ns.cmd("nft").args(["monitor", "rules"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Waits for a line containing `needle`; returns when it was read.
+fn seen(rx: &std::sync::mpsc::Receiver<(Instant, String)>, needle: &str) -> Instant {
+    loop {
+        let (at, line) = rx.recv_timeout(Duration::from_secs(60)).expect("the change reached the node");
+        if line.contains(needle) {
+            return at;
+        }
+    }
+}
+
+/// Seconds to push `mb` MiB over TCP from `client` to `server_ip:5001`.
+fn tcp_seconds(server: &Ns, client: &Ns, server_ip: &str, mb: u32) -> f64 {
+    let mut sink = server.cmd("nc").args(["-l", "-p", "5001"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    client.sh(&format!("head -c {}M /dev/zero | nc -N -w 10 {server_ip} 5001", mb));
+    let secs = start.elapsed().as_secs_f64();
+    let _ = sink.wait();
+    secs
+}
+
+/// The benchmark `bench/run.sh` runs. Two workers enforcing policy, with
+/// 1,000 endpoints (two real pods, 998 published as other nodes' would be)
+/// and 100 policies selecting the real pods: a policy changed in etcd →
+/// the change in both nodes' tables (`nft monitor`), p50/p99, against the
+/// same table applied with `nft -f`; and pod-to-pod TCP throughput across
+/// the overlay with those policies against none. Prints Markdown rows.
+#[test]
+#[ignore = "a benchmark: bench/run.sh runs it"]
+fn bench_policy_change_to_enforced() {
+    let changes: usize = std::env::var("BENCH_CHANGES").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    let lan = Lan::new();
+    let etcd_ns = Ns::new("etcd");
+    lan.attach(&etcd_ns, "172.17.8.101/24");
+    let etcd = Etcd::start(Some(&etcd_ns), "172.17.8.101");
+    let (h1, _d1, c1) = policy_host(&lan, "bp1", "172.17.8.103", &etcd.endpoint);
+    let (h2, _d2, c2) = policy_host(&lan, "bp2", "172.17.8.104", &etcd.endpoint);
+    let a1 = start_agent(&h1, &c1);
+    let a2 = start_agent(&h2, &c2);
+    a1.wait_for("policy: table applied", 60);
+    a2.wait_for("policy: table applied", 60);
+    let web = Ns::new("web");
+    let web_ip = pod_cmd(&h1, &c1, "add", &web, "web");
+    let client = Ns::new("client");
+    let client_ip = pod_cmd(&h2, &c2, "add", &client, "client");
+    let put = |k: &str, v: &str| assert!(etcd.ctl(&["put", k, v]).0);
+    put(&store::pod_labels_key("default", "web"), r#"{"app":"web"}"#);
+    put(&store::pod_labels_key("default", "client"), r#"{"app":"client","team":"t0"}"#);
+    for i in 0..998u32 {
+        let e = store::Endpoint {
+            node: format!("fake-{}", i % 10),
+            sandbox: format!("s{i}"),
+            namespace: "default".into(),
+            name: format!("p{i}"),
+            uid: String::new(),
+            ip: format!("10.1.{}.{}", 200 + i / 250, i % 250 + 2).parse().unwrap(),
+            labels: [("team".to_owned(), format!("t{}", i % 10))].into(),
+            ports: vec![],
+        };
+        put(&e.key(), &serde_json::to_string(&e).unwrap());
+    }
+    let policy_i = |i: u32, port: u32| {
+        policy(
+            "default",
+            &format!("p{i}"),
+            json!({"podSelector": {}, "ingress": [
+            {"from": [{"podSelector": {"matchLabels": {"team": format!("t{}", i % 10)}}}], "ports": [{"port": port}]}]}),
+        )
+    };
+    for i in 0..100 {
+        put(&store::policy_key("default", &format!("p{i}")), &policy_i(i, 10000 + i).to_string());
+    }
+    let allow = policy(
+        "default",
+        "bench",
+        json!({"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [
+        {"from": [{"podSelector": {"matchLabels": {"app": "client"}}}], "ports": [{"port": 5001}]}]}),
+    );
+    put(&store::policy_key("default", "bench"), &allow.to_string());
+    let endpoints = etcd.keys(&format!("{}endpoints/", store::PREFIX)).len();
+    assert_eq!(endpoints, 1000);
+    let table = |h: &Ns| h.sh("nft list table inet imgbuild-policy");
+    wait_until("100 policies in both tables", 120, || {
+        table(&h1).contains("dport 10099") && table(&h2).contains("dport 10099")
+    });
+    let rules = table(&h1).lines().filter(|l| l.contains(" accept")).count();
+
+    // Policy change → enforced on both nodes; and the same table by nft -f.
+    let (mut m1, rx1) = monitor(&h1);
+    let (mut m2, rx2) = monitor(&h2);
+    std::thread::sleep(Duration::from_millis(300));
+    let scratch = Ns::new("scratch");
+    let mut ours = Vec::new();
+    let mut baseline = Vec::new();
+    for k in 0..changes as u32 {
+        let port = 20000 + k;
+        let start = Instant::now();
+        put(&store::policy_key("default", "p0"), &policy_i(0, port).to_string());
+        let needle = format!("th dport {port} ");
+        let done = seen(&rx1, &needle).max(seen(&rx2, &needle));
+        ours.push(done.duration_since(start).as_secs_f64() * 1000.0);
+        let script = format!("table inet imgbuild-policy\ndelete table inet imgbuild-policy\n{}", table(&h1));
+        let file = _d1.path().join("table.nft");
+        std::fs::write(&file, script).unwrap();
+        let start = Instant::now();
+        let out = scratch.cmd("nft").arg("-f").arg(&file).output().unwrap();
+        baseline.push(start.elapsed().as_secs_f64() * 1000.0);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let _ = (m1.kill(), m2.kill());
+    ours.sort_by(f64::total_cmp);
+    baseline.sort_by(f64::total_cmp);
+    for (name, p) in [("p50", 0.5), ("p99", 0.99)] {
+        let (o, b) = (percentile(&ours, p), percentile(&baseline, p));
+        println!(
+            "| policy change → enforced on both nodes, {name} over {changes} changes (1,000 endpoints, 101 policies, {rules} rules) | {o:.0} ms | {b:.0} ms (`nft -f` of the same table) | {:.2} | etcd watch, recompile, `nft -f`, on two nodes |",
+            o / b
+        );
+    }
+
+    // Pod-to-pod TCP across the overlay: with the policies, then with none.
+    let mb = 200;
+    let with = (0..3).map(|_| tcp_seconds(&web, &client, &web_ip, mb)).fold(f64::MAX, f64::min);
+    assert!(etcd.ctl(&["del", "--prefix", &format!("{}networkpolicies/", store::PREFIX)]).0);
+    wait_until("no policy in either table", 60, || !table(&h1).contains("jump") && !table(&h2).contains("jump"));
+    let without = (0..3).map(|_| tcp_seconds(&web, &client, &web_ip, mb)).fold(f64::MAX, f64::min);
+    let rate = |s: f64| f64::from(mb) / s;
+    println!(
+        "| pod-to-pod TCP across workers (VXLAN), best of 3 × {mb} MiB, 101 policies | {:.0} MiB/s | {:.0} MiB/s (no policy) | {:.2} | client {client_ip} → web {web_ip} |",
+        rate(with),
+        rate(without),
+        rate(with) / rate(without)
+    );
 }

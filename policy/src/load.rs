@@ -214,11 +214,23 @@ fn check_peer(peer: &Peer, at: &str) -> Check {
     }
 }
 
+/// A CIDR as the API server takes one: no IPv4 octet with a leading zero,
+/// which some parsers read as octal (nft does) and others as decimal.
+fn parse_cidr(c: &str, field: &str) -> Result<IpNet, (String, String)> {
+    let bad = || (field.to_owned(), format!("{c:?} is not a CIDR"));
+    let net: IpNet = c.parse().map_err(|_| bad())?;
+    let addr = c.split('/').next().unwrap_or_default();
+    if net.addr().is_ipv4() && addr.split('.').any(|o| o.len() > 1 && o.starts_with('0')) {
+        return Err((field.to_owned(), format!("{c:?} is not a CIDR (an octet with a leading zero)")));
+    }
+    Ok(net)
+}
+
 fn check_ip_block(cidr: &str, except: &[String], at: &str) -> Check {
-    let net: IpNet = cidr.parse().map_err(|_| (format!("{at}.cidr"), format!("{cidr:?} is not a CIDR")))?;
+    let net = parse_cidr(cidr, &format!("{at}.cidr"))?;
     for (i, e) in except.iter().enumerate() {
         let field = format!("{at}.except[{i}]");
-        let ex: IpNet = e.parse().map_err(|_| (field.clone(), format!("{e:?} is not a CIDR")))?;
+        let ex = parse_cidr(e, &field)?;
         // As the API server: each except must be strictly inside the cidr.
         if !(net.contains(&ex.network()) && ex.prefix_len() > net.prefix_len()) {
             return refuse(field, format!("{e} is not inside the cidr {cidr}"));

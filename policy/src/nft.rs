@@ -46,13 +46,14 @@ impl Cluster {
         let mut local: Vec<&Pod> = node.local.clone();
         local.sort_by_key(|p| p.ip);
         for (i, pod) in local.iter().enumerate() {
-            if node.pending.contains(&pod.ip) {
+            // The table is IPv4 (`ip saddr`); pods are, as the pod network.
+            if node.pending.contains(&pod.ip) || !pod.ip.is_ipv4() {
                 continue;
             }
             for (d, dir) in [PolicyType::Egress, PolicyType::Ingress].into_iter().enumerate() {
                 if let Some(body) = self.pod_chain(dir, pod, all) {
                     let name = format!("{}-{i}", if dir == PolicyType::Egress { "egress" } else { "ingress" });
-                    let _ = write!(chains, "\n\tchain {name} {{\n\t\tcomment \"{}\"\n{body}\t}}\n", pod.id());
+                    let _ = write!(chains, "\n\tchain {name} {{\n\t\tcomment \"{}\"\n{body}\t}}\n", comment(&pod.id()));
                     maps[d].insert(pod.ip, name);
                 }
             }
@@ -60,8 +61,9 @@ impl Cluster {
         let mut s = format!("table {TABLE}\ndelete table {TABLE}\ntable {TABLE} {{\n");
         s.push_str("\tchain forward {\n\t\ttype filter hook forward priority filter - 10; policy accept;\n");
         s.push_str("\t\tct state established,related accept\n");
-        if !node.pending.is_empty() {
-            let pending = set(node.pending.iter().map(IpAddr::to_string));
+        let pending: Vec<String> = node.pending.iter().filter(|ip| ip.is_ipv4()).map(IpAddr::to_string).collect();
+        if !pending.is_empty() {
+            let pending = set(pending.into_iter());
             let _ = writeln!(s, "\t\tip saddr {pending} drop\n\t\tip daddr {pending} drop");
         }
         for (field, map) in ["saddr", "daddr"].into_iter().zip(&maps) {
@@ -113,9 +115,14 @@ impl Cluster {
         for peer in peers {
             match &peer.ip_block {
                 // Pod addresses are IPv4; an IPv6 block can match none.
-                Some(b) if b.cidr.contains(':') => {}
-                Some(b) => blocks.push((b.cidr.clone(), aggregated(&b.except))),
-                None => ips.extend(all.iter().filter(|p| self.peer_matches(peer, policy_ns, p)).map(|p| p.ip)),
+                Some(b) => {
+                    if let Ok(ipnet::IpNet::V4(net)) = b.cidr.parse::<ipnet::IpNet>() {
+                        blocks.push((net.trunc().to_string(), aggregated(&b.except)));
+                    }
+                }
+                None => ips.extend(
+                    all.iter().filter(|p| p.ip.is_ipv4() && self.peer_matches(peer, policy_ns, p)).map(|p| p.ip),
+                ),
             }
         }
         Peers::Some { ips, blocks }
@@ -139,7 +146,7 @@ impl Cluster {
                 None => true,
                 Some(ps) => ps.iter().any(|peer| self.peer_matches(peer, policy_ns, p)),
             };
-            for dest in all.iter().filter(|p| in_peers(p)) {
+            for dest in all.iter().filter(|p| p.ip.is_ipv4() && in_peers(p)) {
                 let set = port_set(named.iter().copied(), Some(dest));
                 if !set.is_empty() {
                     out.push(Match { who: Who::Ips(BTreeSet::from([dest.ip])), ports: Some(set) });
@@ -230,6 +237,16 @@ fn port_set<'a>(ports: impl Iterator<Item = &'a PolicyPort>, dest: Option<&Pod>)
         }
     }
     set
+}
+
+/// A chain's comment: nft takes at most 128 bytes, and a pod's
+/// `NAMESPACE/NAME` can be longer.
+fn comment(id: &str) -> String {
+    let mut end = id.len().min(128);
+    while !id.is_char_boundary(end) {
+        end -= 1;
+    }
+    id[..end].to_owned()
 }
 
 fn set(items: impl Iterator<Item = String>) -> String {

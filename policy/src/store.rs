@@ -85,6 +85,11 @@ impl Endpoint {
         if !is_container_id(&self.sandbox) {
             return Err(format!("sandbox {:?} is not a sandbox ID", self.sandbox));
         }
+        // The pod network is IPv4; an IPv6 (or IPv4-mapped) address would
+        // slip past the checks that compare addresses.
+        if !self.ip.is_ipv4() {
+            return Err(format!("{} is not an IPv4 pod address", self.ip));
+        }
         let file = crate::PodsFile { namespaces: BTreeMap::new(), pods: vec![self.pod()] };
         crate::pods::check_pods(&file)
             .map_err(|(field, reason)| format!("{}: {reason}", field.replacen("pods[0].", "", 1)))
@@ -225,6 +230,12 @@ mod tests {
         for bad in [endpoint("../w1", "abc", "10.1.1.2"), endpoint("w1", "a/b", "10.1.1.2")] {
             let v = serde_json::to_vec(&bad).unwrap();
             assert!(stored_endpoint(&bad.key(), &v).is_err(), "{bad:?}");
+        }
+        // IPv4 only: an IPv6 or IPv4-mapped address slips past address checks.
+        for ip in ["fd00::1", "::ffff:10.1.1.2"] {
+            let bad = endpoint("w1", "abc123", ip);
+            let err = stored_endpoint(&bad.key(), &serde_json::to_vec(&bad).unwrap()).unwrap_err();
+            assert!(err.contains("is not an IPv4 pod address"), "{err}");
         }
         let mut bad_label = e.clone();
         bad_label.labels.insert("-x".into(), "y".into());

@@ -65,6 +65,12 @@ fn every_pods_table_is_accepted_by_the_kernel() {
         let script = c.nft_script(&Node { local: vec![pod], pending: BTreeSet::new() }, &pods);
         kernel_accepts(&script).unwrap_or_else(|e| panic!("{}: {e}\n{script}", pod.id()));
     }
+    // A name as long as Kubernetes allows (253): nft takes 128-byte comments.
+    let mut long = pods[0].clone();
+    long.name = format!("{}.{}.{}.{}", "a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61));
+    assert_eq!(long.name.len(), 253);
+    let script = c.nft_script(&Node { local: vec![&long], pending: BTreeSet::new() }, &pods);
+    kernel_accepts(&script).unwrap_or_else(|e| panic!("a long pod name: {e}\n{script}"));
     // No pods at all: the table is still there, empty.
     let script = c.nft_script(&Node { local: vec![], pending: BTreeSet::new() }, &pods);
     kernel_accepts(&script).unwrap();

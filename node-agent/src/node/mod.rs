@@ -86,7 +86,8 @@ pub async fn run(cfg: NodeConfig, opts: Options) -> Result<()> {
         // Before the conflist names the plugin: its ADD waits for us.
         crate::policy::install_plugin(&cfg.paths.cni_bin_dir).context("installing the CNI endpoint plugin")?;
         let cri = cfg.containerd.as_ref().map(|c| c.socket.clone());
-        tokio::spawn(crate::policy::run(spec, cfg.node.name.clone(), client.clone(), cri));
+        let run_flannel = cfg.paths.run_flannel.clone();
+        tokio::spawn(crate::policy::run(spec, cfg.node.name.clone(), client.clone(), cri, run_flannel));
     }
     let mut pods = PodNetwork::start(cfg.clone(), client.clone(), opts.in_image).await?;
     let rev = loop {

@@ -137,9 +137,35 @@ struct Local {
     pending: BTreeSet<IpAddr>,
 }
 
-fn local_endpoints(node: &str, records: &[(Record, SystemTime)], ids: Option<&HashMap<String, Identity>>) -> Local {
+/// Whether a recorded address can be a pod's on this node: IPv4, and when
+/// the lease is known, inside it and not its network, gateway (the bridge)
+/// or broadcast address.
+fn pod_address(ip: IpAddr, subnet: Option<ipnet::Ipv4Net>) -> bool {
+    let IpAddr::V4(v4) = ip else { return false };
+    match subnet {
+        None => !(v4.is_loopback() || v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast()),
+        Some(net) => {
+            let gateway = std::net::Ipv4Addr::from(u32::from(net.network()) + 1);
+            net.contains(&v4) && v4 != net.network() && v4 != gateway && v4 != net.broadcast()
+        }
+    }
+}
+
+fn local_endpoints(
+    node: &str,
+    records: &[(Record, SystemTime)],
+    ids: Option<&HashMap<String, Identity>>,
+    subnet: Option<ipnet::Ipv4Net>,
+) -> Local {
     let mut local = Local::default();
     for (r, made) in records {
+        if !pod_address(r.ip, subnet) {
+            log::warn(&format!(
+                "policy: ignoring the record of sandbox {}: {} is not a pod address here",
+                r.sandbox, r.ip
+            ));
+            continue;
+        }
         let from_cri = ids.and_then(|ids| ids.get(&r.sandbox));
         let old = made.elapsed().unwrap_or_default() > NOT_CRI_AFTER;
         let e = match from_cri {
@@ -242,6 +268,8 @@ struct Enforcer {
     node: String,
     client: Client,
     cri: Option<PathBuf>,
+    /// Where subnet.env tells this node's lease.
+    run_flannel: PathBuf,
     kvs: BTreeMap<String, Vec<u8>>,
     applied: Option<String>,
     warned: BTreeSet<String>,
@@ -270,7 +298,8 @@ impl Enforcer {
                 }
             },
         };
-        let local = local_endpoints(&self.node, &records, ids.as_ref());
+        let subnet = crate::cni::SubnetEnv::previous_subnet(&self.run_flannel);
+        let local = local_endpoints(&self.node, &records, ids.as_ref(), subnet);
         self.pending = !local.pending.is_empty();
         if let Err(e) = self.publish(&local).await {
             log::warn(&format!("policy: publishing this node's endpoints: {e:#}"));
@@ -281,6 +310,23 @@ impl Enforcer {
             self.applied = Some(script);
         }
         Ok(())
+    }
+
+    /// Takes a watch message's events; false when the watch lost history.
+    fn take_events(&mut self, r: crate::etcd::wire::WatchResponse, rev: &mut i64) -> bool {
+        if r.canceled || r.compact_revision > 0 {
+            return false;
+        }
+        for ev in r.events {
+            let key = String::from_utf8_lossy(&ev.kv.key).into_owned();
+            if ev.is_delete() {
+                self.kvs.remove(&key);
+            } else {
+                self.kvs.insert(key, ev.kv.value);
+            }
+        }
+        *rev = (*rev).max(r.header.revision);
+        true
     }
 
     /// Puts this node's endpoints that etcd lacks or has otherwise, and
@@ -314,7 +360,15 @@ async fn listen(socket: &Path, tx: tokio::sync::mpsc::Sender<tokio::sync::onesho
         tokio::net::UnixListener::bind(socket).with_context(|| format!("listening on {}", socket.display()))?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            // Out of descriptors, say: wait for some to close, keep serving.
+            Err(e) => {
+                log::warn(&format!("policy: accepting on {}: {e}", socket.display()));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
         let tx = tx.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
@@ -337,7 +391,7 @@ async fn listen(socket: &Path, tx: tokio::sync::mpsc::Sender<tokio::sync::onesho
 }
 
 /// Runs enforcement forever.
-pub async fn run(spec: PolicyEnforcement, node: String, client: Client, cri: Option<PathBuf>) {
+pub async fn run(spec: PolicyEnforcement, node: String, client: Client, cri: Option<PathBuf>, run_flannel: PathBuf) {
     use std::os::unix::fs::DirBuilderExt;
     let dir = spec.endpoints_dir();
     if let Err(e) = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir) {
@@ -355,6 +409,7 @@ pub async fn run(spec: PolicyEnforcement, node: String, client: Client, cri: Opt
         node,
         client,
         cri,
+        run_flannel,
         kvs: BTreeMap::new(),
         applied: None,
         warned: BTreeSet::new(),
@@ -388,13 +443,18 @@ pub async fn run(spec: PolicyEnforcement, node: String, client: Client, cri: Opt
             let tick = Duration::from_millis(if e.pending { 200 } else { 2000 });
             let lost = tokio::select! {
                 msg = async { match watch.as_mut() { Some(w) => w.next().await, None => std::future::pending().await } } => match msg {
-                    Ok(Some(r)) if !r.canceled && r.compact_revision == 0 => {
-                        for ev in &r.events {
-                            let key = String::from_utf8_lossy(&ev.kv.key).into_owned();
-                            if ev.is_delete() { e.kvs.remove(&key); } else { e.kvs.insert(key, ev.kv.value.clone()); }
+                    Ok(Some(r)) => {
+                        let mut lost = !e.take_events(r, &mut rev);
+                        // A burst (an apply of many objects) is one table change.
+                        while !lost {
+                            let Some(w) = watch.as_mut() else { break };
+                            match tokio::time::timeout(Duration::from_millis(2), w.next()).await {
+                                Ok(Ok(Some(r))) => lost = !e.take_events(r, &mut rev),
+                                Ok(_) => lost = true,
+                                Err(_) => break,
+                            }
                         }
-                        rev = rev.max(r.header.revision);
-                        false
+                        lost
                     }
                     _ => true,
                 },
@@ -458,6 +518,18 @@ mod tests {
     }
 
     #[test]
+    fn only_pod_addresses_of_the_lease_are_taken() {
+        let net: ipnet::Ipv4Net = "10.1.5.0/24".parse().unwrap();
+        assert!(pod_address("10.1.5.2".parse().unwrap(), Some(net)));
+        for bad in ["10.1.5.0", "10.1.5.1", "10.1.5.255", "10.1.6.2", "172.17.8.103", "::ffff:10.1.5.2"] {
+            assert!(!pod_address(bad.parse().unwrap(), Some(net)), "{bad}");
+        }
+        for bad in ["127.0.0.1", "0.0.0.0", "255.255.255.255", "224.0.0.1", "fd00::1"] {
+            assert!(!pod_address(bad.parse().unwrap(), None), "{bad}");
+        }
+    }
+
+    #[test]
     fn kubelets_port_annotation() {
         let json = r#"[{"name":"serve-80-tcp","containerPort":80,"protocol":"TCP"},{"containerPort":81,"protocol":"UDP"},{"containerPort":82,"protocol":"ICMP"}]"#;
         let ports = container_ports(json);
@@ -478,7 +550,7 @@ mod tests {
         };
         let now = SystemTime::now();
         let empty = HashMap::new();
-        let l = local_endpoints("w1", &[(r.clone(), now)], Some(&empty));
+        let l = local_endpoints("w1", &[(r.clone(), now)], Some(&empty), None);
         assert!(l.endpoints.is_empty() && l.pending.contains(&r.ip), "fail closed until the runtime knows it");
         let ids = HashMap::from([(
             "abc".to_owned(),
@@ -490,12 +562,12 @@ mod tests {
                 ports: vec![],
             },
         )]);
-        let l = local_endpoints("w1", &[(r.clone(), now)], Some(&ids));
+        let l = local_endpoints("w1", &[(r.clone(), now)], Some(&ids), None);
         assert_eq!(l.endpoints.len(), 1);
         assert_eq!(l.endpoints[0].labels["pod"], "a");
         assert!(l.pending.is_empty());
         // No runtime at all: CNI_ARGS' identity, no labels.
-        let l = local_endpoints("w1", &[(r, now)], None);
+        let l = local_endpoints("w1", &[(r, now)], None, None);
         assert_eq!((l.endpoints[0].namespace.as_str(), l.endpoints[0].labels.len()), ("x", 0));
     }
 }
