@@ -104,6 +104,10 @@ cargo test -q --locked -p node-agent --test cri -- --ignored --exact bench_sandb
   2>"$out/cri.err" | grep '^|' >"$out/runtime.md"
 bash bench/runtime.sh "$out" "$PWD/$img" "$PWD/$agent" "$kernel" "$runs" 2>"$out/runtime.err" >>"$out/runtime.md"
 
+# --- NetworkPolicy: a change enforced on two nodes, and TCP with policies ----
+BENCH_CHANGES=$((quick ? 5 : 30)) cargo test -q --locked -p node-agent --test netpol -- --ignored --exact \
+  bench_policy_change_to_enforced --nocapture 2>"$out/netpol.err" | grep '^|' >"$out/netpol.md"
+
 # --- boot ------------------------------------------------------------------
 boot_rows="| first boot | skipped in quick mode | | | |"$'\n'
 if ((!quick)); then
@@ -224,6 +228,12 @@ report="$out/BENCHMARKS.md"
   echo "| benchmark | ours | baseline | ratio | note |"
   echo "| --- | ---: | ---: | ---: | --- |"
   cat "$out/runtime.md"
+  echo
+  echo "## NetworkPolicy (two workers in network namespaces, real etcd, nftables)"
+  echo
+  echo "| benchmark | ours | baseline | ratio | note |"
+  echo "| --- | ---: | ---: | ---: | --- |"
+  cat "$out/netpol.md"
   echo
   echo "## \`imgbuild serve\` under a fleet (loopback, a source address per client)"
   echo

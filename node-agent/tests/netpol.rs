@@ -482,7 +482,7 @@ fn bench_policy_change_to_enforced() {
         let port = 20000 + k;
         let start = Instant::now();
         put(&store::policy_key("default", "p0"), &policy_i(0, port).to_string());
-        let needle = format!("th dport {port} ");
+        let needle = format!("dport {port} ");
         let done = seen(&rx1, &needle).max(seen(&rx2, &needle));
         ours.push(done.duration_since(start).as_secs_f64() * 1000.0);
         let script = format!("table inet imgbuild-policy\ndelete table inet imgbuild-policy\n{}", table(&h1));
