@@ -266,6 +266,28 @@ fn upstream_network_policy_cases_on_real_pods_match_the_evaluator() {
     assert_eq!(lab.converge("should allow all traffic after the policy is deleted"), 0);
     println!("{}\n{} cases in {:.0} s", report.join("\n"), report.len() + 4, started.elapsed().as_secs_f64());
 
+    // containerd killed and restarted by the agent: while the runtime is
+    // away, the pods it named keep their labels, so x/a stays isolated in
+    // every table the agent applies meanwhile, and all its rules hold after.
+    lab.set_policies(&[policy(
+        "x",
+        "isolate-a",
+        json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Ingress"]}),
+    )]);
+    lab.converge("isolate x/a");
+    let w = &lab.workers[lab.pod("x/a").worker];
+    let jump = format!("{} : jump", lab.pod("x/a").ip);
+    let before = w.containerd_pid();
+    assert!(std::process::Command::new("kill").args(["-9", &before.to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while w.agent.log().matches("containerd ready").count() < 2 || w.containerd_pid() == before {
+        let t = w.ns.sh("nft list table inet imgbuild-policy");
+        assert!(t.contains(&jump), "x/a unisolated while containerd was away:\n{t}");
+        assert!(Instant::now() < deadline, "containerd did not come back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    lab.converge("isolate x/a, containerd back");
+
     // A removed pod leaves etcd and its node's table.
     lab.set_policies(&[policy("z", "deny", json!({"podSelector": {}, "policyTypes": ["Ingress"]}))]);
     lab.converge("deny in z");

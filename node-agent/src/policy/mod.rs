@@ -76,6 +76,7 @@ fn read_records(dir: &Path) -> Vec<(Record, SystemTime)> {
 }
 
 /// A pod's identity from the runtime.
+#[derive(Clone)]
 struct Identity {
     namespace: String,
     name: String,
@@ -156,6 +157,7 @@ fn local_endpoints(
     records: &[(Record, SystemTime)],
     ids: Option<&HashMap<String, Identity>>,
     subnet: Option<ipnet::Ipv4Net>,
+    answered: bool,
 ) -> Local {
     let mut local = Local::default();
     for (r, made) in records {
@@ -167,7 +169,7 @@ fn local_endpoints(
             continue;
         }
         let from_cri = ids.and_then(|ids| ids.get(&r.sandbox));
-        let old = made.elapsed().unwrap_or_default() > NOT_CRI_AFTER;
+        let old = answered && made.elapsed().unwrap_or_default() > NOT_CRI_AFTER;
         let e = match from_cri {
             Some(id) => Endpoint {
                 node: node.into(),
@@ -270,6 +272,8 @@ struct Enforcer {
     cri: Option<PathBuf>,
     /// Where subnet.env tells this node's lease.
     run_flannel: PathBuf,
+    /// What the runtime last said of each recorded sandbox.
+    named: HashMap<String, Identity>,
     kvs: BTreeMap<String, Vec<u8>>,
     applied: Option<String>,
     warned: BTreeSet<String>,
@@ -288,18 +292,31 @@ impl Enforcer {
     /// and applies the table if it changed. Ok once the table is in place.
     async fn reconcile(&mut self) -> Result<()> {
         let records = read_records(&self.spec.endpoints_dir());
+        let mut answered = true;
         let ids = match &self.cri {
             None => None,
-            Some(socket) => match identities(socket).await {
-                Ok(ids) => Some(ids),
-                Err(e) => {
-                    log::debug(&format!("policy: asking the runtime: {e:#}"));
-                    Some(HashMap::new())
-                }
-            },
+            Some(socket) => {
+                let now = match identities(socket).await {
+                    Ok(ids) => ids,
+                    Err(e) => {
+                        log::debug(&format!("policy: asking the runtime: {e:#}"));
+                        answered = false;
+                        HashMap::new()
+                    }
+                };
+                // A pod the runtime named keeps that name while the runtime
+                // is away (containerd restarting): never its labels dropped,
+                // which could leave it unisolated.
+                let mut known = std::mem::take(&mut self.named);
+                known.extend(now);
+                known.retain(|sandbox, _| records.iter().any(|(r, _)| &r.sandbox == sandbox));
+                self.named = known.clone();
+                Some(known)
+            }
         };
         let subnet = crate::cni::SubnetEnv::previous_subnet(&self.run_flannel);
-        let local = local_endpoints(&self.node, &records, ids.as_ref(), subnet);
+        // Unanswered, no record is taken as a pod the runtime never heard of.
+        let local = local_endpoints(&self.node, &records, ids.as_ref(), subnet, answered);
         self.pending = !local.pending.is_empty();
         if let Err(e) = self.publish(&local).await {
             log::warn(&format!("policy: publishing this node's endpoints: {e:#}"));
@@ -410,6 +427,7 @@ pub async fn run(spec: PolicyEnforcement, node: String, client: Client, cri: Opt
         client,
         cri,
         run_flannel,
+        named: HashMap::new(),
         kvs: BTreeMap::new(),
         applied: None,
         warned: BTreeSet::new(),
@@ -550,7 +568,7 @@ mod tests {
         };
         let now = SystemTime::now();
         let empty = HashMap::new();
-        let l = local_endpoints("w1", &[(r.clone(), now)], Some(&empty), None);
+        let l = local_endpoints("w1", &[(r.clone(), now)], Some(&empty), None, true);
         assert!(l.endpoints.is_empty() && l.pending.contains(&r.ip), "fail closed until the runtime knows it");
         let ids = HashMap::from([(
             "abc".to_owned(),
@@ -562,12 +580,19 @@ mod tests {
                 ports: vec![],
             },
         )]);
-        let l = local_endpoints("w1", &[(r.clone(), now)], Some(&ids), None);
+        let l = local_endpoints("w1", &[(r.clone(), now)], Some(&ids), None, true);
         assert_eq!(l.endpoints.len(), 1);
         assert_eq!(l.endpoints[0].labels["pod"], "a");
         assert!(l.pending.is_empty());
+        // The runtime away: an old record stays dropped, never unlabelled.
+        let old = now - Duration::from_secs(60);
+        let l = local_endpoints("w1", &[(r.clone(), old)], Some(&empty), None, false);
+        assert!(l.endpoints.is_empty() && l.pending.contains(&r.ip));
+        // The runtime answered and never heard of it: not a CRI pod.
+        let l = local_endpoints("w1", &[(r.clone(), old)], Some(&empty), None, true);
+        assert_eq!(l.endpoints.len(), 1);
         // No runtime at all: CNI_ARGS' identity, no labels.
-        let l = local_endpoints("w1", &[(r, now)], None, None);
+        let l = local_endpoints("w1", &[(r, now)], None, None, true);
         assert_eq!((l.endpoints[0].namespace.as_str(), l.endpoints[0].labels.len()), ("x", 0));
     }
 }
