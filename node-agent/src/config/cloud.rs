@@ -296,6 +296,12 @@ mod tests {
         assert!(format!("{e:#}").contains("HTTP 404; gave up after 2s"), "{e:#}");
         // Without the required header the service refuses: the request must carry it.
         let (base, _) = service(Platform::Gcp, (200, CONFIG), 0, 503, Duration::ZERO);
+        // The service binds in its own thread: wait for it, as user_data's retries do.
+        let addr = base.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(&addr).is_err() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let plain = reqwest::blocking::get(format!("{base}{}", Platform::Gcp.path())).unwrap();
         assert_eq!(plain.status().as_u16(), 400);
         // Too big is refused, not truncated.
