@@ -175,10 +175,6 @@ fn time_to_ip(cri: &mut Cri, name: &str) -> (f64, String) {
     (start.elapsed().as_secs_f64() * 1000.0, id)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 /// The benchmark `bench/run.sh` runs: sandbox requested → IP in
 /// `PodSandboxStatus`, p50 and p99 over 50 pods, through the agent's
 /// containerd (our conflist on the VXLAN overlay) against the same

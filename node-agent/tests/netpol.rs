@@ -309,14 +309,7 @@ fn policy_host(lan: &Lan, name: &str, ip: &str, etcd: &str) -> (Ns, tempfile::Te
     let dir = tempfile::tempdir().unwrap();
     let config = node_config(dir.path(), name, "worker", &format!("{ip}/24"), etcd, "vxlan");
     let mut json: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
-    let bin = dir.path().join("cni-bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    for plugin in std::fs::read_dir("/usr/lib/cni").unwrap() {
-        let plugin = plugin.unwrap();
-        std::os::unix::fs::symlink(plugin.path(), bin.join(plugin.file_name())).unwrap();
-    }
-    json["paths"]["cni_bin_dir"] = bin.to_string_lossy().into();
-    json["policy"] = json!({ "run_dir": dir.path().join("run/policy") });
+    enforce_policy(&mut json, dir.path());
     std::fs::write(&config, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
     (ns, dir, config)
 }
@@ -384,10 +377,6 @@ fn the_table_converges_after_agent_restarts_and_etcd_outages() {
     wait_until("egress policy gone", 60, || !table().contains("ip saddr vmap"));
     assert!(agent2.log().contains("policy:"), "{}", agent2.log());
     drop(p1);
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// Lines of `nft monitor` in `ns`, each with the time it was read.

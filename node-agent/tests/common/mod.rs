@@ -322,6 +322,25 @@ pub fn node_config(dir: &Path, name: &str, role: &str, cidr: &str, etcd: &str, b
     path
 }
 
+/// Turns NetworkPolicy enforcement on in a node config (`json`) whose
+/// paths are in `dir`: its endpoint plugin goes in a CNI plugin folder of
+/// the host's own, beside Debian's plugins.
+pub fn enforce_policy(json: &mut serde_json::Value, dir: &Path) {
+    let bin = dir.join("cni-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for plugin in std::fs::read_dir("/usr/lib/cni").unwrap() {
+        let plugin = plugin.unwrap();
+        std::os::unix::fs::symlink(plugin.path(), bin.join(plugin.file_name())).unwrap();
+    }
+    json["paths"]["cni_bin_dir"] = bin.to_string_lossy().into();
+    json["policy"] = serde_json::json!({ "run_dir": dir.join("run/policy") });
+}
+
+/// The `p` quantile of sorted samples (nearest rank).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
 /// Starts `node-agent run` in `ns`'s network namespace alone, keeping the
 /// host's mounts: containerd's runc needs the host's cgroup mounts, which
 /// `ip netns exec` hides under a fresh sysfs.

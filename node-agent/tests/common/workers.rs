@@ -44,14 +44,7 @@ impl Worker {
         let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
         json["containerd"] = serde_json::to_value(&spec).unwrap();
         if policy {
-            let bin = dir.path().join("cni-bin");
-            std::fs::create_dir_all(&bin).unwrap();
-            for plugin in std::fs::read_dir("/usr/lib/cni").unwrap() {
-                let plugin = plugin.unwrap();
-                std::os::unix::fs::symlink(plugin.path(), bin.join(plugin.file_name())).unwrap();
-            }
-            json["paths"]["cni_bin_dir"] = bin.to_string_lossy().into();
-            json["policy"] = serde_json::json!({ "run_dir": dir.path().join("run/policy") });
+            enforce_policy(&mut json, dir.path());
         }
         std::fs::write(&config, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
         let agent = start_agent_host_mounts(&ns, &config);
