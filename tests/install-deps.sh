@@ -10,6 +10,7 @@ packages=(
   qemu-system-x86 ovmf ipxe-qemu    # booting images
   qemu-utils                        # qemu-img: qcow2 disks
   iproute2 iputils-ping nftables iptables kmod
+  curl                              # etcd's JSON gateway, called as an outsider would
   cpio zstd                         # checking initramfs images with the usual tools
   graphviz                          # docs/architecture.svg is drawn from docs/architecture.dot
   vagrant vagrant-libvirt           # `vagrant box add`, `vagrant up` of the reference cluster

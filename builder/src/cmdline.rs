@@ -401,6 +401,12 @@ pub enum EtcdCmd {
         #[command(flatten)]
         access: EtcdAccess,
     },
+    /// Make etcd's users for every node of the cluster file (after adding
+    /// nodes) and turn authentication on; etcd members do it when they start.
+    Access {
+        #[command(flatten)]
+        access: EtcdAccess,
+    },
     /// Make a member's data folder from a snapshot (needs etcdctl).
     Restore {
         /// The snapshot.

@@ -193,6 +193,7 @@ pub fn etcd(cmd: &EtcdCmd) -> Result<()> {
         EtcdCmd::Add { node, access } => e::add(access, node, out),
         EtcdCmd::Remove { node, access } => e::remove(access, node, out),
         EtcdCmd::Snapshot { file, access } => e::snapshot(access, file, out),
+        EtcdCmd::Access { access } => e::access(access, out),
         EtcdCmd::Restore { file, node, data_dir, access } => e::restore(access, file, node, data_dir, out),
     }
 }

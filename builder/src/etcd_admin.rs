@@ -44,18 +44,8 @@ pub fn status(access: &EtcdAccess, out: &mut dyn Write) -> Result<()> {
     let mut down = Vec::new();
     for (endpoint, st) in etcd.statuses() {
         match st {
-            Ok(v) => {
-                let num = |k: &str| v[k].as_str().map(str::to_owned).or_else(|| v[k].as_u64().map(|n| n.to_string()));
-                let leader = num("leader").and_then(|l| l.parse::<u64>().ok()).map(|l| format!("{l:x}"));
-                writeln!(
-                    out,
-                    "{:<30} {:<8} {:>10} {:<17} {}",
-                    endpoint,
-                    v["version"].as_str().unwrap_or("?"),
-                    num("dbSize").unwrap_or_default(),
-                    leader.unwrap_or_default(),
-                    num("raftTerm").unwrap_or_default()
-                )?;
+            Ok(s) => {
+                writeln!(out, "{:<30} {:<8} {:>10} {:<17x} {}", endpoint, s.version, s.db_size, s.leader, s.raft_term)?;
             }
             Err(e) => {
                 writeln!(out, "{endpoint:<30} unreachable: {e:#}")?;
@@ -109,6 +99,34 @@ pub fn remove(access: &EtcdAccess, name: &str, out: &mut dyn Write) -> Result<()
     }
     etcd.member_remove(m.id)?;
     writeln!(out, "removed {name} (member {:x}); wipe its data before it joins again", m.id)?;
+    Ok(())
+}
+
+/// `etcd access`: every node of the cluster file gets its etcd user (a node
+/// added to the file after the members started has none until then), and
+/// authentication is on. Users of nodes no longer in the file are kept.
+pub fn access(access: &EtcdAccess, out: &mut dyn Write) -> Result<()> {
+    let cluster = cluster_of(access)?;
+    if !cluster.etcd.tls {
+        let file = access.cluster.as_deref().map_or("the embedded cluster".into(), |p| p.display().to_string());
+        return Err(InputError::new(
+            file,
+            "etcd.tls",
+            "is false: etcd takes user names from client certificates, and this cluster has none",
+        )
+        .into());
+    }
+    let etcd = crate::policy::connect(access)?;
+    let plan = crate::plan::etcd_access(&cluster);
+    etcd.ensure_access(&plan)?;
+    writeln!(
+        out,
+        "etcd authentication on: {} administrators ({}), {} nodes ({})",
+        plan.admins.len(),
+        plan.admins.join(", "),
+        plan.nodes.len(),
+        plan.nodes.join(", ")
+    )?;
     Ok(())
 }
 

@@ -3,7 +3,9 @@
 
 use ipnet::Ipv4Net;
 use node_config::Role;
-use node_config::{ClientTls, EtcdConfig, EtcdMember, KeyPair, NetworkConfig, NodeConfig, NodeIdentity, Paths};
+use node_config::{
+    ClientTls, EtcdAccess, EtcdConfig, EtcdMember, KeyPair, NetworkConfig, NodeConfig, NodeIdentity, Paths,
+};
 
 use crate::cluster::{Cluster, Node};
 use crate::error::InputError;
@@ -91,6 +93,9 @@ pub fn node_config(cluster: &Cluster, node: &Node, pki: Option<&Pki>) -> NodeCon
         },
         etcd: EtcdConfig {
             endpoints: cluster.etcd_endpoints(),
+            // With client certificates, etcd's users are their CNs: the
+            // members make them and turn authentication on.
+            access: (is_member && certs.is_some()).then(|| etcd_access(cluster)),
             tls: certs.map(|c| ClientTls { ca: c.ca, cert: c.client.cert, key: c.client.key }),
             member,
         },
@@ -108,6 +113,13 @@ pub fn node_config(cluster: &Cluster, node: &Node, pki: Option<&Pki>) -> NodeCon
         containerd: None,
         policy: (node.role.has_pods() && cluster.network_policy).then(node_config::PolicyEnforcement::default),
     }
+}
+
+/// Every certificate name of the cluster and what it may do in etcd.
+pub fn etcd_access(cluster: &Cluster) -> EtcdAccess {
+    let admins = cluster.etcd_nodes().map(|n| n.name.clone()).chain([crate::pki::ADMIN_CN.to_owned()]).collect();
+    let nodes = cluster.nodes.iter().filter(|n| n.role.has_pods()).map(|n| n.name.clone()).collect();
+    EtcdAccess { admins, nodes }
 }
 
 fn key_pair(pem: &Pem) -> KeyPair {

@@ -41,7 +41,7 @@ pub fn connect(access: &EtcdAccess) -> Result<Etcd> {
     };
     let ca = Pki::load(&dir)?;
     let admin = ca.issue_admin();
-    Etcd::new(endpoints, Some(ClientTls { ca: ca.trust(), cert: &admin.cert, key: &admin.key }))
+    Etcd::new(endpoints, Some(ClientTls { ca: ca.trust().to_owned(), cert: admin.cert, key: admin.key }))
 }
 
 /// `policy apply -f`: every object checked first (one bad object: exit 2,

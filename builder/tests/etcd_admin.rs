@@ -29,6 +29,67 @@ fn wait_ready(etcd: &TlsEtcd, pki: &Path) -> std::process::Output {
     panic!("etcd did not answer: {}", text(&etcd_cmd(etcd, pki, &["status"])));
 }
 
+/// `etcd access` on a running etcd without users: every node of the
+/// cluster file gets its user and authentication goes on. Then the admin's
+/// commands still work, and a worker's certificate writes its lease but
+/// not the network config.
+#[test]
+fn access_makes_users_and_turns_authentication_on() {
+    common::require_tool("etcdctl");
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = tmp.path().join("pki");
+    let etcd = start_tls_etcd(tmp.path(), &pki);
+    wait_ready(&etcd, &pki);
+    let o = etcd_cmd(&etcd, &pki, &["access"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "etcd authentication on: 2 administrators (etcd-1, imgbuild:admin), 3 nodes (master-1, worker-1, worker-2)\n"
+    );
+    // Again: every step may be repeated.
+    let o = etcd_cmd(&etcd, &pki, &["access"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(etcd_cmd(&etcd, &pki, &["status"]).status.success(), "the admin certificate is root");
+
+    let cluster = imgbuild::cluster::Cluster::embedded_default();
+    let ca = imgbuild::pki::Pki::load(&pki).unwrap();
+    let worker = cluster.node("worker-1").unwrap();
+    let certs = ca.issue(worker, false);
+    for (name, text) in [("ca.crt", ca.trust()), ("w.crt", &certs.client.cert), ("w.key", &certs.client.key)] {
+        std::fs::write(tmp.path().join(name), text).unwrap();
+    }
+    let worker_ctl = |args: &[&str]| {
+        let d = tmp.path().display();
+        let o = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", etcd.url))
+            .arg(format!("--cacert={d}/ca.crt"))
+            .arg(format!("--cert={d}/w.crt"))
+            .arg(format!("--key={d}/w.key"))
+            .args(args)
+            .output()
+            .unwrap();
+        (o.status.success(), text(&o))
+    };
+    let (ok, out) = worker_ctl(&["put", "/coreos.com/network/subnets/10.1.9.0-24", "{}"]);
+    assert!(ok, "{out}");
+    let (ok, out) = worker_ctl(&["put", "/coreos.com/network/config", "{}"]);
+    assert!(!ok && out.contains("permission denied"), "{out}");
+
+    // A cluster without client certificates has no names for users.
+    let plain = tmp.path().join("plain.toml");
+    std::fs::write(&plain, imgbuild::cluster::DEFAULT_TOML.replace("tls = true", "tls = false")).unwrap();
+    let o = imgbuild()
+        .args(["etcd", "access", "--cluster"])
+        .arg(&plain)
+        .arg("--endpoints")
+        .arg(&etcd.url)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("plain.toml") && text(&o).contains("etcd.tls"), "{}", text(&o));
+}
+
 #[test]
 fn status_membership_snapshot_and_restore() {
     common::require_tool("etcdctl");

@@ -45,6 +45,60 @@ fn etcdctl(ns: &Ns, tls: &str, args: &str) -> (bool, String) {
     ))
 }
 
+/// With authentication on, a worker's certificate (CN worker-1) reads the
+/// network config and the policies and writes its leases and its own
+/// policy endpoints, nothing else; the administrator's writes anything; and
+/// etcd's JSON gateway, which ignores a certificate's CN, serves nobody.
+fn least_privilege(pki_dir: &Path, w1: &Ns, mine: &str, subnet: &str) {
+    let denied = |args: &str| {
+        let (ok, out) = etcdctl(w1, mine, args);
+        assert!(!ok && out.contains("permission denied"), "worker-1 may {args}: {out}");
+    };
+    let allowed = |tls: &str, args: &str| {
+        let (ok, out) = etcdctl(w1, tls, args);
+        assert!(ok, "refused {args}: {out}");
+        out
+    };
+    assert!(allowed(mine, "get --print-value-only /coreos.com/network/config").contains("Network"));
+    denied("put /coreos.com/network/config {}");
+    denied("del /coreos.com/network/config");
+    denied("put /imgbuild/policy/v1/networkpolicies/default/allow-all {}");
+    denied("del --prefix /imgbuild/policy/v1/");
+    denied("put /imgbuild/policy/v1/endpoints/worker-2/forged {}");
+    denied("del --prefix /imgbuild/");
+    denied("get --prefix /");
+    denied("user list");
+    allowed(mine, "put /imgbuild/policy/v1/endpoints/worker-1/own {}");
+    allowed(mine, "get --prefix /imgbuild/policy/v1/");
+    allowed(mine, &format!("get /coreos.com/network/subnets/{subnet}"));
+
+    let pki = Pki::load(pki_dir).unwrap();
+    let admin = pki.issue_admin();
+    let dir = pki_dir.parent().unwrap().join("admin");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in [("ca.crt", pki.trust()), ("client.crt", &admin.cert), ("client.key", &admin.key)] {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let d = dir.display();
+    let admin_tls = format!("--cacert={d}/ca.crt --cert={d}/client.crt --key={d}/client.key");
+    allowed(&admin_tls, "put /imgbuild/admin-was-here yes");
+    let users = allowed(&admin_tls, "user list");
+    for u in ["root", "etcd-1", "imgbuild:admin", "master-1", "worker-1", "worker-2"] {
+        assert!(users.lines().any(|l| l.trim() == u), "no etcd user {u}: {users}");
+    }
+    allowed(&admin_tls, "del /imgbuild/admin-was-here");
+
+    // The gateway: the same worker certificate, and the admin's, get nothing.
+    let mine_dir = pki_dir.parent().and_then(Path::parent).unwrap().join("mine");
+    for (who, tls) in [("worker-1", mine_dir.display().to_string()), ("admin", d.to_string())] {
+        let (_, out) = w1.try_sh(&format!(
+            "curl -sS --max-time 5 --cacert {tls}/ca.crt --cert {tls}/client.crt --key {tls}/client.key \\
+             -X POST https://172.17.8.101:2379/v3/kv/range -d '{{\"key\":\"L2NvcmVvcy5jb20vbmV0d29yay9jb25maWc=\"}}'"
+        ));
+        assert!(!out.contains("\"kvs\"") && out.contains("will be ignored"), "the gateway served {who}: {out}");
+    }
+}
+
 /// Writes a node's client CA, certificate and key for etcdctl.
 fn client_files(dir: &Path, cfg: &NodeConfig) -> String {
     let tls = cfg.etcd.tls.as_ref().unwrap();
@@ -87,6 +141,9 @@ fn only_holders_of_the_cluster_ca_certificates_reach_etcd() {
         "ETCDCTL_API=3 etcdctl --endpoints=http://172.17.8.101:2379 --dial-timeout=3s --command-timeout=5s get /x",
     );
     assert!(!ok, "plain HTTP answered: {out}");
+
+    least_privilege(&tmp.path().join("pki/ours"), &w1, &mine, &subnet);
+    assert!(etcd.log().contains("etcd authentication on: 3 node users"), "{}", etcd.log());
 
     // No client certificate, or one from another cluster's CA: refused.
     let ca_only = format!("--cacert={}/ca.crt", tmp.path().join("mine").display());

@@ -204,7 +204,7 @@ fn apply_get_and_delete_against_a_real_etcd_with_client_certificates() {
     // policy under another's name. get names and skips them, and goes on.
     let ca = imgbuild::pki::Pki::load(&pki).unwrap();
     let admin = ca.issue_admin();
-    let tls = imgbuild::etcd::ClientTls { ca: ca.ca_cert(), cert: &admin.cert, key: &admin.key };
+    let tls = imgbuild::etcd::ClientTls { ca: ca.ca_cert().to_owned(), cert: admin.cert, key: admin.key };
     let raw = imgbuild::etcd::Etcd::new(vec![etcd.url.clone()], Some(tls)).unwrap();
     let stored = raw.range("/imgbuild/policy/v1/networkpolicies/prod/db").unwrap();
     let db = stored[0].1.clone();

@@ -60,6 +60,11 @@ const ELSEWHERE: &[(&str, &str, &str)] = &[
     ("bash release/build.sh", ".ci/run", "bash release/build.sh"),
     ("imgbuild etcd status --cluster cluster.toml", "builder/tests/etcd_admin.rs", "fn status_membership_snapshot_and_restore("),
     (
+        "imgbuild etcd access --cluster cluster.toml",
+        "builder/tests/etcd_admin.rs",
+        "fn access_makes_users_and_turns_authentication_on(",
+    ),
+    (
         "imgbuild etcd snapshot backup.db --cluster cluster.toml",
         "builder/tests/etcd_admin.rs",
         "fn status_membership_snapshot_and_restore(",

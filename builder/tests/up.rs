@@ -67,6 +67,8 @@ fn up_check_passes_on_the_reference_cluster() {
     // NetworkPolicy enforcement is on: each node with pods applied its
     // table (the probe pods' CNI ADD waits for it).
     assert_eq!(consoles.matches("policy: table applied").count(), 3, "{consoles}");
+    // Under etcd's authentication: each node's certificate is its user.
+    assert!(consoles.contains("etcd authentication on: 3 node users"), "{consoles}");
 }
 
 /// Three etcd members (TLS between them: peer certificates from the
@@ -85,6 +87,8 @@ fn up_check_passes_with_three_etcd_members() {
     std::fs::write(&cluster, common::without_runtime(&text)).unwrap();
     let consoles = up_check(Some(&cluster), &["etcd-1", "etcd-2", "etcd-3", "worker-1", "worker-2"], Some(TEST_KERNEL));
     assert_eq!(consoles.matches("node-agent: ready role=etcd").count(), 3, "{consoles}");
+    // Each member makes the users (the same ones) before it says ready.
+    assert_eq!(consoles.matches("etcd authentication on: 2 node users").count(), 3, "{consoles}");
 }
 
 /// flannel's default rules, iptables chains, from the image's own

@@ -425,7 +425,7 @@ async fn watch_latency(endpoint: &str, etcd_pid: u32, n: usize, quick: bool) -> 
             match watch.next().await {
                 Ok(Some(r)) => {
                     for e in r.events {
-                        seen.entry(e.kv.key).or_insert_with(Instant::now);
+                        seen.entry(e.key().to_vec()).or_insert_with(Instant::now);
                     }
                 }
                 _ => break,

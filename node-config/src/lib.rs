@@ -18,8 +18,8 @@ pub mod types;
 pub use containerd::Containerd;
 pub use error::{ConfigError, Problem};
 pub use node::{
-    Backend, BackendType, ClientTls, EtcdConfig, EtcdMember, Guest, KeyPair, NetworkConfig, NodeConfig, NodeIdentity,
-    NodeNet, PolicyEnforcement, Service,
+    Backend, BackendType, ClientTls, EtcdAccess, EtcdConfig, EtcdMember, Guest, KeyPair, NetworkConfig, NodeConfig,
+    NodeIdentity, NodeNet, PolicyEnforcement, Service,
 };
 pub use paths::Paths;
 pub use types::{MacAddr, Role};

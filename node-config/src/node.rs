@@ -158,6 +158,23 @@ pub struct EtcdConfig {
     /// Set on etcd nodes: this node runs a member of a static initial cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member: Option<EtcdMember>,
+    /// Set on etcd nodes of a cluster with client certificates: the etcd
+    /// users (certificate CNs) their agent makes before it turns etcd's
+    /// authentication on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<EtcdAccess>,
+}
+
+/// Who may do what in etcd, by client certificate CN.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdAccess {
+    /// Full access: the etcd members and the administrator.
+    pub admins: Vec<String>,
+    /// Nodes with pods: each reads the network config and the policies,
+    /// and writes subnet leases, probe addresses and its own policy
+    /// endpoints, nothing else.
+    pub nodes: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -350,6 +367,7 @@ impl NodeConfig {
         }
         self.validate_etcd_tls()?;
         self.validate_member()?;
+        self.validate_access()?;
         for s in self.guest.iter().flat_map(|g| &g.services) {
             if !rules::is_plain_name(&s.name) {
                 refuse!("guest.services", "{:?} is not a service name (letters, digits, '.', '-', '_')", s.name);
@@ -504,6 +522,30 @@ impl NodeConfig {
         }
         if !m.initial_cluster.contains(&format!("{}={}", m.name, m.peer_url)) {
             refuse!("etcd.member.initial_cluster", "does not hold this member ({}={})", m.name, m.peer_url);
+        }
+        Ok(())
+    }
+
+    /// etcd's `root` user is nobody's certificate, and a node is never
+    /// both an administrator and a node.
+    fn validate_access(&self) -> Result<()> {
+        let Some(a) = &self.etcd.access else { return Ok(()) };
+        if self.etcd.tls.is_none() {
+            refuse!("etcd.access", "needs etcd.tls: etcd takes user names from client certificates");
+        }
+        for (field, names) in [("admins", &a.admins), ("nodes", &a.nodes)] {
+            for (i, name) in names.iter().enumerate() {
+                let field = format!("etcd.access.{field}[{i}]");
+                if name.is_empty() || name.len() > 253 || name.chars().any(|c| c.is_control() || c == ',') {
+                    refuse!(field, "{name:?} is not a certificate name");
+                }
+                if name == "root" {
+                    refuse!(field, "\"root\" is etcd's own administrator, no certificate's name");
+                }
+            }
+        }
+        if let Some(n) = a.nodes.iter().find(|n| a.admins.contains(n)) {
+            refuse!("etcd.access.nodes", "{n:?} is also an administrator");
         }
         Ok(())
     }

@@ -135,6 +135,10 @@ fn nodes(errs: &Errs, file: &ClusterFile, node_network: Ipv4Net) -> Result<Vec<N
 fn node(errs: &Errs, i: usize, e: &NodeEntry, all: &NetworkSection, node_network: Ipv4Net) -> Result<Node> {
     let field = |f: &str| format!("node[{i}].{f}");
     check_name(errs, &field("name"), &e.name)?;
+    if e.name == "root" {
+        // A node's certificate CN is its name, and etcd's user "root" has every right.
+        return Err(errs.at(field("name"), "\"root\" is etcd's administrator: name the node otherwise"));
+    }
     let role: Role = e.role.parse().map_err(|m: String| errs.at(field("role"), m))?;
     let (ip, net) = addressing(errs, i, e, all, node_network)?;
     if ip.is_none() && role == Role::Etcd {

@@ -1,7 +1,4 @@
-//! The etcd v3 client: KV, transactions, leases and watches. No flannel
-//! knowledge lives here.
+//! The etcd v3 client (gRPC, `imgbuild-etcd`): KV, transactions, leases,
+//! watches and the cluster's users. No flannel knowledge lives there.
 
-mod client;
-pub mod wire;
-
-pub use client::{prefix_end, Client, Watch};
+pub use imgbuild_etcd::*;

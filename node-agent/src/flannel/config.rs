@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use crate::config::{Backend, BackendType, NetworkConfig};
 
-pub const CONFIG_KEY: &str = "/coreos.com/network/config";
+pub const CONFIG_KEY: &str = crate::etcd::keys::NETWORK_CONFIG;
 
 /// The effective network: what the agent allocates and routes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

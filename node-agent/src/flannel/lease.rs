@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::config::get;
 use crate::types::MacAddr;
 
-pub const SUBNETS_PREFIX: &str = "/coreos.com/network/subnets/";
+pub const SUBNETS_PREFIX: &str = crate::etcd::keys::SUBNETS;
 
 /// What a lease says about its node.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -18,9 +18,15 @@ use crate::log;
 pub const LEASE_TTL: i64 = 24 * 3600;
 
 /// Puts the cluster's network config unless etcd has one; etcd's wins.
+/// Read first: a node may read the config but not write it once etcd's
+/// authentication is on (the etcd members put it before turning it on).
 pub async fn ensure_network_config(client: &Client, cfg: &NetworkConfig) -> Result<Network> {
     let ours = Network::to_json(cfg);
-    let value = match client.create_or_get(CONFIG_KEY, ours.as_bytes(), None).await? {
+    let existing = match client.get(CONFIG_KEY).await? {
+        (Some(kv), _) => Some(kv),
+        (None, _) => client.create_or_get(CONFIG_KEY, ours.as_bytes(), None).await?,
+    };
+    let value = match existing {
         None => {
             log::info(&format!("put network config {ours}"));
             ours.into_bytes()

@@ -37,8 +37,8 @@ pub async fn cluster_state(m: &EtcdMember, paths: &Paths, others: Option<&Client
         return Ok(ClusterState::New);
     };
     let Ok(members) = others.members().await else { return Ok(ClusterState::New) };
-    match members.iter().find(|(peers, _)| peers.contains(&m.peer_url)) {
-        Some((_, name)) if name.is_empty() => Ok(ClusterState::Existing),
+    match members.iter().find(|member| member.peer_urls.contains(&m.peer_url)) {
+        Some(member) if member.name.is_empty() => Ok(ClusterState::Existing),
         Some(_) if members.len() == 1 => Ok(ClusterState::New),
         Some(_) => Err(format!(
             "the running cluster lists member {} as started, but its data is gone: run `imgbuild etcd remove {}` and `imgbuild etcd add {}`",

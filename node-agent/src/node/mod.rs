@@ -79,6 +79,12 @@ pub async fn run(cfg: NodeConfig, opts: Options) -> Result<()> {
             manager::ensure_network_config(&client, &cfg.network)
         })
         .await;
+        if let Some(access) = &cfg.etcd.access {
+            // After the config: nodes may only read it once this is done.
+            retry("making etcd's users and turning authentication on", || crate::etcd::access::ensure(&client, access))
+                .await;
+            log::info(&format!("etcd authentication on: {} node users", access.nodes.len()));
+        }
         say_ready(&cfg, opts, &format!("role={role}"));
         return std::future::pending().await;
     }

@@ -10,7 +10,7 @@ use super::{state, sys};
 use crate::backend::Backend;
 use crate::cni::{Conflist, Rules, SubnetEnv};
 use crate::config::NodeConfig;
-use crate::etcd::{wire::WatchResponse, Client};
+use crate::etcd::{Client, WatchResponse};
 use crate::flannel::lease::{self, SUBNETS_PREFIX};
 use crate::flannel::manager::{self, Acquired, SubnetManager, LEASE_TTL};
 use crate::flannel::{guard, Lease};
@@ -212,7 +212,8 @@ impl PodNetwork {
             return Ok(false);
         }
         for ev in &r.events {
-            let key = String::from_utf8_lossy(&ev.kv.key).into_owned();
+            let kv = ev.kv.clone().unwrap_or_default();
+            let key = String::from_utf8_lossy(&kv.key).into_owned();
             let Ok(subnet) = lease::parse_key(&key) else {
                 log::warn(&format!("skipping malformed lease key {key}"));
                 continue;
@@ -225,17 +226,17 @@ impl PodNetwork {
                     self.backend.remove(subnet).await?;
                 }
             } else if subnet == self.lease.subnet {
-                let ours = manager::parse_kv(&ev.kv.key, &ev.kv.value, ev.kv.lease);
+                let ours = manager::parse_kv(&kv.key, &kv.value, kv.lease);
                 if ours.is_none_or(|l| l.attrs != self.lease.attrs) {
                     log::warn(&format!("our lease {subnet} was overwritten by another writer; writing ours back"));
                     self.lease = self.mgr.reclaim(&self.lease).await?;
                 }
-            } else if let Some(l) = manager::parse_kv(&ev.kv.key, &ev.kv.value, ev.kv.lease) {
+            } else if let Some(l) = manager::parse_kv(&kv.key, &kv.value, kv.lease) {
                 self.backend.add(&l).await?;
             }
-            *rev = (*rev).max(ev.kv.mod_revision);
+            *rev = (*rev).max(kv.mod_revision);
         }
-        *rev = (*rev).max(r.header.revision);
+        *rev = (*rev).max(r.revision());
         Ok(true)
     }
 }

@@ -69,7 +69,7 @@ pub fn in_netns<T: Send + 'static>(
 
 /// Where each probe pod made through the runtime says its address (CRI
 /// picks it), by its node's subnet: `PREFIX` + `10.1.28.0-24`.
-pub const PROBES_PREFIX: &str = "/imgbuild/probe/v1/";
+pub const PROBES_PREFIX: &str = crate::etcd::keys::PROBES;
 
 /// What the probe sandbox is, for a shell on the node: `sandbox=ID ip=IP`.
 pub const PROBE_POD_FILE: &str = "/run/node-agent/probe-pod";

@@ -330,19 +330,21 @@ impl Enforcer {
     }
 
     /// Takes a watch message's events; false when the watch lost history.
-    fn take_events(&mut self, r: crate::etcd::wire::WatchResponse, rev: &mut i64) -> bool {
+    fn take_events(&mut self, r: crate::etcd::WatchResponse, rev: &mut i64) -> bool {
         if r.canceled || r.compact_revision > 0 {
             return false;
         }
+        *rev = (*rev).max(r.revision());
         for ev in r.events {
-            let key = String::from_utf8_lossy(&ev.kv.key).into_owned();
-            if ev.is_delete() {
+            let delete = ev.is_delete();
+            let kv = ev.kv.unwrap_or_default();
+            let key = String::from_utf8_lossy(&kv.key).into_owned();
+            if delete {
                 self.kvs.remove(&key);
             } else {
-                self.kvs.insert(key, ev.kv.value);
+                self.kvs.insert(key, kv.value);
             }
         }
-        *rev = (*rev).max(r.header.revision);
         true
     }
 
@@ -503,6 +505,13 @@ pub async fn run(spec: PolicyEnforcement, node: String, client: Client, cri: Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn etcd_access_covers_the_policy_layout() {
+        // What a node may write in etcd (its role) and where it publishes.
+        assert_eq!(crate::etcd::keys::POLICY, imgbuild_policy::store::PREFIX);
+        assert_eq!(crate::etcd::keys::endpoints_of("w1"), imgbuild_policy::store::endpoints_prefix("w1"));
+    }
 
     fn endpoint(node: &str, sandbox: &str, ip: &str, labels: &[(&str, &str)]) -> Endpoint {
         Endpoint {
