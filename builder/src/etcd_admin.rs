@@ -118,7 +118,9 @@ pub fn access(access: &EtcdAccess, out: &mut dyn Write) -> Result<()> {
     }
     let etcd = crate::policy::connect(access)?;
     let plan = crate::plan::etcd_access(&cluster);
-    etcd.ensure_access(&plan)?;
+    if let Some(why) = etcd.ensure_access(&plan)? {
+        crate::ui::warn(&why);
+    }
     writeln!(
         out,
         "etcd authentication on: {} administrators ({}), {} nodes ({})",

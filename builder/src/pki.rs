@@ -204,8 +204,13 @@ impl Pki {
         let mut params = CertificateParams::default();
         params.not_before = self.not_before;
         params.not_after = self.not_after;
-        // etcd takes the common name as the user when its auth is on.
-        params.distinguished_name.push(DnType::CommonName, node.name.clone());
+        // etcd takes a client's common name as the user when its auth is
+        // on; members share one, the only one the peer port admits.
+        let cn = match purpose {
+            Use::Member => node_config::etcd::MEMBER_CN.to_owned(),
+            Use::Client | Use::Admin => node.name.clone(),
+        };
+        params.distinguished_name.push(DnType::CommonName, cn);
         params.distinguished_name.push(DnType::OrganizationName, purpose.organization());
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.use_authority_key_identifier_extension = true;
@@ -482,7 +487,7 @@ mod tests {
         let eku = x.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.server_auth && eku.client_auth);
         assert!(!x.is_ca());
-        assert_eq!(x.subject().to_string(), "CN=etcd-1, O=imgbuild:etcd-member");
+        assert_eq!(x.subject().to_string(), "CN=imgbuild:etcd-member, O=imgbuild:etcd-member");
     }
 
     #[test]

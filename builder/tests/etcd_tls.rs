@@ -144,6 +144,27 @@ fn only_holders_of_the_cluster_ca_certificates_reach_etcd() {
 
     least_privilege(&tmp.path().join("pki/ours"), &w1, &mine, &subnet);
     assert!(etcd.log().contains("etcd authentication on: 3 node users"), "{}", etcd.log());
+    assert!(etcd.log().contains("etcd 3.4.23 has known ways past its authorization"), "{}", etcd.log());
+    // The peer port takes members' certificates only: raft from a node's
+    // client certificate would write past etcd's authentication.
+    let member = ours["etcd-1"].etcd.member.as_ref().unwrap().tls.clone().unwrap();
+    let peer_dir = tmp.path().join("peer");
+    std::fs::create_dir_all(&peer_dir).unwrap();
+    std::fs::write(peer_dir.join("m.crt"), &member.cert).unwrap();
+    std::fs::write(peer_dir.join("m.key"), &member.key).unwrap();
+    let (mine_dir, p) = (tmp.path().join("mine"), peer_dir.display());
+    let m = mine_dir.display();
+    // From the member's own address: etcd also checks a peer certificate's
+    // addresses against the connection's, and the member's names its own.
+    let peer = |cert: &str, key: &str| {
+        etcd_ns.try_sh(&format!(
+            "curl -sS --http1.1 --max-time 5 --cacert {m}/ca.crt --cert {cert} --key {key} https://172.17.8.101:2380/members"
+        ))
+    };
+    let (ok, out) = peer(&format!("{m}/client.crt"), &format!("{m}/client.key"));
+    assert!(!ok && !out.contains("etcd-1"), "the peer port took worker-1's certificate: {out}");
+    let (ok, out) = peer(&format!("{p}/m.crt"), &format!("{p}/m.key"));
+    assert!(ok && out.contains("etcd-1"), "the peer port refused a member: {out}");
 
     // No client certificate, or one from another cluster's CA: refused.
     let ca_only = format!("--cacert={}/ca.crt", tmp.path().join("mine").display());

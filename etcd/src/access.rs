@@ -99,6 +99,35 @@ pub async fn ensure(client: &Client, access: &EtcdAccess) -> Result<()> {
     client.auth_enable().await.context("turning etcd authentication on")
 }
 
+/// The first release of each etcd line without the known ways past its
+/// authorization (nested transactions, GHSA-rfx7-8w68-q57q; reads and
+/// leases through puts nested in transactions, GHSA-x35m-3gp4-4fh5).
+const FIXED: [(u32, u32, u32); 3] = [(3, 4, 44), (3, 5, 30), (3, 6, 11)];
+
+/// Why roles do not hold on etcd `version` (its `Status` version), if a
+/// known flaw lets a node's certificate past them.
+pub fn known_bypass(version: &str) -> Option<String> {
+    let mut parts = version.trim().split(['.', '-', '+']).map(|p| p.parse::<u32>());
+    let (Some(Ok(major)), Some(Ok(minor)), Some(Ok(patch))) = (parts.next(), parts.next(), parts.next()) else {
+        return Some(format!("etcd {version:?}: not a version this check knows; its authorization may be bypassable"));
+    };
+    let fixed = match FIXED.iter().find(|(ma, mi, _)| (*ma, *mi) == (major, minor)) {
+        Some(f) => (major, minor, patch) >= *f,
+        // Newer lines carry the fixes; older ones never got them.
+        None => (major, minor) > (3, 6),
+    };
+    (!fixed).then(|| {
+        format!(
+            "etcd {version} has known ways past its authorization (GHSA-rfx7-8w68-q57q, GHSA-x35m-3gp4-4fh5; fixed in 3.4.44, 3.5.30, 3.6.11): a node's certificate can reach keys outside its role; use a fixed etcd ([artifacts] etcd)"
+        )
+    })
+}
+
+/// [`known_bypass`] for the etcd `client` reaches.
+pub async fn bypass_warning(client: &Client) -> Result<Option<String>> {
+    Ok(known_bypass(&client.status().await?.version))
+}
+
 impl Client {
     pub async fn role_add(&self, name: &str) -> Result<()> {
         let _: Empty = self.unary("Auth/RoleAdd", Name { name: name.into() }).await?;
@@ -143,6 +172,16 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_with_known_bypasses_are_named() {
+        for v in ["3.4.23", "3.4.43", "3.5.29", "3.6.10", "3.3.27", "junk"] {
+            assert!(known_bypass(v).is_some(), "{v}");
+        }
+        for v in ["3.4.44", "3.5.30", "3.6.11", "3.7.0", "3.4.45-rc.0"] {
+            assert_eq!(known_bypass(v), None, "{v}");
+        }
+    }
 
     #[test]
     fn nodes_get_their_own_endpoints_and_shared_reads() {

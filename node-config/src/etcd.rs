@@ -36,8 +36,15 @@ impl ClusterState {
     }
 }
 
+/// Every member certificate's CN (each is still named by its SANs). The
+/// peer port admits only it: any other certificate from the cluster CA (a
+/// node's client certificate) could otherwise speak raft to a member and
+/// write whatever it likes, past etcd's authentication.
+pub const MEMBER_CN: &str = "imgbuild:etcd-member";
+
 /// etcd's command line for this member. With `tls`, clients and peers
-/// must both present a certificate signed by the cluster CA.
+/// must both present a certificate signed by the cluster CA, and peers a
+/// member's.
 pub fn args(m: &EtcdMember, paths: &Paths, tls: Option<&TlsFiles>, state: ClusterState) -> Vec<String> {
     let local = if tls.is_some() { "https://127.0.0.1:2379" } else { "http://127.0.0.1:2379" };
     let mut args = vec![
@@ -63,6 +70,7 @@ pub fn args(m: &EtcdMember, paths: &Paths, tls: Option<&TlsFiles>, state: Cluste
             format!("--peer-cert-file={cert}"),
             format!("--peer-key-file={key}"),
             "--peer-client-cert-auth".into(),
+            format!("--peer-cert-allowed-cn={MEMBER_CN}"),
         ]);
     }
     args
@@ -106,6 +114,7 @@ mod tests {
             "--peer-cert-file=/run/tls/etcd.crt",
             "--peer-key-file=/run/tls/etcd.key",
             "--peer-client-cert-auth",
+            "--peer-cert-allowed-cn=imgbuild:etcd-member",
             "--initial-cluster-state=existing",
         ] {
             assert!(a.contains(&want.to_owned()), "missing {want} in {a:?}");

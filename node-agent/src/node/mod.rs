@@ -84,6 +84,11 @@ pub async fn run(cfg: NodeConfig, opts: Options) -> Result<()> {
             retry("making etcd's users and turning authentication on", || crate::etcd::access::ensure(&client, access))
                 .await;
             log::info(&format!("etcd authentication on: {} node users", access.nodes.len()));
+            match crate::etcd::access::bypass_warning(&client).await {
+                Ok(Some(why)) => log::warn(&why),
+                Ok(None) => {}
+                Err(e) => log::warn(&format!("asking etcd its version: {e:#}")),
+            }
         }
         say_ready(&cfg, opts, &format!("role={role}"));
         return std::future::pending().await;
