@@ -539,7 +539,9 @@ fn openstack_config_drive_on_iso_and_fat() {
     let iso = tmp.path().join("config.iso");
     run_ok(Command::new("genisoimage").args(["-quiet", "-V", "config-2", "-r", "-J", "-o"]).arg(&iso).arg(&tree));
     let fat = tmp.path().join("config.fat");
-    run_ok(Command::new("mkfs.vfat").args(["-C", "-n", "CONFIG-2"]).arg(&fat).arg("16384"));
+    // 64 MiB, as Nova makes a vfat config drive (a worker's config carries
+    // the agent and the CNI plugins).
+    run_ok(Command::new("mkfs.vfat").args(["-C", "-n", "CONFIG-2"]).arg(&fat).arg("65536"));
     run_ok(Command::new("mmd").arg("-i").arg(&fat).args(["::openstack", "::openstack/latest"]));
     run_ok(Command::new("mcopy").arg("-i").arg(&fat).arg(&ign).arg("::openstack/latest/user_data"));
     let append = "ignition.platform.id=openstack";

@@ -59,8 +59,19 @@ impl Slot {
 /// Whether a failed call may succeed at another endpoint: it never reached
 /// etcd, or the member could not serve it (no leader, stopping).
 fn try_next(status: &tonic::Status) -> bool {
-    matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Cancelled)
+    matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded)
         && !status.message().contains("permission denied")
+}
+
+/// `call`, or a deadline error once [`UNARY_TIMEOUT`] (and a little) has
+/// passed: a member that accepted the connection and then went silent must
+/// not hold the caller for ever. (etcd ends its own requests at the
+/// deadline the request carries; this is for one that no longer answers.)
+async fn within<T>(call: impl std::future::Future<Output = Result<T, tonic::Status>>) -> Result<T, tonic::Status> {
+    match tokio::time::timeout(UNARY_TIMEOUT + Duration::from_secs(2), call).await {
+        Ok(r) => r,
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!("no answer in {}s", UNARY_TIMEOUT.as_secs() + 2))),
+    }
 }
 
 fn tls_config(tls: &ClientTls) -> Result<ClientTlsConfig> {
@@ -158,10 +169,11 @@ impl Client {
             let mut request = tonic::Request::new(req.clone());
             request.set_timeout(UNARY_TIMEOUT);
             let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
-            let result = match grpc.ready().await {
-                Ok(()) => grpc.unary(request, path.clone(), codec).await,
-                Err(e) => Err(tonic::Status::unavailable(chain(&e))),
+            let call = async {
+                grpc.ready().await.map_err(|e| tonic::Status::unavailable(chain(&e)))?;
+                grpc.unary(request, path.clone(), codec).await
             };
+            let result = within(call).await;
             match result {
                 Ok(resp) => {
                     self.current.store(idx, Ordering::Relaxed);
@@ -191,10 +203,11 @@ impl Client {
             let idx = (start + i) % n;
             let (url, mut grpc) = (&self.channels[idx].url, self.channels[idx].grpc());
             let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
-            let result = match grpc.ready().await {
-                Ok(()) => grpc.streaming(tonic::Request::new(reqs()), path.clone(), codec).await,
-                Err(e) => Err(tonic::Status::unavailable(chain(&e))),
+            let call = async {
+                grpc.ready().await.map_err(|e| tonic::Status::unavailable(chain(&e)))?;
+                grpc.streaming(tonic::Request::new(reqs()), path.clone(), codec).await
             };
+            let result = within(call).await;
             match result {
                 Ok(resp) => {
                     self.current.store(idx, Ordering::Relaxed);

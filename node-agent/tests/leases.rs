@@ -114,6 +114,16 @@ fn client_fails_over_to_a_live_endpoint() {
         assert_eq!(client.get("/x").await.unwrap().0.unwrap().value, b"1");
         let none = Client::new(&[format!("http://127.0.0.1:{}", free_port())], None).unwrap();
         assert!(none.get("/x").await.is_err());
+        // A member that takes the connection and then says nothing (hung,
+        // or a black hole): the request gives up on it and the next answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let silent_url = format!("http://{}", silent.local_addr().unwrap());
+        let held = std::thread::spawn(move || silent.accept().map(|(conn, _)| conn));
+        let client = Client::new(&[silent_url, etcd.endpoint.clone()], None).unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(client.get("/x").await.unwrap().0.unwrap().value, b"1");
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+        drop(held);
     });
 }
 
