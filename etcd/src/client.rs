@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use futures::StreamExt;
 use node_config::ClientTls;
+use prost::Message;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
 
@@ -153,12 +155,20 @@ impl Client {
     }
 
     /// Sends `req` to `/etcdserverpb.{method}` at each endpoint in turn
-    /// until one answers.
+    /// until one answers. The typed face of [`Client::call`].
     pub(crate) async fn unary<Req, Resp>(&self, method: &str, req: Req) -> Result<Resp>
     where
-        Req: prost::Message + Clone + Send + Sync + 'static,
-        Resp: prost::Message + Default + Send + Sync + 'static,
+        Req: prost::Message,
+        Resp: prost::Message + Default,
     {
+        let answer = self.call(method, req.encode_to_vec()).await?;
+        Resp::decode(answer.as_slice()).with_context(|| format!("etcd {method}: an answer that is not its message"))
+    }
+
+    /// One request's bytes to `/etcdserverpb.{method}` and the answer's.
+    /// Not generic: tonic's call path is compiled once, not per message
+    /// type (that cost the agent about a megabyte).
+    async fn call(&self, method: &str, req: Vec<u8>) -> Result<Vec<u8>> {
         let path = path(method);
         let n = self.channels.len();
         let start = self.current.load(Ordering::Relaxed);
@@ -168,13 +178,11 @@ impl Client {
             let (url, mut grpc) = (&self.channels[idx].url, self.channels[idx].grpc());
             let mut request = tonic::Request::new(req.clone());
             request.set_timeout(UNARY_TIMEOUT);
-            let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
             let call = async {
                 grpc.ready().await.map_err(|e| tonic::Status::unavailable(chain(&e)))?;
-                grpc.unary(request, path.clone(), codec).await
+                grpc.unary(request, path.clone(), Raw).await
             };
-            let result = within(call).await;
-            match result {
+            match within(call).await {
                 Ok(resp) => {
                     self.current.store(idx, Ordering::Relaxed);
                     return Ok(resp.into_inner());
@@ -187,14 +195,9 @@ impl Client {
         Err(last_err)
     }
 
-    /// Opens a server stream at the first endpoint that accepts it.
-    /// `reqs` makes the request stream, once per endpoint tried.
-    async fn stream<Req, Resp, S>(&self, method: &str, reqs: impl Fn() -> S) -> Result<tonic::Streaming<Resp>>
-    where
-        S: futures::Stream<Item = Req> + Send + 'static,
-        Req: prost::Message + Send + Sync + 'static,
-        Resp: prost::Message + Default + Send + Sync + 'static,
-    {
+    /// Opens a stream at the first endpoint that accepts it. `reqs` makes
+    /// the request stream (encoded messages), once per endpoint tried.
+    async fn stream(&self, method: &str, reqs: &(dyn Fn() -> RawStream + Sync)) -> Result<tonic::Streaming<Vec<u8>>> {
         let path = path(method);
         let n = self.channels.len();
         let start = self.current.load(Ordering::Relaxed);
@@ -202,13 +205,11 @@ impl Client {
         for i in 0..n {
             let idx = (start + i) % n;
             let (url, mut grpc) = (&self.channels[idx].url, self.channels[idx].grpc());
-            let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
             let call = async {
                 grpc.ready().await.map_err(|e| tonic::Status::unavailable(chain(&e)))?;
-                grpc.streaming(tonic::Request::new(reqs()), path.clone(), codec).await
+                grpc.streaming(tonic::Request::new(reqs()), path.clone(), Raw).await
             };
-            let result = within(call).await;
-            match result {
+            match within(call).await {
                 Ok(resp) => {
                     self.current.store(idx, Ordering::Relaxed);
                     return Ok(resp.into_inner());
@@ -246,10 +247,9 @@ impl Client {
 
     /// Streams a snapshot of the database into `out`; returns its size.
     pub async fn snapshot(&self, out: &mut (dyn std::io::Write + Send)) -> Result<u64> {
-        let mut stream: tonic::Streaming<SnapshotResponse> =
-            self.stream("Maintenance/Snapshot", || futures::stream::iter([Empty {}])).await?;
+        let mut stream = self.stream("Maintenance/Snapshot", &|| one(&Empty {})).await?;
         let mut total = 0u64;
-        while let Some(chunk) = stream.message().await.map_err(|s| anyhow!("etcd snapshot: {}", describe(&s)))? {
+        while let Some(chunk) = next::<SnapshotResponse>(&mut stream, "snapshot").await? {
             total += chunk.blob.len() as u64;
             out.write_all(&chunk.blob).context("writing the snapshot")?;
         }
@@ -372,12 +372,10 @@ impl Client {
 
     /// Refreshes a lease; returns its new TTL, or 0 when etcd no longer has it.
     pub async fn keepalive(&self, id: i64) -> Result<i64> {
-        let mut stream: tonic::Streaming<LeaseTtl> =
-            self.stream("Lease/LeaseKeepAlive", || futures::stream::iter([LeaseId { id }])).await?;
-        let answer = tokio::time::timeout(UNARY_TIMEOUT, stream.message())
+        let mut stream = self.stream("Lease/LeaseKeepAlive", &|| one(&LeaseId { id })).await?;
+        let answer = tokio::time::timeout(UNARY_TIMEOUT, next::<LeaseTtl>(&mut stream, "lease keepalive"))
             .await
-            .context("etcd lease keepalive: no answer")?
-            .map_err(|s| anyhow!("etcd lease keepalive: {}", describe(&s)))?;
+            .context("etcd lease keepalive: no answer")??;
         Ok(answer.map_or(0, |r| r.ttl))
     }
 
@@ -394,10 +392,10 @@ impl Client {
             range_end: prefix_end(prefix.as_bytes()),
             start_revision,
         };
-        let req = WatchRequest { request_union: Some(WatchRequestUnion::Create(create)) };
+        let req = WatchRequest { request_union: Some(WatchRequestUnion::Create(create)) }.encode_to_vec();
         // The request side stays open: etcd ends a watch whose client hung up.
-        let reqs = || futures::StreamExt::chain(futures::stream::iter([req.clone()]), futures::stream::pending());
-        Ok(Watch { stream: self.stream("Watch/Watch", reqs).await? })
+        let reqs = || -> RawStream { Box::pin(futures::stream::iter([req.clone()]).chain(futures::stream::pending())) };
+        Ok(Watch { stream: self.stream("Watch/Watch", &reqs).await? })
     }
 }
 
@@ -458,13 +456,72 @@ fn with_sources(mut s: String, mut source: Option<&(dyn std::error::Error + 'sta
 
 /// A watch's stream of answers.
 pub struct Watch {
-    stream: tonic::Streaming<WatchResponse>,
+    stream: tonic::Streaming<Vec<u8>>,
 }
 
 impl Watch {
     /// The next answer; `None` when etcd closed the stream.
     pub async fn next(&mut self) -> Result<Option<WatchResponse>> {
-        self.stream.message().await.map_err(|s| anyhow!("etcd watch: {}", describe(&s)))
+        next(&mut self.stream, "watch").await
+    }
+}
+
+/// Encoded requests for a stream.
+type RawStream = std::pin::Pin<Box<dyn futures::Stream<Item = Vec<u8>> + Send>>;
+
+/// A request stream of one message.
+fn one(msg: &impl prost::Message) -> RawStream {
+    Box::pin(futures::stream::iter([msg.encode_to_vec()]))
+}
+
+/// The next message of a stream, decoded; `None` when it ended.
+async fn next<T: prost::Message + Default>(stream: &mut tonic::Streaming<Vec<u8>>, what: &str) -> Result<Option<T>> {
+    match stream.message().await.map_err(|s| anyhow!("etcd {what}: {}", describe(&s)))? {
+        Some(bytes) => {
+            Ok(Some(T::decode(bytes.as_slice()).with_context(|| format!("etcd {what}: a message that is not one"))?))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Messages as bytes, both ways: the typed side encodes and decodes with
+/// prost, and tonic's machinery sees one message type.
+#[derive(Clone, Copy, Debug, Default)]
+struct Raw;
+
+impl tonic::codec::Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl tonic::codec::Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let mut v = vec![0; bytes::Buf::remaining(src)];
+        bytes::Buf::copy_to_slice(src, &mut v);
+        Ok(Some(v))
     }
 }
 
