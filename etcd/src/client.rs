@@ -169,35 +169,36 @@ impl Client {
     /// Not generic: tonic's call path is compiled once, not per message
     /// type (that cost the agent about a megabyte).
     async fn call(&self, method: &str, req: Vec<u8>) -> Result<Vec<u8>> {
-        let path = path(method);
-        let n = self.channels.len();
-        let start = self.current.load(Ordering::Relaxed);
-        let mut last_err = anyhow!("no etcd endpoint tried");
-        for i in 0..n {
-            let idx = (start + i) % n;
-            let (url, mut grpc) = (&self.channels[idx].url, self.channels[idx].grpc());
+        self.at_each_endpoint(method, |mut grpc, path| {
             let mut request = tonic::Request::new(req.clone());
             request.set_timeout(UNARY_TIMEOUT);
-            let call = async {
-                grpc.ready().await.map_err(|e| tonic::Status::unavailable(chain(&e)))?;
-                grpc.unary(request, path.clone(), Raw).await
-            };
-            match within(call).await {
-                Ok(resp) => {
-                    self.current.store(idx, Ordering::Relaxed);
-                    return Ok(resp.into_inner());
-                }
-                Err(status) if try_next(&status) => last_err = anyhow!("etcd {url} {method}: {}", describe(&status)),
-                // etcd answered: that is its answer, not a dead endpoint.
-                Err(status) => bail!("etcd {url} {method}: {}", describe(&status)),
-            }
-        }
-        Err(last_err)
+            async move { grpc.unary(request, path, Raw).await.map(tonic::Response::into_inner) }
+        })
+        .await
     }
 
     /// Opens a stream at the first endpoint that accepts it. `reqs` makes
     /// the request stream (encoded messages), once per endpoint tried.
     async fn stream(&self, method: &str, reqs: &(dyn Fn() -> RawStream + Sync)) -> Result<tonic::Streaming<Vec<u8>>> {
+        self.at_each_endpoint(method, |mut grpc, path| {
+            let request = tonic::Request::new(reqs());
+            async move { grpc.streaming(request, path, Raw).await.map(tonic::Response::into_inner) }
+        })
+        .await
+    }
+
+    /// `attempt` at each endpoint in turn, from the last one that answered,
+    /// until one answers: an endpoint that is unreachable, silent or
+    /// without a leader hands over to the next; any other answer of etcd's
+    /// is the answer.
+    async fn at_each_endpoint<T, Fut>(
+        &self,
+        method: &str,
+        attempt: impl Fn(tonic::client::Grpc<Channel>, http::uri::PathAndQuery) -> Fut,
+    ) -> Result<T>
+    where
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
         let path = path(method);
         let n = self.channels.len();
         let start = self.current.load(Ordering::Relaxed);
@@ -207,14 +208,15 @@ impl Client {
             let (url, mut grpc) = (&self.channels[idx].url, self.channels[idx].grpc());
             let call = async {
                 grpc.ready().await.map_err(|e| tonic::Status::unavailable(chain(&e)))?;
-                grpc.streaming(tonic::Request::new(reqs()), path.clone(), Raw).await
+                attempt(grpc, path.clone()).await
             };
             match within(call).await {
-                Ok(resp) => {
+                Ok(answer) => {
                     self.current.store(idx, Ordering::Relaxed);
-                    return Ok(resp.into_inner());
+                    return Ok(answer);
                 }
                 Err(status) if try_next(&status) => last_err = anyhow!("etcd {url} {method}: {}", describe(&status)),
+                // etcd answered: that is its answer, not a dead endpoint.
                 Err(status) => bail!("etcd {url} {method}: {}", describe(&status)),
             }
         }
